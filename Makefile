@@ -1,0 +1,61 @@
+# criguard: build, test and measure. `make test` is what CI runs (as root).
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN := bin/criguard
+E2E_CACHE ?= $(CURDIR)/.cache/e2e
+export CRIGUARD_E2E_CACHE := $(E2E_CACHE)
+E2E_TIMEOUT ?= 75m
+FUZZTIME ?= 20s
+
+.PHONY: all build unit e2e test tools bench demo fuzz e2e-kind vet clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/criguard
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
+
+# Unit tests: no root, no network, no real components.
+unit:
+	$(GO) test -count=1 ./...
+
+# Installs containerd, runc, busybox, crictl, crane, kubelet and cosign at pinned
+# versions into $(E2E_CACHE) (built only when missing).
+tools:
+	bash e2e/tools/install.sh
+
+# Real-node tests: a real containerd (2.x and 1.6), runc, kubelet and cosign. Root required.
+e2e: tools build
+	$(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./e2e/...
+
+test: vet unit e2e
+
+# Benchmarks against the real containerd, registry and cosign (root required).
+bench: tools build
+	$(GO) test -tags e2e -run '^$$' -bench . -benchtime 2000x -count 1 -timeout 60m ./e2e/...
+
+# A demo on this machine: containerd, a local registry with signed and unsigned
+# images, criguard in front, and crictl pulls that are allowed and refused.
+demo: tools build
+	$(GO) run -tags e2e ./e2e/demo
+
+# Every Go fuzz target, each for $(FUZZTIME).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+# End-to-end on a kind cluster; needs Docker and network (not run by `make test`).
+e2e-kind: build
+	bash e2e/kind/run.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,23 @@
+package criproxy
+
+import (
+	"context"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Guard judges the CRI calls that can bring an image onto the node or run one.
+// The proxy decodes only these two methods; every other call is forwarded as raw
+// bytes. Each method receives the decoded request and next, which forwards a
+// (possibly rewritten) request upstream. A Guard that returns an error without
+// calling next refuses the call; that error's gRPC status reaches kubelet as is.
+type Guard interface {
+	PullImage(ctx context.Context, req *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error)
+	CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next CreateFunc) (*runtimeapi.CreateContainerResponse, error)
+}
+
+// PullFunc forwards a PullImage request upstream.
+type PullFunc func(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error)
+
+// CreateFunc forwards a CreateContainer request upstream.
+type CreateFunc func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error)
