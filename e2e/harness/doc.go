@@ -35,9 +35,10 @@
 //	    opts: harness.WithEntrypoint(...), harness.WithCmd(...), harness.WithFile(path, content),
 //	          harness.WithPlatform(os, arch), harness.WithLabel(k, v)
 //	r.PushPause(t) string                         // "127.0.0.1:PORT/pause:3.10" (busybox sleep infinity)
-//	r.LoadCosignFixtures(t) Fixtures              // ../shared/fixtures/cosign pushed byte for byte: blobs, manifests
+//	r.LoadCosignFixtures(t) *Fixtures             // ../shared/fixtures/cosign pushed byte for byte: blobs, manifests
 //	                                              // by digest (index members first), then tags; Fixtures.Dir, Fixtures.Keys
-//	                                              // ("a","b","rsa" -> .pub path), Fixtures.Ref(repo, tag)
+//	                                              // ("a","b","rsa" -> .pub path), Fixtures.Ref(repo, tag),
+//	                                              // Fixtures.Digest(repo, tag), Fixtures.Tags
 //	r.Manifest(t, ref) (mediaType string, body []byte) // raw GET, for assertions
 //
 // containerd:
@@ -87,8 +88,11 @@
 // Helpers:
 //
 //	harness.Eventually(t, timeout, what string, func() error) // polls until nil; fails with the last error
+//	harness.WriteFile(t, path, content)
 //	harness.Standalone(name) (*Session)    // a T for programs; Session.Close runs the cleanups
 //
-// Images from ../shared/fixtures/cosign have an empty os/architecture in their config;
-// see Fixtures' doc for how containerd treats them.
+// Images from ../shared/fixtures/cosign have an empty os/architecture in their
+// config: containerd 2.4 pulls their single-manifest images (tag or digest) but
+// refuses demo/multi (an index without platform fields: "no match for
+// platform in manifest"). See Fixtures.
 package harness
