@@ -2,12 +2,223 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/criguard/criguard/criproxy"
 )
 
-// runServe is a placeholder until its owner lands the real command.
-func runServe(_ context.Context, _ []string, _, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "criguard serve: not built yet")
-	return 2
+const (
+	defaultListen   = "unix:///run/criguard/criguard.sock"
+	defaultUpstream = "unix:///run/containerd/containerd.sock"
+	// probeTimeout bounds the startup CRI Version check (an upstream that
+	// accepts connections but never answers); a missing socket fails at once.
+	probeTimeout = 3 * time.Second
+	// probeInterval paces the background re-check while the upstream is down.
+	probeInterval = 2 * time.Second
+)
+
+// serveConfig is everything `criguard serve` is configured with. Add a field here
+// and its flag in register; buildGuard sees the whole config.
+type serveConfig struct {
+	listen       string
+	upstream     string
+	logFormat    string
+	logLevel     string
+	drainTimeout time.Duration
+}
+
+func (c *serveConfig) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.listen, "listen", defaultListen, "CRI socket to serve kubelet on (unix:///path or a bare path); created mode 0660")
+	fs.StringVar(&c.upstream, "upstream", defaultUpstream, "container runtime's CRI socket to forward to (unix:///path or a bare path)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every CRI call)")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", criproxy.DefaultDrainTimeout, "on SIGTERM, how long in-flight CRI calls may finish before they are cut")
+}
+
+// serveDeps is what serve hands to buildGuard.
+type serveDeps struct {
+	logger *slog.Logger
+	// upstream is the runtime connection the proxy forwards on; typed clients
+	// (containerd.NewWithConn, runtimeapi clients) may share it.
+	upstream *grpc.ClientConn
+	// group runs background tasks for the life of serve (a metrics listener, a
+	// policy watcher): a task returning an error stops serve with that error.
+	// Tasks must return once the group's context (buildGuard's ctx) ends.
+	group *errgroup.Group
+}
+
+// buildGuard returns the Guard that judges PullImage and CreateContainer, or nil
+// for a pure pass-through proxy. ctx ends when serve stops.
+func buildGuard(_ context.Context, _ *serveConfig, _ serveDeps) (criproxy.Guard, error) {
+	return nil, nil
+}
+
+// runServe runs `criguard serve`: exit 0 after a clean shutdown (SIGTERM), 1 on a
+// failure, 2 on bad flags.
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
+	var cfg serveConfig
+	fs := flag.NewFlagSet("criguard serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: criguard serve [flags]\n\nServes CRI v1 for kubelet and forwards every call to the container runtime.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "criguard serve: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	logger, err := newLogger(stderr, cfg.logFormat, cfg.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "criguard serve: %v\n", err)
+		return 2
+	}
+	if cfg.drainTimeout <= 0 {
+		fmt.Fprintf(stderr, "criguard serve: --drain-timeout must be positive, got %s\n", cfg.drainTimeout)
+		return 2
+	}
+	if err := serve(ctx, &cfg, logger); err != nil {
+		logger.Error("criguard serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, cfg *serveConfig, logger *slog.Logger) error {
+	listenPath, err := criproxy.SocketPath(cfg.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	upstreamPath, err := criproxy.SocketPath(cfg.upstream)
+	if err != nil {
+		return fmt.Errorf("--upstream: %w", err)
+	}
+	conn, err := criproxy.Dial(ctx, upstreamPath)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	// A down upstream at startup is not fatal: the proxy has to live through
+	// containerd restarts anyway, and kubelet gets the same Unavailable it would
+	// get from containerd itself, without boot-order coupling or a crash loop
+	// that makes kubelet's socket come and go. A socket that answers without
+	// CRI v1 is a wrong --upstream and is fatal.
+	upstreamUp, err := probe(ctx, conn, logger)
+	if err != nil {
+		return err
+	}
+
+	// Tasks buildGuard starts end with gctx; a startup failure below cancels
+	// it and waits for them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	fail := func(err error) error {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	guard, err := buildGuard(gctx, cfg, serveDeps{logger: logger, upstream: conn, group: g})
+	if err != nil {
+		return fail(err)
+	}
+	srv, err := criproxy.NewServer(criproxy.Options{Upstream: conn, Guard: guard, Logger: logger, DrainTimeout: cfg.drainTimeout})
+	if err != nil {
+		return fail(err)
+	}
+	lis, err := criproxy.ListenUnix(ctx, listenPath)
+	if err != nil {
+		return fail(err)
+	}
+	logger.Info("criguard serving CRI", "version", versionString(), "listen", listenPath,
+		"upstream", upstreamPath, "guard", guard != nil)
+	if !upstreamUp {
+		g.Go(func() error { reprobe(gctx, conn, logger); return nil })
+	}
+	g.Go(func() error { criproxy.LogUpstreamState(gctx, conn, logger); return nil })
+	g.Go(func() error { return srv.Serve(gctx, lis) })
+	err = g.Wait()
+	logger.Info("criguard stopped")
+	return err
+}
+
+// probe checks the upstream once. It returns whether the upstream answered, or
+// an error for an upstream that is there but is no CRI v1 runtime.
+func probe(ctx context.Context, conn *grpc.ClientConn, logger *slog.Logger) (bool, error) {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	v, err := criproxy.Probe(pctx, conn)
+	switch {
+	case err == nil:
+		logger.Info("upstream answers", "upstream", conn.Target(), "runtime", v.GetRuntimeName(),
+			"runtime_version", v.GetRuntimeVersion(), "cri_version", v.GetRuntimeApiVersion())
+		return true, nil
+	case status.Code(err) == codes.Unimplemented:
+		return false, err
+	default:
+		logger.Error("upstream not answering; serving anyway, CRI calls fail with Unavailable until it does",
+			"upstream", conn.Target(), "err", err)
+		return false, nil
+	}
+}
+
+// reprobe re-checks a down upstream until it answers, to log when it does (once;
+// the failures were logged at startup). gRPC reconnects by itself; this only
+// tells the operator.
+func reprobe(ctx context.Context, conn *grpc.ClientConn, logger *slog.Logger) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		v, err := criproxy.Probe(pctx, conn)
+		cancel()
+		switch {
+		case err == nil:
+			logger.Info("upstream answers", "upstream", conn.Target(), "runtime", v.GetRuntimeName(),
+				"runtime_version", v.GetRuntimeVersion(), "cri_version", v.GetRuntimeApiVersion())
+			return
+		case status.Code(err) == codes.Unimplemented:
+			logger.Error("upstream is not a CRI v1 runtime; fix --upstream", "upstream", conn.Target(), "err", err)
+			return
+		}
+	}
+}
+
+// newLogger builds the slog logger from --log-format and --log-level.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
 }
