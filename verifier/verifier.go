@@ -1,0 +1,411 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/criguard/criguard/verifier/keys"
+	"github.com/criguard/criguard/verifier/registry"
+	"github.com/criguard/criguard/verifier/sigformat"
+)
+
+// Defaults for Options.
+const (
+	DefaultTimeout       = 10 * time.Second
+	DefaultMaxSignatures = 32
+	// MaxContentSize bounds every manifest, index, payload and bundle read.
+	MaxContentSize = 1 << 20
+	// fetchParallelism bounds concurrent blob and manifest reads per image.
+	fetchParallelism = 4
+)
+
+// Options configure a Verifier.
+type Options struct {
+	// Timeout bounds one Verify or Resolve call (all its registry requests);
+	// a context deadline that comes sooner wins. 0 means DefaultTimeout.
+	Timeout time.Duration
+	// MaxSignatures bounds the signature manifests, bundles and legacy payloads
+	// read per image. 0 means DefaultMaxSignatures.
+	MaxSignatures int
+	// Transport carries every registry request (tests count round trips with
+	// it). nil means a dedicated clone of http.DefaultTransport.
+	Transport http.RoundTripper
+	// Keychain supplies credentials when a Request has no Auth. nil means the
+	// node's docker config (authn.DefaultKeychain).
+	Keychain authn.Keychain
+}
+
+// Verifier judges image digests against cosign signatures. It is safe for
+// concurrent use; it keeps connections to registries alive between calls but no
+// verdicts (callers cache those).
+type Verifier struct {
+	timeout  time.Duration
+	maxSigs  int
+	keychain authn.Keychain
+	client   *registry.Client
+}
+
+// New returns a Verifier.
+func New(o Options) *Verifier {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.MaxSignatures <= 0 {
+		o.MaxSignatures = DefaultMaxSignatures
+	}
+	if o.Keychain == nil {
+		o.Keychain = authn.DefaultKeychain
+	}
+	if o.Transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		t.MaxIdleConnsPerHost = 8
+		t.ResponseHeaderTimeout = o.Timeout
+		o.Transport = t
+	}
+	return &Verifier{timeout: o.Timeout, maxSigs: o.MaxSignatures, keychain: o.Keychain, client: registry.New(o.Transport)}
+}
+
+// ParseReference normalizes an image reference as Docker does
+// (nginx -> index.docker.io/library/nginx:latest).
+func ParseReference(image string) (name.Reference, error) {
+	ref, err := name.ParseReference(strings.TrimSpace(image), name.StrictValidation)
+	if err != nil {
+		// Non-strict parsing adds the implicit ":latest"; strict refuses it.
+		ref, err = name.ParseReference(strings.TrimSpace(image))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image reference %q: %w", image, err)
+	}
+	return ref, nil
+}
+
+// authenticator turns a kubelet-style Auth into credentials, else asks the
+// keychain (the node's docker config), else anonymous.
+func (v *Verifier) authenticator(reg name.Registry, a *Auth) authn.Authenticator {
+	if a != nil && (a.Username != "" || a.Password != "" || a.Auth != "" || a.IdentityToken != "" || a.RegistryToken != "") {
+		return authn.FromConfig(authn.AuthConfig{
+			Username:      a.Username,
+			Password:      a.Password,
+			Auth:          a.Auth,
+			IdentityToken: a.IdentityToken,
+			RegistryToken: a.RegistryToken,
+		})
+	}
+	if v.keychain != nil {
+		if au, err := v.keychain.Resolve(reg); err == nil && au != nil {
+			return au
+		}
+	}
+	return authn.Anonymous
+}
+
+func (v *Verifier) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, v.timeout)
+}
+
+// incomplete wraps a failure to finish in ErrIncomplete with what to do.
+func incomplete(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %s: timed out (%v); the registry is slow or unreachable, retry or raise the timeout", ErrIncomplete, what, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrIncomplete, what, err)
+}
+
+// Resolve normalizes image and returns the digest it names: the digest in the
+// reference, else the digest the registry serves for the tag (one HEAD).
+func (v *Verifier) Resolve(ctx context.Context, image string, auth *Auth) (string, string, error) {
+	ref, err := ParseReference(image)
+	if err != nil {
+		return "", "", err
+	}
+	if d, ok := ref.(name.Digest); ok {
+		return ref.Name(), d.DigestStr(), nil
+	}
+	ctx, cancel := v.withTimeout(ctx)
+	defer cancel()
+	repo := v.client.Repo(ref.Context(), v.authenticator(ref.Context().Registry, auth))
+	return v.resolve(ctx, repo, ref)
+}
+
+func (v *Verifier) resolve(ctx context.Context, repo *registry.Repo, ref name.Reference) (string, string, error) {
+	desc, err := repo.Head(ctx, ref.Identifier(), MaxContentSize)
+	switch {
+	case err == nil:
+		return ref.Name(), desc.Digest, nil
+	case errors.Is(err, registry.ErrNotFound):
+		return ref.Name(), "", fmt.Errorf("image %s: tag %q not found in %s", ref.Name(), ref.Identifier(), ref.Context().Name())
+	case errors.Is(err, registry.ErrBadContent), errors.Is(err, registry.ErrTooLarge):
+		return ref.Name(), "", fmt.Errorf("image %s: %w", ref.Name(), err)
+	default:
+		return ref.Name(), "", incomplete(ctx, "resolving "+ref.Name(), err)
+	}
+}
+
+// Verify judges one image digest. A denial is a Result with Allowed false and a
+// Reason; an error means no verdict could be reached: it wraps ErrIncomplete
+// when the registry could not be read in time, and is a request error otherwise
+// (bad reference, tag not found).
+func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
+	ref, err := ParseReference(req.Image)
+	if err != nil {
+		return Result{Image: req.Image}, err
+	}
+	res := Result{Image: ref.Name()}
+	ctx, cancel := v.withTimeout(ctx)
+	defer cancel()
+
+	imgRepo := v.client.Repo(ref.Context(), v.authenticator(ref.Context().Registry, req.Auth))
+	digest := req.Digest
+	if d, ok := ref.(name.Digest); ok {
+		if digest != "" && digest != d.DigestStr() {
+			return res, fmt.Errorf("image %s names digest %s but the request asks to judge %s", ref.Name(), d.DigestStr(), digest)
+		}
+		digest = d.DigestStr()
+	}
+	if digest == "" {
+		if _, digest, err = v.resolve(ctx, imgRepo, ref); err != nil {
+			return res, err
+		}
+	}
+	if !registry.ValidDigest(digest) {
+		return res, fmt.Errorf("image %s: digest %q is not a sha256 digest", ref.Name(), digest)
+	}
+	res.Digest = digest
+
+	if len(req.Keys) == 0 {
+		res.Reason = "no trusted keys are configured for this image: nothing can verify it"
+		return res, nil
+	}
+	need := req.Threshold
+	if need <= 0 || need > len(req.Keys) {
+		if need > len(req.Keys) {
+			res.Reason = fmt.Sprintf("the policy requires %d trusted keys but lists only %d: fix the count", need, len(req.Keys))
+			return res, nil
+		}
+		need = len(req.Keys)
+	}
+
+	sigRepo := imgRepo
+	if req.SignatureRepository != "" {
+		r, err := name.NewRepository(strings.TrimSpace(req.SignatureRepository))
+		if err != nil {
+			return res, fmt.Errorf("signature repository %q: %w", req.SignatureRepository, err)
+		}
+		sigRepo = v.client.Repo(r, v.authenticator(r.Registry, req.Auth))
+	}
+
+	j := &judgement{v: v, repo: sigRepo, digest: digest, keys: req.Keys, budget: v.maxSigs}
+	if err := j.run(ctx); err != nil {
+		return res, err
+	}
+	res.Verified = j.verified
+	res.Allowed, res.Reason = j.verdict(need)
+	return res, nil
+}
+
+// finding is what one signature (bundle or legacy layer) turned out to be.
+type finding struct {
+	format   string // "bundle" or "legacy"
+	digest   string // digest of the manifest or layer holding it
+	problem  string // malformed, unreadable ... ("" when it parsed)
+	keys     []int  // indexes of keys that verified it for the judged digest
+	otherFor string // a trusted key verified it, but for this other digest
+	otherKey int
+	attest   string // a trusted key signed it, but it is not an image signature
+}
+
+// judgement collects signatures for one digest and checks them against keys.
+type judgement struct {
+	v      *Verifier
+	repo   *registry.Repo
+	digest string
+	keys   []*keys.Key
+	budget int
+
+	mu        sync.Mutex
+	looked    []string // where signatures were looked for, with what was there
+	findings  []finding
+	skipped   int // signatures not read because of MaxSignatures
+	verified  []Signature
+	readSlots int
+}
+
+func (j *judgement) note(s string) {
+	j.mu.Lock()
+	j.looked = append(j.looked, s)
+	j.mu.Unlock()
+}
+
+func (j *judgement) add(f finding) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.findings = append(j.findings, f)
+	for _, k := range f.keys {
+		j.verified = append(j.verified, Signature{Key: j.keys[k].Name, Format: f.format, Digest: f.digest})
+	}
+}
+
+// take reserves n of the MaxSignatures budget and returns how many were granted.
+func (j *judgement) take(n int) int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	left := j.budget - j.readSlots
+	if n > left {
+		j.skipped += n - max(left, 0)
+		n = max(left, 0)
+	}
+	j.readSlots += n
+	return n
+}
+
+// run looks in both places cosign writes signatures at once; either lookup
+// failing to complete makes the verification incomplete.
+func (j *judgement) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	var bundleRefs []sigformat.Descriptor
+	var legacy *sigformat.Manifest
+	var legacyDigest string
+	g.Go(func() error {
+		var err error
+		bundleRefs, err = j.listBundles(gctx)
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		legacy, legacyDigest, err = j.legacyManifest(gctx)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Bundles are read before legacy layers when the budget runs short, as cosign
+	// v3 prefers them.
+	bundleRefs = bundleRefs[:j.take(len(bundleRefs))]
+	var layers []sigformat.Descriptor
+	if legacy != nil {
+		layers = legacy.Layers[:j.take(len(legacy.Layers))]
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(fetchParallelism)
+	for _, d := range bundleRefs {
+		g.Go(func() error { return j.checkBundle(gctx, d) })
+	}
+	for _, l := range layers {
+		g.Go(func() error { return j.checkLegacy(gctx, legacyDigest, l) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Deterministic order for verdicts and output.
+	slices.SortFunc(j.verified, func(a, b Signature) int {
+		return strings.Compare(a.Key+a.Format+a.Digest, b.Key+b.Format+b.Digest)
+	})
+	return nil
+}
+
+// fetchErr turns a registry error into a finding (content problems: a denial
+// with a reason) or an incomplete verification (network, 5xx, timeout).
+func fetchErr(ctx context.Context, what string, err error) (string, error) {
+	switch {
+	case errors.Is(err, registry.ErrTooLarge):
+		return fmt.Sprintf("%s refused: %v", what, err), nil
+	case errors.Is(err, registry.ErrBadContent):
+		return fmt.Sprintf("%s: %v", what, err), nil
+	case errors.Is(err, registry.ErrNotFound):
+		return fmt.Sprintf("%s: missing from the registry", what), nil
+	default:
+		return "", incomplete(ctx, what, err)
+	}
+}
+
+// verdict applies the threshold and writes a reason a person can act on.
+func (j *judgement) verdict(need int) (bool, string) {
+	byKey := map[int]bool{}
+	for _, f := range j.findings {
+		for _, k := range f.keys {
+			byKey[k] = true
+		}
+	}
+	if len(byKey) >= need {
+		return true, ""
+	}
+	// Referrers first, then the legacy tag, whichever lookup finished first.
+	slices.SortStableFunc(j.looked, func(a, b string) int {
+		return strings.Compare(a[:min(len(a), 4)], b[:min(len(b), 4)])
+	})
+	where := fmt.Sprintf("looked in %s: %s", j.repo.Name(), strings.Join(j.looked, "; "))
+	trusted := keyNames(j.keys, nil)
+	var missing []string
+	for i, k := range j.keys {
+		if !byKey[i] {
+			missing = append(missing, k.Name)
+		}
+	}
+	truncated := ""
+	if j.skipped > 0 {
+		truncated = fmt.Sprintf("; %d more signatures were not read (limit %d per image)", j.skipped, j.budget)
+	}
+	if len(j.findings) == 0 {
+		return false, fmt.Sprintf("no cosign signatures found for %s (%s)%s; sign this digest with cosign, or set the signature repository if signatures are stored elsewhere", j.digest, where, truncated)
+	}
+	if len(byKey) > 0 {
+		return false, fmt.Sprintf("signed by %d of the %d required trusted keys (verified: %s; missing: %s)%s",
+			len(byKey), need, strings.Join(keyNames(j.keys, byKey), ", "), strings.Join(missing, ", "), truncated)
+	}
+	// Nothing verified: say what the signatures were, most actionable first.
+	var other, attest, problems []string
+	untrusted := 0
+	for _, f := range j.findings {
+		switch {
+		case f.otherFor != "":
+			other = append(other, fmt.Sprintf("%s signature %s is by %s but for %s", f.format, short(f.digest), j.keys[f.otherKey].Name, f.otherFor))
+		case f.attest != "":
+			attest = append(attest, fmt.Sprintf("%s %s is by %s but %s", f.format, short(f.digest), j.keys[f.otherKey].Name, f.attest))
+		case f.problem != "":
+			problems = append(problems, fmt.Sprintf("%s %s: %s", f.format, short(f.digest), f.problem))
+		default:
+			untrusted++
+		}
+	}
+	var parts []string
+	if len(other) > 0 {
+		parts = append(parts, "a signature for another digest: "+strings.Join(other, "; ")+" (the tag may have moved after signing, or the signature was copied from another image)")
+	}
+	parts = append(parts, attest...)
+	if untrusted > 0 {
+		parts = append(parts, fmt.Sprintf("%d signed by keys not trusted here", untrusted))
+	}
+	parts = append(parts, problems...)
+	return false, fmt.Sprintf("%d cosign signature(s) found for %s but none verified by a trusted key (%s): %s%s",
+		len(j.findings), j.digest, strings.Join(trusted, ", "), strings.Join(parts, "; "), truncated)
+}
+
+func keyNames(ks []*keys.Key, only map[int]bool) []string {
+	var out []string
+	for i, k := range ks {
+		if only == nil || only[i] {
+			out = append(out, k.Name)
+		}
+	}
+	return out
+}
+
+// short abbreviates a digest for messages.
+func short(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
