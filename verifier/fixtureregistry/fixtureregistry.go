@@ -5,6 +5,7 @@ package fixtureregistry
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -209,4 +210,20 @@ func expect(req *http.Request, code int) error {
 		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL, resp.Status, b)
 	}
 	return nil
+}
+
+// PushBlob uploads data into repo and returns its digest.
+func (r *Registry) PushBlob(repo string, data []byte) (string, error) {
+	d := fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+	return d, pushBlob(r.srv.URL, repo, d, data)
+}
+
+// PutManifest stores a manifest in repo under ref (a tag or its digest) and
+// returns its digest.
+func (r *Registry) PutManifest(repo, ref, mediaType string, data []byte) (string, error) {
+	d := fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+	if ref == "" {
+		ref = d
+	}
+	return d, putManifest(r.srv.URL, repo, ref, mediaType, data)
 }

@@ -216,7 +216,7 @@ func statusError(resp *http.Response) error {
 func readBody(resp *http.Response, limit int64) ([]byte, error) {
 	defer resp.Body.Close()
 	if resp.ContentLength > limit {
-		drain(resp)
+		// Closing unread drops the connection rather than reading the body.
 		return nil, fmt.Errorf("%s is %d bytes: %w (%d)", resp.Request.URL.Redacted(), resp.ContentLength, ErrTooLarge, limit)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
