@@ -1,0 +1,79 @@
+package criproxy
+
+import (
+	"fmt"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/criguard/criguard/verifier"
+)
+
+func TestCredentialsBoundedAndPerHost(t *testing.T) {
+	c := NewCredentials(2)
+	a := &verifier.Auth{Username: "a", Password: "pa"}
+	b := &verifier.Auth{IdentityToken: "tb"}
+	c.Remember("a.example", a)
+	c.Remember("b.example", b)
+	if got := c.For("a.example"); got == nil || *got != *a { // a is now most recently used
+		t.Fatalf("For(a) = %+v", got)
+	}
+	c.Remember("c.example", &verifier.Auth{RegistryToken: "tc"})
+	if c.Len() != 2 {
+		t.Fatalf("Len = %d, want 2", c.Len())
+	}
+	if c.For("b.example") != nil {
+		t.Error("least recently used host b was kept beyond the bound")
+	}
+	if c.For("a.example") == nil || c.For("c.example") == nil {
+		t.Error("recent hosts dropped")
+	}
+	// The returned value is a copy: callers cannot alter what is stored.
+	got := c.For("a.example")
+	got.Password = "changed"
+	if c.For("a.example").Password != "pa" {
+		t.Error("For returned the stored value, not a copy")
+	}
+	// Newer credentials replace older ones; empty ones forget the host.
+	c.Remember("a.example", &verifier.Auth{Username: "a2", Password: "pa2"})
+	if c.For("a.example").Username != "a2" {
+		t.Error("newer credentials not kept")
+	}
+	c.Remember("a.example", &verifier.Auth{})
+	if c.For("a.example") != nil {
+		t.Error("empty credentials did not forget the host")
+	}
+}
+
+func TestCredentialsDefaultBound(t *testing.T) {
+	c := NewCredentials(0)
+	for i := range DefaultCredentialHosts + 10 {
+		c.Remember(fmt.Sprintf("r%d.example", i), &verifier.Auth{Username: "u"})
+	}
+	if c.Len() != DefaultCredentialHosts {
+		t.Errorf("Len = %d, want %d", c.Len(), DefaultCredentialHosts)
+	}
+	var nilStore *Credentials
+	nilStore.Remember("x", &verifier.Auth{Username: "u"}) // no panic
+	if nilStore.For("x") != nil {
+		t.Error("nil store returned credentials")
+	}
+}
+
+func TestAuthFromCRI(t *testing.T) {
+	tests := []struct {
+		in   *runtimeapi.AuthConfig
+		want *verifier.Auth
+	}{
+		{nil, nil},
+		{&runtimeapi.AuthConfig{ServerAddress: "r.example"}, nil}, // an address alone is no credential
+		{&runtimeapi.AuthConfig{Username: "u", Password: "p", Auth: "dTpw", IdentityToken: "i", RegistryToken: "r"},
+			&verifier.Auth{Username: "u", Password: "p", Auth: "dTpw", IdentityToken: "i", RegistryToken: "r"}},
+	}
+	for _, tc := range tests {
+		got := authFromCRI(tc.in)
+		if (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
+			t.Errorf("authFromCRI(%v) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package criproxy
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Operations judged, as passed to the policy engine and used in metric labels.
+const (
+	OpPullImage       = "PullImage"
+	OpCreateContainer = "CreateContainer"
+
+	opImageStatus = "ImageStatus"
+	opTag         = "Tag"
+)
+
+// Decision results as they appear in the result label of
+// criguard_decisions_total. "audit" is an image the policy would have denied
+// but Audit mode let through.
+const (
+	ResultAllow = "allow"
+	ResultDeny  = "deny"
+	ResultAudit = "audit"
+)
+
+// Metrics are criguard's Prometheus metrics, on a registry of their own (never
+// the global default one). Labels carry only operations and outcomes: image
+// names would make the series count unbounded, and secrets never go here.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	decisions      *prometheus.CounterVec   // operation, result
+	verifyDuration *prometheus.HistogramVec // operation
+	cacheHits      *prometheus.CounterVec   // operation
+	reloads        *prometheus.CounterVec   // result: ok|failed
+	upstreamErrors *prometheus.CounterVec   // operation
+	tagErrors      prometheus.Counter
+}
+
+// NewMetrics registers criguard's metrics (and Go/process collectors) on a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "criguard_decisions_total",
+			Help: "Image policy decisions by CRI operation (PullImage, CreateContainer) and result (allow, deny, audit = would deny, let through by Audit mode).",
+		}, []string{"operation", "result"}),
+		verifyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "criguard_verification_duration_seconds",
+			Help:    "Time to judge an image that was not in the verdict cache (tag resolution and signature verification).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"operation"}),
+		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "criguard_verdict_cache_hits_total",
+			Help: "Decisions answered from the verdict cache.",
+		}, []string{"operation"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "criguard_policy_reloads_total",
+			Help: "Policy (re)loads by result (ok, failed: the previous policy stays in force).",
+		}, []string{"result"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "criguard_upstream_errors_total",
+			Help: "Errors from containerd on calls criguard makes or forwards while enforcing (PullImage, CreateContainer, ImageStatus, Tag).",
+		}, []string{"operation"}),
+	}
+	for _, op := range []string{OpPullImage, OpCreateContainer} {
+		for _, r := range []string{ResultAllow, ResultDeny, ResultAudit} {
+			m.decisions.WithLabelValues(op, r)
+		}
+		m.cacheHits.WithLabelValues(op)
+		m.upstreamErrors.WithLabelValues(op)
+	}
+	m.upstreamErrors.WithLabelValues(opImageStatus)
+	m.upstreamErrors.WithLabelValues(opTag)
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("failed")
+	m.Registry.MustRegister(m.decisions, m.verifyDuration, m.cacheHits, m.reloads, m.upstreamErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// PolicyReloaded counts one policy load or reload attempt.
+func (m *Metrics) PolicyReloaded(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.reloads.WithLabelValues("failed").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("ok").Inc()
+}
+
+func (m *Metrics) decision(op, result string, cached bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.decisions.WithLabelValues(op, result).Inc()
+	if cached {
+		m.cacheHits.WithLabelValues(op).Inc()
+	} else {
+		m.verifyDuration.WithLabelValues(op).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) upstreamError(op string) {
+	if m == nil {
+		return
+	}
+	m.upstreamErrors.WithLabelValues(op).Inc()
+}
+
+// ReadyFunc reports whether criguard can serve: upstream reachable and a policy
+// loaded. Its error text is shown on /readyz.
+type ReadyFunc func(ctx context.Context) error
+
+// HTTPHandler serves /metrics (m's registry), /healthz (the process answers) and
+// /readyz (ready returns nil within 2 s).
+func HTTPHandler(m *Metrics, ready ReadyFunc) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if ready == nil {
+			http.Error(w, "not ready: no readiness check configured", http.StatusServiceUnavailable)
+			return
+		}
+		if err := ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
