@@ -1,0 +1,555 @@
+// Package nodeinstall installs criguard on a node's host from inside a
+// privileged pod (or on the host itself): it copies the binary, the systemd
+// unit and the policy, points kubelet's runtime endpoint at criguard's socket,
+// restarts what needs restarting and waits until kubelet works through
+// criguard. Uninstall reverses it, kubelet first.
+//
+// Every host edit is atomic (temporary file in the same directory, fsync,
+// rename, fsync of the directory) and confined below the host root. The
+// original bytes of every kubelet file are kept under /var/lib/criguard until
+// uninstall. Install and uninstall are idempotent; a dry run reports every
+// change and touches nothing.
+package nodeinstall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/criguard/criguard/systemd"
+)
+
+// ServiceManager starts and stops units on the host. systemd.Systemctl is the
+// real one; tests and the e2e harness supply their own.
+type ServiceManager interface {
+	DaemonReload(ctx context.Context) error
+	Enable(ctx context.Context, unit string) error
+	Disable(ctx context.Context, unit string) error
+	Start(ctx context.Context, unit string) error
+	Restart(ctx context.Context, unit string) error
+	Stop(ctx context.Context, unit string) error
+	IsActive(ctx context.Context, unit string) (bool, error)
+}
+
+// Readiness tells when criguard serves CRI and when kubelet is healthy.
+// Each call is one attempt; the installer retries until its timeout.
+type Readiness interface {
+	// CriguardReady succeeds when a CRI Version and Status call through
+	// criguard's socket succeed with the runtime ready.
+	CriguardReady(ctx context.Context) error
+	// KubeletReady succeeds when kubelet reports healthy.
+	KubeletReady(ctx context.Context) error
+}
+
+// Options configure an install or uninstall.
+type Options struct {
+	// HostRoot is where the node's / is mounted ("/" on the host itself).
+	HostRoot string
+	// Binary is the criguard binary to copy (default: the running executable).
+	Binary string
+	// PolicyDir is a directory of policy files (the mounted ConfigMap) copied
+	// to /etc/criguard/policy; files there that it lacks are removed. Empty:
+	// the host's policy is left as it is (and must exist).
+	PolicyDir string
+	// KeysDir, when set, is copied to /etc/criguard/keys the same way.
+	KeysDir string
+	// KubeletConfig overrides the KubeletConfiguration path on the host
+	// (default: kubelet's --config from its unit, else /var/lib/kubelet/config.yaml).
+	KubeletConfig string
+	// KubeletEnvFiles overrides the EnvironmentFiles searched for endpoint flags.
+	KubeletEnvFiles []string
+	// DryRun reports every change and makes none.
+	DryRun bool
+	// Purge (uninstall) also removes /etc/criguard (policy and keys).
+	Purge bool
+	// Services controls units on the host.
+	Services ServiceManager
+	// Ready checks criguard and kubelet (default: CRI through the socket under
+	// HostRoot, and kubelet's healthz from its configuration).
+	Ready Readiness
+	// ReadyTimeout bounds each wait for readiness (default 2 minutes).
+	ReadyTimeout time.Duration
+	// Log receives one line per change and step (default: discarded).
+	Log io.Writer
+}
+
+// Result lists what a run changed (or would change, in a dry run).
+type Result struct {
+	Changes []string
+}
+
+// Unchanged reports whether the run changed nothing.
+func (r Result) Unchanged() bool { return len(r.Changes) == 0 }
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, format+"\n", args...)
+	}
+}
+
+func (o *Options) timeout() time.Duration {
+	if o.ReadyTimeout > 0 {
+		return o.ReadyTimeout
+	}
+	return 2 * time.Minute
+}
+
+func (o *Options) prepare() (*host, error) {
+	if o.Services == nil {
+		return nil, errors.New("nodeinstall: no ServiceManager")
+	}
+	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
+	if err != nil {
+		return nil, err
+	}
+	if o.Ready == nil {
+		o.Ready = &DefaultReadiness{HostRoot: o.HostRoot, KubeletConfig: o.KubeletConfig}
+	}
+	return h, nil
+}
+
+// Install puts criguard on the host and points kubelet at it. When kubelet
+// does not become healthy through criguard within the timeout, kubelet's
+// files are restored from the backup, kubelet is restarted on containerd
+// again and an error is returned: the node keeps running, unguarded as before.
+func Install(ctx context.Context, o Options) (Result, error) {
+	h, err := o.prepare()
+	if err != nil {
+		return Result{}, err
+	}
+	defer h.Close()
+	err = install(ctx, &o, h)
+	return Result{Changes: h.changed}, err
+}
+
+func install(ctx context.Context, o *Options, h *host) error {
+	// Read and check everything first, so a refusal changes nothing.
+	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	if err != nil {
+		return err
+	}
+	st, err := loadState(h)
+	if err != nil {
+		return err
+	}
+	edits, err := planInstallEdits(h, lay)
+	if err != nil {
+		return err
+	}
+	bin, err := readBinary(o.Binary)
+	if err != nil {
+		return err
+	}
+	policy, err := readSourceDir(o.PolicyDir, "policy")
+	if err != nil {
+		return err
+	}
+	keys, err := readSourceDir(o.KeysDir, "keys")
+	if err != nil {
+		return err
+	}
+	if o.PolicyDir == "" {
+		names, err := h.readDirFiles(systemd.PolicyDir)
+		if err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return fmt.Errorf("no policy: %s on the host is empty and no --policy-dir was given; criguard refuses to start without a policy", systemd.PolicyDir)
+		}
+	} else if len(policy) == 0 {
+		return fmt.Errorf("no policy files in %s (is the policy ConfigMap mounted?); criguard refuses to start without a policy", o.PolicyDir)
+	}
+
+	// 1. Files criguard runs from.
+	for _, d := range []string{systemd.StateDir, systemd.ConfigDir} {
+		if err := h.mkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	binChanged, err := h.ensureFile(systemd.BinaryPath, bin, 0o755, "criguard binary")
+	if err != nil {
+		return err
+	}
+	unitChanged, err := h.ensureFile(systemd.UnitPath, systemd.Unit(), 0o644, "systemd unit")
+	if err != nil {
+		return err
+	}
+	if err := syncDir(h, policy, systemd.PolicyDir, o.PolicyDir != ""); err != nil {
+		return err
+	}
+	if err := syncDir(h, keys, systemd.KeysDir, o.KeysDir != ""); err != nil {
+		return err
+	}
+
+	// 2. The unit: enabled (kubelet.service wants it) and running.
+	if unitChanged {
+		if err := service(o, h, "systemctl daemon-reload", func() error { return o.Services.DaemonReload(ctx) }); err != nil {
+			return err
+		}
+	}
+	enabled, err := h.exists(systemd.WantsLink)
+	if err != nil {
+		return err
+	}
+	if !enabled {
+		if err := service(o, h, "systemctl enable "+systemd.UnitName, func() error { return o.Services.Enable(ctx, systemd.UnitName) }); err != nil {
+			return err
+		}
+	}
+	active, err := o.Services.IsActive(ctx, systemd.UnitName)
+	if err != nil {
+		return fmt.Errorf("ask systemd whether %s runs: %w", systemd.UnitName, err)
+	}
+	switch {
+	case !active:
+		if err := service(o, h, "systemctl start "+systemd.UnitName, func() error { return o.Services.Start(ctx, systemd.UnitName) }); err != nil {
+			return err
+		}
+	case binChanged || unitChanged:
+		// Upgrade: only criguard restarts; kubelet reconnects by itself.
+		if err := service(o, h, "systemctl restart "+systemd.UnitName, func() error { return o.Services.Restart(ctx, systemd.UnitName) }); err != nil {
+			return err
+		}
+	}
+	if !o.DryRun {
+		if err := wait(ctx, o.timeout(), o.Ready.CriguardReady); err != nil {
+			return fmt.Errorf("criguard did not serve CRI on %s within %s: %w (see `journalctl -u %s` on the node); kubelet was not touched",
+				systemd.SocketPath, o.timeout(), err, systemd.UnitName)
+		}
+	}
+
+	// 3. kubelet: back up, repoint, restart, wait.
+	if len(edits) == 0 {
+		return nil
+	}
+	for _, e := range edits {
+		if err := h.mkdirAll(backupDir, 0o700); err != nil {
+			return err
+		}
+		if _, err := h.ensureFile(e.backup, e.old, 0o600, "original of "+e.path); err != nil {
+			return err
+		}
+		st.put(editedFile{Path: e.path, Kind: e.kind, Backup: e.backup, InstalledSHA256: sha256hex(e.new), Original: e.found})
+	}
+	if err := saveState(h, st); err != nil {
+		return err
+	}
+	for _, e := range edits {
+		if _, err := h.ensureFile(e.path, e.new, 0, "kubelet endpoint -> "+systemd.Endpoint); err != nil {
+			return rollback(ctx, o, h, st, edits, err)
+		}
+	}
+	if err := service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) }); err != nil {
+		return rollback(ctx, o, h, st, edits, err)
+	}
+	if o.DryRun {
+		return nil
+	}
+	if err := wait(ctx, o.timeout(), func(ctx context.Context) error {
+		if err := o.Ready.KubeletReady(ctx); err != nil {
+			return err
+		}
+		return o.Ready.CriguardReady(ctx)
+	}); err != nil {
+		return rollback(ctx, o, h, st, edits, fmt.Errorf("kubelet did not become healthy through criguard within %s: %w", o.timeout(), err))
+	}
+	return nil
+}
+
+// rollback restores kubelet's files from the bytes read before the edit and
+// restarts kubelet, so a failed install leaves kubelet on containerd.
+func rollback(ctx context.Context, o *Options, h *host, st *installState, edits []fileEdit, cause error) error {
+	o.logf("install failed: %v; restoring kubelet's files", cause)
+	var errs []error
+	for _, e := range edits {
+		if _, err := h.ensureFile(e.path, e.old, 0, "restore original (rollback)"); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.drop(e.path)
+	}
+	if len(errs) == 0 {
+		errs = append(errs, saveState(h, st))
+		errs = append(errs, service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) }))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w; rollback also failed: %v (run `criguard node uninstall` to restore kubelet from %s)", cause, err, backupDir)
+	}
+	return fmt.Errorf("%w; kubelet's files were restored and kubelet restarted on containerd", cause)
+}
+
+// fileEdit is one planned kubelet file edit.
+type fileEdit struct {
+	path, backup string
+	kind         string // "env" or "config"
+	old, new     []byte
+	found        map[string]string
+}
+
+// planInstallEdits computes every kubelet file edit of an install.
+func planInstallEdits(h *host, lay layout) ([]fileEdit, error) {
+	var edits []fileEdit
+	runtimeFlag := false
+	for _, f := range lay.EnvFiles {
+		b, ok, err := h.readFile(f, maxHostFile)
+		if err != nil || !ok {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out, found, err := editEnv(b, toCriguard(f))
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := found[keyRuntime]; ok {
+			runtimeFlag = true
+		}
+		if string(out) != string(b) {
+			edits = append(edits, fileEdit{path: f, backup: backupName(f), kind: kindEnv, old: b, new: out, found: found})
+		}
+	}
+	for _, f := range []string{lay.Config, lay.InstanceConfig} {
+		b, ok, err := h.readFile(f, maxHostFile)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			if f == lay.Config && !runtimeFlag {
+				return nil, fmt.Errorf("kubelet configuration %s not found on the host and no --%s flag in %v: pass --kubelet-config with the file kubelet's --config names",
+					f, flagRuntime, lay.EnvFiles)
+			}
+			continue
+		}
+		add := ""
+		if f == lay.Config && !runtimeFlag {
+			add = systemd.Endpoint
+		}
+		out, found, err := editConfig(b, toCriguard(f), add)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if string(out) != string(b) {
+			edits = append(edits, fileEdit{path: f, backup: backupName(f), kind: kindConfig, old: b, new: out, found: found})
+		}
+	}
+	return edits, nil
+}
+
+// service runs (or in a dry run, reports) one service action.
+func service(o *Options, h *host, what string, f func() error) error {
+	h.change("%s", what)
+	if o.DryRun {
+		return nil
+	}
+	if err := f(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// wait retries check every half second until it succeeds or timeout passes.
+func wait(ctx context.Context, timeout time.Duration, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := check(actx)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+func readBinary(p string) ([]byte, error) {
+	if p == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the running criguard binary: %w (pass --binary)", err)
+		}
+		p = exe
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("read criguard binary: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxBinary+1))
+	if err != nil {
+		return nil, fmt.Errorf("read criguard binary %s: %w", p, err)
+	}
+	if len(b) > maxBinary {
+		return nil, fmt.Errorf("criguard binary %s is larger than %d bytes", p, maxBinary)
+	}
+	if len(b) < 4 || string(b[:4]) != "\x7fELF" {
+		return nil, fmt.Errorf("criguard binary %s is not an ELF executable", p)
+	}
+	return b, nil
+}
+
+// Uninstall puts kubelet back on containerd first (restoring the original
+// bytes of each file it still recognizes), restarts kubelet and waits for it,
+// then stops, disables and removes criguard's unit and binary and the
+// installer's state. /etc/criguard (policy and keys, the operator's) stays
+// unless Purge is set.
+func Uninstall(ctx context.Context, o Options) (Result, error) {
+	h, err := o.prepare()
+	if err != nil {
+		return Result{}, err
+	}
+	defer h.Close()
+	err = uninstall(ctx, &o, h)
+	return Result{Changes: h.changed}, err
+}
+
+func uninstall(ctx context.Context, o *Options, h *host) error {
+	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	if err != nil {
+		return err
+	}
+	st, err := loadState(h)
+	if err != nil {
+		return err
+	}
+	// 1. kubelet's files: every file the state names, plus any file that
+	// points at criguard without a record (state lost).
+	files := map[string]bool{}
+	var order []string
+	for _, f := range st.Files {
+		if !files[f.Path] {
+			files[f.Path] = true
+			order = append(order, f.Path)
+		}
+	}
+	for _, f := range append(append([]string{}, lay.EnvFiles...), lay.Config, lay.InstanceConfig) {
+		if !files[f] {
+			files[f] = true
+			order = append(order, f)
+		}
+	}
+	kubeletChanged := false
+	for _, f := range order {
+		cur, ok, err := h.readFile(f, maxHostFile)
+		if err != nil {
+			return err
+		}
+		rec := st.find(f)
+		if !ok {
+			if rec != nil {
+				o.logf("%s is gone from the host; nothing to restore there", f)
+			}
+			continue
+		}
+		var want []byte
+		if rec != nil && sha256hex(cur) == rec.InstalledSHA256 {
+			orig, ok, err := h.readFile(rec.Backup, maxHostFile)
+			if err != nil {
+				return err
+			}
+			if ok {
+				want = orig
+			}
+		}
+		if want == nil {
+			original := map[string]string{}
+			if rec != nil {
+				original = rec.Original
+				o.logf("%s changed since install; restoring only kubelet's endpoints in it", f)
+			}
+			if fileKind(f, rec, lay) == kindEnv {
+				want, _, err = editEnv(cur, fromCriguard(original))
+			} else {
+				want, _, err = editConfig(cur, fromCriguard(original), "")
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+		}
+		changed, err := h.ensureFile(f, want, 0, "kubelet endpoint restored")
+		if err != nil {
+			return err
+		}
+		kubeletChanged = kubeletChanged || changed
+	}
+	if kubeletChanged {
+		if err := service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) }); err != nil {
+			return err
+		}
+		if !o.DryRun {
+			if err := wait(ctx, o.timeout(), o.Ready.KubeletReady); err != nil {
+				return fmt.Errorf("kubelet did not become healthy on containerd within %s: %w; criguard was left running (run uninstall again once kubelet is healthy)", o.timeout(), err)
+			}
+		}
+	}
+
+	// 2. criguard's unit, binary and state.
+	unitPresent, err := h.exists(systemd.UnitPath)
+	if err != nil {
+		return err
+	}
+	if unitPresent {
+		active, err := o.Services.IsActive(ctx, systemd.UnitName)
+		if err != nil {
+			return fmt.Errorf("ask systemd whether %s runs: %w", systemd.UnitName, err)
+		}
+		if active {
+			if err := service(o, h, "systemctl stop "+systemd.UnitName, func() error { return o.Services.Stop(ctx, systemd.UnitName) }); err != nil {
+				return err
+			}
+		}
+	}
+	if enabled, err := h.exists(systemd.WantsLink); err != nil {
+		return err
+	} else if enabled {
+		if err := service(o, h, "systemctl disable "+systemd.UnitName, func() error { return o.Services.Disable(ctx, systemd.UnitName) }); err != nil {
+			return err
+		}
+	}
+	if unitPresent {
+		if err := h.remove(systemd.UnitPath, "systemd unit"); err != nil {
+			return err
+		}
+		if err := service(o, h, "systemctl daemon-reload", func() error { return o.Services.DaemonReload(ctx) }); err != nil {
+			return err
+		}
+	}
+	if err := h.remove(systemd.BinaryPath, "criguard binary"); err != nil {
+		return err
+	}
+	if err := h.removeAll(systemd.StateDir, "installer state and kubelet backups"); err != nil {
+		return err
+	}
+	if o.Purge {
+		if err := h.removeAll(systemd.ConfigDir, "policy and keys (--purge)"); err != nil {
+			return err
+		}
+	} else if ok, _ := h.exists(systemd.ConfigDir); ok {
+		o.logf("kept %s (policy and keys); uninstall with --purge removes it", systemd.ConfigDir)
+	}
+	return nil
+}
+
+// fileKind says how to edit f: as recorded at install, else env for the
+// layout's EnvironmentFiles and config for everything else.
+func fileKind(f string, rec *editedFile, lay layout) string {
+	if rec != nil && rec.Kind != "" {
+		return rec.Kind
+	}
+	for _, e := range lay.EnvFiles {
+		if e == f {
+			return kindEnv
+		}
+	}
+	return kindConfig
+}

@@ -1,0 +1,212 @@
+package nodeinstall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/criguard/criguard/systemd"
+)
+
+// maxSourceFiles bounds how many files a policy or keys directory may hold.
+const maxSourceFiles = 256
+
+// readSourceDir reads the regular files of a mounted ConfigMap directory. A
+// ConfigMap volume shows each key as a symlink through ..data (swapped
+// atomically on update); names starting with "." are its machinery and are
+// skipped. dir "" reads nothing.
+func readSourceDir(dir, what string) (map[string][]byte, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read %s directory %s: %w", what, dir, err)
+	}
+	files := map[string][]byte{}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		st, err := os.Stat(p) // follows the ConfigMap's symlinks
+		if err != nil {
+			return nil, fmt.Errorf("read %s file %s: %w", what, p, err)
+		}
+		if st.IsDir() {
+			continue
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("read %s file %s: not a regular file", what, p)
+		}
+		if len(files) >= maxSourceFiles {
+			return nil, fmt.Errorf("%s directory %s has more than %d files", what, dir, maxSourceFiles)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("read %s file %s: %w", what, p, err)
+		}
+		b, err := io.ReadAll(io.LimitReader(f, maxHostFile+1))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s file %s: %w", what, p, err)
+		}
+		if len(b) > maxHostFile {
+			return nil, fmt.Errorf("%s file %s is larger than %d bytes", what, p, maxHostFile)
+		}
+		files[name] = b
+	}
+	return files, nil
+}
+
+// syncDir makes host directory dst hold exactly files (when managed): new and
+// changed files are written atomically first, then files no longer in the
+// source are removed. Unmanaged (no source given) leaves dst alone.
+func syncDir(h *host, files map[string][]byte, dst string, managed bool) error {
+	if !managed {
+		return nil
+	}
+	if err := h.mkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if _, err := h.ensureFile(path.Join(dst, n), files[n], 0o644, "from "+path.Base(dst)+" ConfigMap"); err != nil {
+			return err
+		}
+	}
+	existing, err := h.readDirFiles(dst)
+	if err != nil {
+		return err
+	}
+	for _, n := range existing {
+		if _, ok := files[n]; !ok {
+			if err := h.remove(path.Join(dst, n), "no longer in the ConfigMap"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// SyncPolicy copies the policy (and keys) directories to the host once.
+// criguard notices the new files itself and reloads; an invalid policy is
+// refused by criguard and the last good one stays in force.
+func SyncPolicy(o Options) (Result, error) {
+	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
+	if err != nil {
+		return Result{}, err
+	}
+	defer h.Close()
+	policy, err := readSourceDir(o.PolicyDir, "policy")
+	if err != nil {
+		return Result{}, err
+	}
+	if o.PolicyDir != "" && len(policy) == 0 {
+		// An empty source is a broken mount, not an instruction to delete the
+		// node's policy.
+		return Result{}, fmt.Errorf("no policy files in %s; leaving %s on the host as it is", o.PolicyDir, systemd.PolicyDir)
+	}
+	keys, err := readSourceDir(o.KeysDir, "keys")
+	if err != nil {
+		return Result{}, err
+	}
+	if err := syncDir(h, keys, systemd.KeysDir, o.KeysDir != ""); err != nil {
+		return Result{Changes: h.changed}, err
+	}
+	err = syncDir(h, policy, systemd.PolicyDir, o.PolicyDir != "")
+	return Result{Changes: h.changed}, err
+}
+
+// WatchPolicy keeps the host's policy in step with the mounted ConfigMap
+// until ctx ends: on every change fsnotify reports in the source directories,
+// and every interval regardless (a missed event costs at most one interval).
+// Errors are logged and retried; only a failure to watch at all is returned.
+func WatchPolicy(ctx context.Context, o Options, interval time.Duration) error {
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch policy directories: %w", err)
+	}
+	defer w.Close()
+	for _, d := range []string{o.PolicyDir, o.KeysDir} {
+		if d == "" {
+			continue
+		}
+		if err := w.Add(d); err != nil {
+			return fmt.Errorf("watch %s: %w", d, err)
+		}
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last string
+	for {
+		res, err := SyncPolicy(o)
+		switch {
+		case err != nil:
+			msg := err.Error()
+			if msg != last {
+				o.logf("policy sync failed (retrying): %v", err)
+			}
+			last = msg
+		case !res.Unchanged():
+			o.logf("policy synced to the host (%d changes)", len(res.Changes))
+			last = ""
+		default:
+			last = ""
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("policy watcher closed")
+			}
+			_ = ev
+			// A ConfigMap update swaps ..data and removes the old directory in
+			// a burst of events: let it settle.
+			settle(ctx, w.Events, 200*time.Millisecond)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("policy watcher closed")
+			}
+			o.logf("policy watch: %v", err)
+		}
+	}
+}
+
+// settle drains events until none arrives for quiet.
+func settle(ctx context.Context, ev <-chan fsnotify.Event, quiet time.Duration) {
+	t := time.NewTimer(quiet)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-ev:
+			if !t.Stop() {
+				<-t.C
+			}
+			t.Reset(quiet)
+		}
+	}
+}
