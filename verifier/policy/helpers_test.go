@@ -1,0 +1,171 @@
+package policy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/criguard/criguard/verifier"
+)
+
+// testKey is a generated ECDSA P-256 public key in PEM.
+func testKey(t testing.TB) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+// indent prefixes every line of s with n spaces (for PEM inside YAML).
+func indent(s string, n int) string {
+	pad := strings.Repeat(" ", n)
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return pad + strings.Join(lines, "\n"+pad)
+}
+
+func writeFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// loadString loads one YAML text from a temp file.
+func loadString(t testing.TB, yamlText string) (*Set, error) {
+	t.Helper()
+	dir := t.TempDir()
+	return Load(writeFile(t, dir, "policy.yaml", yamlText))
+}
+
+func mustLoad(t testing.TB, yamlText string) *Set {
+	t.Helper()
+	s, err := loadString(t, yamlText)
+	if err != nil {
+		t.Fatalf("load: %v\n%s", err, yamlText)
+	}
+	return s
+}
+
+// fakeVerifier answers from tables. A signature is identified by the PEM of
+// the key that made it, so keys with different names but the same material
+// (native file vs Kyverno inline) verify the same signatures, as in reality.
+type fakeVerifier struct {
+	mu         sync.Mutex
+	tags       map[string]string          // normalized tag reference -> digest
+	signed     map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
+	incomplete map[string]bool            // digest -> Verify fails with ErrIncomplete
+	resolveErr error
+	gate       chan struct{} // when set, Verify waits for it to close
+	entered    chan struct{} // when set, Verify signals each call
+	verifies   atomic.Int32
+	resolves   atomic.Int32
+	requests   []verifier.Request
+}
+
+func newFake() *fakeVerifier {
+	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}}
+}
+
+func fingerprint(t testing.TB, pemText string) string {
+	t.Helper()
+	blk, _ := pem.Decode([]byte(pemText))
+	if blk == nil {
+		t.Fatal("bad pem")
+	}
+	return fmt.Sprintf("%x", blk.Bytes)
+}
+
+func (f *fakeVerifier) sign(repoAtDigest string, fps ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.signed[repoAtDigest] == nil {
+		f.signed[repoAtDigest] = map[string]bool{}
+	}
+	for _, fp := range fps {
+		f.signed[repoAtDigest][fp] = true
+	}
+}
+
+func (f *fakeVerifier) Resolve(ctx context.Context, image string, _ *verifier.Auth) (string, string, error) {
+	f.resolves.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.resolveErr != nil {
+		return "", "", f.resolveErr
+	}
+	dg, ok := f.tags[image]
+	if !ok {
+		return "", "", fmt.Errorf("MANIFEST_UNKNOWN: %s not found", image)
+	}
+	return image, dg, nil
+}
+
+func (f *fakeVerifier) Verify(ctx context.Context, req verifier.Request) (verifier.Result, error) {
+	f.verifies.Add(1)
+	if f.entered != nil {
+		f.entered <- struct{}{}
+	}
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return verifier.Result{}, fmt.Errorf("%w: %w", verifier.ErrIncomplete, ctx.Err())
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, req)
+	if f.incomplete[req.Digest] {
+		return verifier.Result{}, fmt.Errorf("%w: registry unreachable", verifier.ErrIncomplete)
+	}
+	repo, _, _ := strings.Cut(req.Image, "@")
+	if req.SignatureRepository != "" {
+		repo = req.SignatureRepository
+	}
+	sigs := f.signed[repo+"@"+req.Digest]
+	var got []verifier.Signature
+	for _, k := range req.Keys {
+		pub, err := k.PublicKey()
+		if err != nil {
+			return verifier.Result{}, err
+		}
+		der, _ := x509.MarshalPKIXPublicKey(pub)
+		if sigs[fmt.Sprintf("%x", der)] {
+			got = append(got, verifier.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
+		}
+	}
+	need := req.Threshold
+	if need == 0 {
+		need = len(req.Keys)
+	}
+	res := verifier.Result{Image: req.Image, Digest: req.Digest, Verified: got, Allowed: len(got) >= need}
+	if !res.Allowed {
+		res.Verified = nil
+		if len(sigs) == 0 {
+			res.Reason = "no signatures found"
+		} else {
+			res.Reason = fmt.Sprintf("%d of %d required keys verified a signature", len(got), need)
+		}
+	}
+	return res, nil
+}
+
+func digestOf(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
