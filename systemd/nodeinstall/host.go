@@ -284,3 +284,13 @@ func (h *host) readDirFiles(p string) ([]string, error) {
 	}
 	return names, nil
 }
+
+// readDirAll lists every entry of a host directory (an error if it is absent).
+func (h *host) readDirAll(p string) ([]string, error) {
+	f, err := h.root.Open(rel(p))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}

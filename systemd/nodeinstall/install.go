@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"time"
 
 	"github.com/criguard/criguard/systemd"
@@ -225,10 +226,10 @@ func install(ctx context.Context, o *Options, h *host) error {
 	if len(edits) == 0 {
 		return nil
 	}
+	if err := h.mkdirAll(backupDir, 0o700); err != nil {
+		return err
+	}
 	for _, e := range edits {
-		if err := h.mkdirAll(backupDir, 0o700); err != nil {
-			return err
-		}
 		if _, err := h.ensureFile(e.backup, e.old, 0o600, "original of "+e.path); err != nil {
 			return err
 		}
@@ -514,6 +515,13 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 	} else if enabled {
 		if err := service(o, h, "systemctl disable "+systemd.UnitName, func() error { return o.Services.Disable(ctx, systemd.UnitName) }); err != nil {
 			return err
+		}
+		// An emptied .wants directory means nothing; leave none behind.
+		wants := path.Dir(systemd.WantsLink)
+		if names, err := h.readDirAll(wants); err == nil && len(names) == 0 {
+			if err := h.remove(wants, "empty directory"); err != nil {
+				return err
+			}
 		}
 	}
 	if unitPresent {

@@ -303,7 +303,7 @@ func sameExcept(before, after []byte, want map[string]any) error {
 
 // flagRE finds --container-runtime-endpoint / --image-service-endpoint with
 // their value (=value or a separate word), inside or outside quotes.
-var flagRE = regexp.MustCompile(`(^|[\s"'])--(` + flagRuntime + `|` + flagImage + `)(=|[ \t]+)([^\s"'\\]+)`)
+var flagRE = regexp.MustCompile(`(^|[\s"'=])--(` + flagRuntime + `|` + flagImage + `)(=|[ \t]+)([^\s"'\\]+)`)
 
 // configFlagRE finds kubelet's --config flag.
 var configFlagRE = regexp.MustCompile(`(^|[\s"'=])--config(=|[ \t]+)([^\s"'\\]+)`)
