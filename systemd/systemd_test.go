@@ -152,7 +152,7 @@ func TestSystemctlReportsFailure(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "bin/sh"), busybox, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	script := "#!/bin/sh\necho \"Failed to ${11} ${12}: Unit ${12} not found.\" >&2\nexit 5\n"
+	script := "#!/bin/sh\necho \"Failed to ${10} ${11}: Unit ${11} not found.\" >&2\nexit 5\n"
 	if err := os.WriteFile(filepath.Join(root, "usr/bin/nsenter"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
