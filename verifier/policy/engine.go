@@ -112,6 +112,9 @@ type Engine struct {
 	now    func() time.Time
 	cache  *verdictCache
 	flight singleflight.Group
+	// waitHook, when set (tests), runs when a caller starts waiting for a
+	// shared verification.
+	waitHook func()
 }
 
 // EngineOption configures an Engine.
@@ -221,6 +224,9 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 			}
 			return out, nil
 		})
+		if e.waitHook != nil {
+			e.waitHook()
+		}
 		select {
 		case r := <-ch:
 			out := r.Val.(Decision)
