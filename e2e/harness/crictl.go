@@ -53,12 +53,13 @@ func DialCRI(t T, socketOrEndpoint string) *grpc.ClientConn {
 
 func endpointFor(s string) string { return endpoint(s) }
 
-// HostNetworkPod is a crictl pod config (JSON) for a host-network sandbox:
-// this machine has no CNI plugin. The uid is derived from name and namespace.
-func HostNetworkPod(name, namespace string) string {
+// HostNetworkPod is a crictl pod config (JSON) for a host-network sandbox
+// (this machine has no CNI plugin) whose containers log under logDir (empty:
+// no logs). The uid is derived from name and namespace.
+func HostNetworkPod(name, namespace, logDir string) string {
 	return mustJSON(map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": namespace, "uid": "uid-" + namespace + "-" + name, "attempt": 0},
-		"log_directory": "",
+		"log_directory": logDir,
 		"linux": map[string]any{
 			"security_context": map[string]any{
 				"namespace_options": map[string]any{"network": 2},

@@ -14,9 +14,8 @@ import (
 
 // CriguardBinary returns a criguard binary for the tests: $CRIGUARD_E2E_BINARY
 // when set (the Makefile passes the one it built), else one built from
-// ./cmd/criguard into the e2e cache, rebuilt only when a .go file, go.mod or
-// go.sum outside e2e/ is newer than it. Concurrent builders each write a
-// private file and rename it into place.
+// ./cmd/criguard into the e2e cache, rebuilt only when a non-test .go file,
+// go.mod or go.sum of the module is newer than it.
 func CriguardBinary(t T) string {
 	t.Helper()
 	if p := os.Getenv("CRIGUARD_E2E_BINARY"); p != "" {
@@ -25,8 +24,17 @@ func CriguardBinary(t T) string {
 		}
 		return p
 	}
+	return buildBinary(t, "./cmd/criguard", "criguard")
+}
+
+// buildBinary builds the main package pkg (relative to the repository root)
+// into the e2e cache as name, unless the cached binary is newer than every
+// source. Concurrent builders each write a private file and rename it into
+// place, so a reader never sees half a binary.
+func buildBinary(t T, pkg, name string) string {
+	t.Helper()
 	root := RepoRoot(t)
-	out := filepath.Join(CacheDir(t), "criguard")
+	out := filepath.Join(CacheDir(t), name)
 	if st, err := os.Stat(out); err == nil && !sourcesNewer(root, st.ModTime()) {
 		return out
 	}
@@ -34,11 +42,11 @@ func CriguardBinary(t T) string {
 		t.Fatalf("harness: %v", err)
 	}
 	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-o", tmp, "./cmd/criguard")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-trimpath", "-o", tmp, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		_ = os.Remove(tmp)
-		t.Fatalf("harness: building criguard: %v\n%s", err, b)
+		t.Fatalf("harness: building %s: %v\n%s", pkg, err, b)
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		t.Fatalf("harness: %v", err)
@@ -46,8 +54,8 @@ func CriguardBinary(t T) string {
 	return out
 }
 
-// sourcesNewer reports whether any Go source of the module (outside e2e/ and
-// the cache) changed after ts.
+// sourcesNewer reports whether any non-test Go source, go.mod or go.sum of
+// the module changed after ts.
 func sourcesNewer(root string, ts time.Time) bool {
 	newer := false
 	errStop := errors.New("stop")
@@ -57,7 +65,7 @@ func sourcesNewer(root string, ts time.Time) bool {
 		}
 		if d.IsDir() {
 			switch d.Name() {
-			case ".git", ".cache", "e2e", "bin", "testdata", "docs":
+			case ".git", ".cache", "bin", "testdata", "docs":
 				if p != root {
 					return filepath.SkipDir
 				}
@@ -65,7 +73,7 @@ func sourcesNewer(root string, ts time.Time) bool {
 			return nil
 		}
 		n := d.Name()
-		if strings.HasSuffix(n, ".go") || n == "go.mod" || n == "go.sum" {
+		if (strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go")) || n == "go.mod" || n == "go.sum" {
 			if info, err := d.Info(); err == nil && info.ModTime().After(ts) {
 				newer = true
 				return errStop
@@ -183,4 +191,31 @@ func RunCriguardEnv(t T, env []string, args ...string) (stdout, stderr string, e
 		t.Fatalf("harness: running criguard %s: %v", strings.Join(args, " "), err)
 		return "", "", -1
 	}
+}
+
+// BareForwarder is the benchmark floor: a separate process whose gRPC
+// unknown-service handler forwards raw unary calls and does nothing else
+// (e2e/harness/bareforwarder).
+type BareForwarder struct {
+	Socket string
+	proc   *process
+}
+
+// Endpoint is "unix://<Socket>".
+func (f *BareForwarder) Endpoint() string { return "unix://" + f.Socket }
+
+// StartBareForwarder runs the bare forwarder in front of upstream. impl is
+// "plain" (an independent []byte handler) or "criproxy"
+// (criproxy.NewBareForwarder).
+func StartBareForwarder(t T, upstream, impl string) *BareForwarder {
+	t.Helper()
+	bin := buildBinary(t, "./e2e/harness/bareforwarder", "bareforwarder")
+	dir := TempDir(t, "fwd")
+	f := &BareForwarder{Socket: filepath.Join(dir, "fwd.sock")}
+	f.proc = startProcess(t, "bareforwarder "+impl, filepath.Join(dir, "fwd.log"), os.Environ(), bin,
+		"-listen", f.Socket, "-upstream", socketPath(upstream), "-impl", impl)
+	t.Cleanup(func() { f.proc.stop(5 * time.Second) })
+	dumpOnFailure(t, f.proc, 20)
+	waitSocket(t, f.proc, f.Socket, 30*time.Second)
+	return f
 }

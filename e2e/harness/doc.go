@@ -64,7 +64,7 @@
 //	harness.Crictl(t, endpoint, args...) (stdout string, err error) // err carries stderr; endpoint "unix:///..." or a path
 //	harness.MustCrictl(t, endpoint, args...) string                // fails the test on error
 //	harness.DialCRI(t, socketOrEndpoint) *grpc.ClientConn           // for typed calls and benchmarks
-//	harness.HostNetworkPod(name, namespace string) string           // crictl pod-config JSON with network = NODE
+//	harness.HostNetworkPod(name, namespace, logDir string) string   // crictl pod-config JSON with network = NODE
 //	harness.ContainerConfig(name, image string, cmd ...string) string // crictl container-config JSON
 //
 // kubelet (standalone, static pods only):

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -110,6 +111,7 @@ imageGCLowThresholdPercent: 99
 		k.proc.stop(15 * time.Second)
 		// kubelet mounts projected/empty-dir volumes under its root dir.
 		unmountUnder(t, k.Dir)
+		removeLogLinks(t, k.Dir)
 	})
 	dumpOnFailure(t, k.proc, 60)
 	Eventually(t, 90*time.Second, "kubelet healthz", func() error {
@@ -199,4 +201,22 @@ func httpGetOK(t T, url string) error {
 		return fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
 	}
 	return nil
+}
+
+// removeLogLinks deletes the symlinks kubelet made in /var/log/containers (a
+// path it does not let us move) that point into dir, our pod log directory.
+func removeLogLinks(t T, dir string) {
+	const linkDir = "/var/log/containers"
+	ents, err := os.ReadDir(linkDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		p := filepath.Join(linkDir, e.Name())
+		if target, err := os.Readlink(p); err == nil && strings.HasPrefix(target, dir+"/") {
+			if err := os.Remove(p); err != nil {
+				t.Logf("harness: %v", err)
+			}
+		}
+	}
 }
