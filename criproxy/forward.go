@@ -45,13 +45,23 @@ func copyTrailer(ss grpc.ServerStream, cs grpc.ClientStream) {
 	}
 }
 
+// recvRequest reads the one request of a call. A caller that half-closes without
+// sending one gets what gRPC's own unary handling gives it.
+func recvRequest(ss grpc.ServerStream, m any) error {
+	err := ss.RecvMsg(m)
+	if errors.Is(err, io.EOF) {
+		return status.Error(codes.Internal, io.ErrUnexpectedEOF.Error())
+	}
+	return err
+}
+
 // forwardUnary forwards one request and its one response as raw bytes. The
 // response header is set, not sent, so it leaves with the response in one write,
 // as it does from the upstream server itself.
 func forwardUnary(ss grpc.ServerStream, up *grpc.ClientConn, method string, opts []grpc.CallOption) error {
 	f := new(frame)
 	defer f.release()
-	if err := ss.RecvMsg(f); err != nil {
+	if err := recvRequest(ss, f); err != nil {
 		return err
 	}
 	ctx := ss.Context()
@@ -82,7 +92,7 @@ func forwardUnary(ss grpc.ServerStream, up *grpc.ClientConn, method string, opts
 func forwardServerStream(ctx context.Context, ss grpc.ServerStream, up *grpc.ClientConn, method string, opts []grpc.CallOption) error {
 	f := new(frame)
 	defer f.release()
-	if err := ss.RecvMsg(f); err != nil {
+	if err := recvRequest(ss, f); err != nil {
 		return err
 	}
 	cs, err := up.NewStream(outgoing(ctx, ss.Context()), &serverStreamDesc, method, opts...)
@@ -175,7 +185,7 @@ func judge[Req, Resp proto.Message](
 	ss grpc.ServerStream, up *grpc.ClientConn, method string, req Req, newResp func() Resp,
 	decide func(context.Context, Req, func(context.Context, Req) (Resp, error)) (Resp, error),
 ) error {
-	if err := ss.RecvMsg(req); err != nil {
+	if err := recvRequest(ss, req); err != nil {
 		return err
 	}
 	in := ss.Context()

@@ -94,6 +94,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "criguard serve: --drain-timeout must be positive, got %s\n", cfg.drainTimeout)
 		return 2
 	}
+	for _, ep := range []struct{ flag, value string }{{"--listen", cfg.listen}, {"--upstream", cfg.upstream}} {
+		if _, err := criproxy.SocketPath(ep.value); err != nil {
+			fmt.Fprintf(stderr, "criguard serve: %s: %v\n", ep.flag, err)
+			return 2
+		}
+	}
 	if err := serve(ctx, &cfg, logger); err != nil {
 		logger.Error("criguard serve failed", "err", err)
 		return 1
