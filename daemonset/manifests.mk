@@ -1,0 +1,7 @@
+# Offline validation of the manifests in daemonset/ (kustomize build + strict
+# client-go decoding). daemonset/validate is a module of its own, so the main
+# module's `go test ./...` does not reach it. The top-level Makefile includes
+# this file and runs `manifests` as part of `unit`.
+.PHONY: manifests
+manifests:
+	cd daemonset/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
