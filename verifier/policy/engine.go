@@ -581,10 +581,22 @@ func resolveTimeout(set *Set, matched []matchedRule) time.Duration {
 }
 
 func checkDigest(dg string) error {
-	alg, hex, ok := strings.Cut(dg, ":")
-	want := map[string]int{"sha256": 64, "sha384": 96, "sha512": 128}[alg]
-	if !ok || want == 0 || len(hex) != want || strings.Trim(hex, "0123456789abcdef") != "" {
+	if !validDigest(dg) {
 		return fmt.Errorf("%q is not an image digest (sha256:<64 hex>)", dg)
 	}
 	return nil
+}
+
+func validDigest(dg string) bool {
+	alg, hex, ok := strings.Cut(dg, ":")
+	want := 0
+	switch alg {
+	case "sha256":
+		want = 64
+	case "sha384":
+		want = 96
+	case "sha512":
+		want = 128
+	}
+	return ok && want != 0 && len(hex) == want && strings.Trim(hex, "0123456789abcdef") == ""
 }

@@ -78,7 +78,7 @@ func parseImage(image string) (*imageRef, error) {
 	}
 	// An image ID (sha256:<hex>, or bare hex) would parse as the Docker Hub
 	// image "library/sha256" with a tag: refuse it, it names no repository.
-	if checkDigest(image) == nil || (len(image) == 64 && strings.Trim(image, "0123456789abcdef") == "") {
+	if validDigest(image) || (len(image) == 64 && strings.Trim(image, "0123456789abcdef") == "") {
 		return nil, fmt.Errorf("%q is an image ID, not a reference: the repository it was pulled from must be named", image)
 	}
 	// go-containerregistry does not accept name:tag@digest; Docker and kubelet

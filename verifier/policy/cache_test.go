@@ -1,0 +1,283 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+const cacheRepo = "registry.example.com/team/app"
+
+func cacheEnv(t *testing.T, spec string) (*env, *Engine) {
+	e := newEnv(t)
+	for _, c := range "123456789" {
+		e.v.sign(cacheRepo+"@"+digestOf(byte(c)), e.fpA)
+	}
+	return e, e.engine(native(spec, verifyA))
+}
+
+func eval(eng *Engine, image, ns string) Decision {
+	return eng.Evaluate(context.Background(), Input{Image: image, Namespace: ns})
+}
+
+func TestCacheAllowTTL(t *testing.T) {
+	e, eng := cacheEnv(t, "  cache: {ttl: 1m}\n")
+	img := cacheRepo + "@" + digestOf('1')
+	if d := eval(eng, img, ""); !d.Allowed || d.Cached {
+		t.Fatalf("first: %+v", d)
+	}
+	e.advance(59 * time.Second)
+	if d := eval(eng, img, ""); !d.Allowed || !d.Cached {
+		t.Fatalf("within ttl: %+v", d)
+	}
+	if n := e.v.verifies.Load(); n != 1 {
+		t.Fatalf("verifies = %d", n)
+	}
+	e.advance(2 * time.Second)
+	if d := eval(eng, img, ""); !d.Allowed || d.Cached {
+		t.Fatalf("after ttl: %+v", d)
+	}
+	if n := e.v.verifies.Load(); n != 2 {
+		t.Fatalf("verifies = %d", n)
+	}
+}
+
+func TestCacheDenyCapped(t *testing.T) {
+	e, eng := cacheEnv(t, "  cache: {ttl: 10m}\n")
+	img := cacheRepo + "@" + digestOf('a') // unsigned
+	if d := eval(eng, img, ""); d.Allowed || d.Cached {
+		t.Fatalf("%+v", d)
+	}
+	e.advance(29 * time.Second)
+	if d := eval(eng, img, ""); d.Allowed || !d.Cached {
+		t.Fatalf("within 30s: %+v", d)
+	}
+	e.advance(2 * time.Second)
+	if d := eval(eng, img, ""); d.Allowed || d.Cached {
+		t.Fatalf("after 30s: %+v", d)
+	}
+	// A signature added meanwhile is seen once the denial expires.
+	e.v.sign(img, e.fpA)
+	e.advance(31 * time.Second)
+	if d := eval(eng, img, ""); !d.Allowed {
+		t.Fatalf("after signing: %+v", d)
+	}
+}
+
+func TestCacheMaxEntries(t *testing.T) {
+	e, eng := cacheEnv(t, "  cache: {maxEntries: 2}\n")
+	for _, c := range "123" {
+		eval(eng, cacheRepo+"@"+digestOf(byte(c)), "")
+	}
+	if eng.CacheLen() != 2 {
+		t.Fatalf("len %d", eng.CacheLen())
+	}
+	if d := eval(eng, cacheRepo+"@"+digestOf('3'), ""); !d.Cached {
+		t.Fatal("most recent evicted")
+	}
+	if d := eval(eng, cacheRepo+"@"+digestOf('1'), ""); d.Cached {
+		t.Fatal("least recent kept")
+	}
+	if n := e.v.verifies.Load(); n != 4 {
+		t.Fatalf("verifies %d", n)
+	}
+}
+
+func TestCacheDisabled(t *testing.T) {
+	for _, spec := range []string{"  cache: {maxEntries: 0}\n", "  cache: {ttl: 0s}\n"} {
+		e, eng := cacheEnv(t, spec)
+		img := cacheRepo + "@" + digestOf('1')
+		eval(eng, img, "")
+		if d := eval(eng, img, ""); d.Cached || e.v.verifies.Load() != 2 {
+			t.Fatalf("%s: cached %+v", spec, d)
+		}
+	}
+}
+
+func TestCacheNeverKeepsIncomplete(t *testing.T) {
+	for _, fp := range []string{"Fail", "Ignore"} {
+		e, eng := cacheEnv(t, "  failurePolicy: "+fp+"\n")
+		img := cacheRepo + "@" + digestOf('9')
+		e.v.incomplete[digestOf('9')] = true
+		first := eval(eng, img, "")
+		second := eval(eng, img, "")
+		if second.Cached || e.v.verifies.Load() != 2 {
+			t.Fatalf("%s: incomplete verdict cached: %+v", fp, second)
+		}
+		if fp == "Ignore" && (!first.FailedOpen || !first.Allowed) {
+			t.Fatalf("%+v", first)
+		}
+		// Once the registry is back, the real verdict is found.
+		delete(e.v.incomplete, digestOf('9'))
+		if d := eval(eng, img, ""); !d.Allowed || d.FailedOpen {
+			t.Fatalf("%s: after recovery %+v", fp, d)
+		}
+	}
+}
+
+func TestCacheRepositoryAndNamespaceInKey(t *testing.T) {
+	e := newEnv(t)
+	d1 := digestOf('1')
+	e.v.sign(cacheRepo+"@"+d1, e.fpA)
+	eng := e.engine(native("", `  - name: all
+    images: ["registry.example.com/*"]
+    attestors:
+      entries:
+      - key: {data: KEYA}
+  - name: prod
+    images: ["registry.example.com/*"]
+    namespaces: ["prod"]
+    attestors:
+      entries:
+      - key: {data: KEYB}
+`))
+	if d := eval(eng, cacheRepo+"@"+d1, "dev"); !d.Allowed {
+		t.Fatalf("dev: %+v", d)
+	}
+	// Same digest, another repository: not served from repo A's verdict.
+	if d := eval(eng, "registry.example.com/team/copy@"+d1, "dev"); d.Allowed || d.Cached {
+		t.Fatalf("copy: %+v", d)
+	}
+	// Same image, a namespace with one more rule: not served from dev's verdict.
+	if d := eval(eng, cacheRepo+"@"+d1, "prod"); d.Allowed || d.Cached {
+		t.Fatalf("prod: %+v", d)
+	}
+	if d := eval(eng, cacheRepo+"@"+d1, "dev2"); !d.Allowed || !d.Cached {
+		t.Fatalf("dev2 shares dev's rule set: %+v", d)
+	}
+}
+
+func TestCacheGenerationChange(t *testing.T) {
+	e := newEnv(t)
+	d1 := digestOf('1')
+	e.v.sign(cacheRepo+"@"+d1, e.fpA)
+	dir := t.TempDir()
+	path := writeFile(t, dir, "p.yaml", e.expand(native("", verifyA)))
+	store, err := NewStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := NewEngine(store, e.v, nil, WithClock(e.now))
+	img := cacheRepo + "@" + d1
+	if d := eval(eng, img, ""); !d.Allowed {
+		t.Fatalf("%+v", d)
+	}
+	if d := eval(eng, img, ""); !d.Cached {
+		t.Fatal("not cached")
+	}
+	// Same content rewritten: same generation, cache kept.
+	writeFile(t, dir, "p.yaml", e.expand(native("", verifyA)))
+	if err := store.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d := eval(eng, img, ""); !d.Cached || d.Generation != 1 {
+		t.Fatalf("unchanged reload dropped the cache: %+v", d)
+	}
+	// The key changes to B: the allow under generation 1 must not be served.
+	writeFile(t, dir, "p.yaml", e.expand(native("", `  - name: team
+    images: ["registry.example.com/team/*"]
+    attestors:
+      entries:
+      - key: {data: KEYB}
+`)))
+	if err := store.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d := eval(eng, img, ""); d.Allowed || d.Cached || d.Generation != 2 {
+		t.Fatalf("after key change: %+v", d)
+	}
+}
+
+func TestSingleflight(t *testing.T) {
+	const n = 8
+	e, eng := cacheEnv(t, "")
+	e.v.gate = make(chan struct{})
+	var waiting sync.WaitGroup
+	waiting.Add(n)
+	eng.waitHook = waiting.Done
+	img := cacheRepo + "@" + digestOf('1')
+	results := make([]Decision, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = eval(eng, img, "")
+		}()
+	}
+	waiting.Wait() // every caller has joined the flight
+	close(e.v.gate)
+	wg.Wait()
+	if got := e.v.verifies.Load(); got != 1 {
+		t.Fatalf("%d concurrent identical evaluations made %d verify calls, want 1", n, got)
+	}
+	for i, d := range results {
+		if !d.Allowed {
+			t.Fatalf("result %d: %+v", i, d)
+		}
+	}
+}
+
+// A caller that gives up does not fail the others sharing its verification.
+func TestSingleflightCallerCancel(t *testing.T) {
+	e, eng := cacheEnv(t, "")
+	e.v.gate = make(chan struct{})
+	e.v.entered = make(chan struct{}, 1)
+	img := cacheRepo + "@" + digestOf('1')
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan Decision)
+	go func() { first <- eng.Evaluate(ctx, Input{Image: img}) }()
+	<-e.v.entered
+	var joined sync.WaitGroup
+	joined.Add(1)
+	eng.waitHook = joined.Done
+	second := make(chan Decision)
+	go func() { second <- eval(eng, img, "") }()
+	joined.Wait()
+	cancel()
+	if d := <-first; d.Allowed {
+		t.Fatalf("cancelled caller allowed: %+v", d)
+	}
+	close(e.v.gate)
+	if d := <-second; !d.Allowed {
+		t.Fatalf("other caller: %+v", d)
+	}
+}
+
+func BenchmarkEvaluateCached(b *testing.B) {
+	dir := b.TempDir()
+	v := newFake()
+	key := testKey(b)
+	d1 := digestOf('1')
+	v.sign(cacheRepo+"@"+d1, fingerprint(b, key))
+	writeFile(b, dir, "k.pub", key)
+	path := writeFile(b, dir, "p.yaml", native("", `  - name: team
+    images: ["registry.example.com/team/*"]
+    namespaces: ["prod-*", "default"]
+    attestors:
+      entries:
+      - key: {file: k.pub}
+`))
+	store, err := NewStore(path, StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng := NewEngine(store, v, nil)
+	in := Input{Image: cacheRepo + ":v1", Digest: d1, Namespace: "default"}
+	if d := eng.Evaluate(context.Background(), in); !d.Allowed {
+		b.Fatal(d.Reason)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if d := eng.Evaluate(context.Background(), in); !d.Cached {
+			b.Fatal("not cached")
+		}
+	}
+	_ = os.Remove(filepath.Join(dir, "k.pub"))
+	_ = fmt.Sprint()
+}

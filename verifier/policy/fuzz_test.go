@@ -1,0 +1,58 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzLoadDocuments: no input panics, and whatever loads is internally sound.
+func FuzzLoadDocuments(f *testing.F) {
+	f.Add([]byte(docsPolicy))
+	f.Add([]byte(native("  mode: Audit\n", "  - name: r\n    images: [\"*\"]\n    action: Allow\n")))
+	f.Add([]byte("---\napiVersion: v1\nkind: ConfigMap\n---\n"))
+	f.Add([]byte(`{"apiVersion":"kyverno.io/v1","kind":"Policy","metadata":{"name":"x","namespace":"y"},"spec":{"rules":[{"name":"r","match":{"all":[{"resources":{"kinds":["Pod"]}}]},"verifyImages":[{"image":"*"}]}]}}`))
+	f.Add([]byte("apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: x}\nspec: {rules: [{name: a, match: {resources: {kinds: [Pod]}}, verifyImages: [{imageReferences: ['*'], attestors: [{count: 1, entries: [{keys: {publicKeys: x}}]}]}]}]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		total := 0
+		pols, _, _ := loadDocuments("fuzz.yaml", data, &total)
+		for _, p := range pols {
+			if p.Name == "" {
+				t.Fatal("policy without a name")
+			}
+			for _, r := range p.Rules {
+				if len(r.Images) == 0 {
+					t.Fatal("rule without images")
+				}
+				if r.Action == Verify {
+					if len(r.Attestors) == 0 {
+						t.Fatal("verify rule without attestors")
+					}
+					for _, a := range r.Attestors {
+						if a.Count < 1 || a.Count > len(a.Keys) {
+							t.Fatalf("count %d of %d keys", a.Count, len(a.Keys))
+						}
+					}
+				}
+				for _, im := range r.Images {
+					if strings.ContainsAny(im, " \t\n[]{}") {
+						t.Fatalf("pattern %q accepted", im)
+					}
+				}
+			}
+		}
+	})
+}
+
+func FuzzMatchWildcard(f *testing.F) {
+	f.Add("ghcr.io/*", "ghcr.io/a/b:c")
+	f.Add("a?c*", "abcdef")
+	f.Fuzz(func(t *testing.T, pattern, s string) {
+		got := matchWildcard(pattern, s)
+		if pattern == s && !got {
+			t.Fatalf("%q does not match itself", s)
+		}
+		if pattern == "*" && !got {
+			t.Fatal("* must match everything")
+		}
+	})
+}

@@ -1,0 +1,200 @@
+package policy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// waitFor polls cond until it holds or 10 s pass (a deadline, not a timing
+// assertion: file events arrive asynchronously).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type reloads struct {
+	mu  sync.Mutex
+	got []ReloadResult
+}
+
+func (r *reloads) add(x ReloadResult) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, x)
+}
+
+func (r *reloads) failures() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, x := range r.got {
+		if x.Err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func startWatch(t *testing.T, s *Store) chan struct{} {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	trigger := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- s.Watch(ctx, trigger) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	})
+	return trigger
+}
+
+func rulesImages(s *Store) string {
+	return strings.Join(s.Current().Policies[0].Rules[0].Images, ",")
+}
+
+func policyWithImage(image string) string {
+	return native("", "  - name: r\n    images: [\""+image+"\"]\n    action: Allow\n")
+}
+
+func TestStoreWatchEditAndBrokenFile(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "policy.yaml", policyWithImage("a/*"))
+	var rl reloads
+	s, err := NewStore(dir, StoreOptions{OnReload: rl.add, Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWatch(t, s)
+
+	// A valid edit takes effect.
+	writeFile(t, dir, "policy.yaml", policyWithImage("b/*"))
+	waitFor(t, "the edit to load", func() bool { return rulesImages(s) == "b/*" })
+	if s.Current().Generation != 2 {
+		t.Fatalf("generation %d", s.Current().Generation)
+	}
+
+	// An editor's save: write a temp file, rename it over the policy.
+	tmp := writeFile(t, dir, ".policy.yaml.swp", policyWithImage("c/*"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the renamed file to load", func() bool { return rulesImages(s) == "c/*" })
+
+	// A broken edit is refused; the last good policy stays, the hook hears.
+	writeFile(t, dir, "policy.yaml", "apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec: {mode: Sometimes}\n")
+	waitFor(t, "the refusal", func() bool { return rl.failures() > 0 })
+	if rulesImages(s) != "c/*" || s.Current().Generation != 3 {
+		t.Fatalf("old policy not kept: %s gen %d", rulesImages(s), s.Current().Generation)
+	}
+	// A new file next to it, also broken: still refused.
+	writeFile(t, dir, "extra.yaml", "nope: [")
+	waitFor(t, "the second refusal", func() bool { return rl.failures() > 1 })
+	if rulesImages(s) != "c/*" {
+		t.Fatal("old policy not kept")
+	}
+	// Fixing both loads.
+	os.Remove(filepath.Join(dir, "extra.yaml"))
+	writeFile(t, dir, "policy.yaml", policyWithImage("d/*"))
+	waitFor(t, "the fix to load", func() bool { return rulesImages(s) == "d/*" })
+}
+
+// A ConfigMap volume: the files are symlinks through "..data", a symlink to a
+// timestamped directory that kubelet swaps atomically.
+func TestStoreWatchConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name, image string) {
+		d := filepath.Join(dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, d, "policy.yaml", policyWithImage(image))
+	}
+	mk("..2026_01_01_00_00_00.1", "a/*")
+	if err := os.Symlink("..2026_01_01_00_00_00.1", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/policy.yaml", filepath.Join(dir, "policy.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStore(dir, StoreOptions{Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rulesImages(s) != "a/*" {
+		t.Fatal(rulesImages(s))
+	}
+	startWatch(t, s)
+	mk("..2026_01_01_00_01_00.2", "b/*")
+	if err := os.Symlink("..2026_01_01_00_01_00.2", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir, "..2026_01_01_00_00_00.1"))
+	waitFor(t, "the swapped ConfigMap to load", func() bool { return rulesImages(s) == "b/*" })
+}
+
+// A single-file path is watched through its directory.
+func TestStoreWatchFileAndTrigger(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "policy.yaml", policyWithImage("a/*"))
+	var rl reloads
+	s, err := NewStore(path, StoreOptions{OnReload: rl.add, Debounce: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trigger := startWatch(t, s)
+	// With an hour of debounce only the trigger (SIGHUP) can reload.
+	writeFile(t, dir, "policy.yaml", policyWithImage("b/*"))
+	trigger <- struct{}{}
+	waitFor(t, "the triggered reload", func() bool { return rulesImages(s) == "b/*" })
+	rl.mu.Lock()
+	last := rl.got[len(rl.got)-1]
+	rl.mu.Unlock()
+	if !last.Changed || last.Err != nil || last.Generation != 2 {
+		t.Fatalf("%+v", last)
+	}
+}
+
+func TestStoreInvalidAtStart(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "p.yaml", "kind: [")
+	if _, err := NewStore(dir, StoreOptions{}); err == nil {
+		t.Fatal("started with an invalid policy")
+	}
+	if err := NewStaticStore(&Set{}).Reload(); err == nil {
+		t.Fatal("static store reloaded")
+	}
+}
+
+// A changed key file is a changed policy, even if no YAML changed.
+func TestStoreReloadKeyFileChange(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "k.pub", testKey(t))
+	writeFile(t, dir, "p.yaml", native("", "  - name: r\n    images: [\"*\"]\n    attestors:\n      entries:\n      - key: {file: k.pub}\n"))
+	s, err := NewStore(dir+"/p.yaml", StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "k.pub", testKey(t))
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Current().Generation != 2 {
+		t.Fatal("key change not seen")
+	}
+}
