@@ -250,14 +250,18 @@ func TestLoadRefusals(t *testing.T) {
 		{"native bad action", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".action", "Skip") }, nr + ".action", "unknown value"},
 		{"native bad timeout", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "spec.verificationTimeout", "soon") }, "spec.verificationTimeout", "not a duration"},
 		{"native zero timeout", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "spec.verificationTimeout", "0s") }, "spec.verificationTimeout", "out of range"},
-		{"native bad ttl", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "spec.cache", map[string]any{"ttl": "-1m"}) }, "spec.cache.ttl", "out of range"},
+		{"native bad ttl", func(t *testing.T) jsonDoc {
+			return nativeDocJSON(key).set(t, "spec.cache", map[string]any{"ttl": "-1m"})
+		}, "spec.cache.ttl", "out of range"},
 		{"native bad maxEntries", func(t *testing.T) jsonDoc {
 			return nativeDocJSON(key).set(t, "spec.cache", map[string]any{"maxEntries": -1})
 		}, "spec.cache.maxEntries", "out of range"},
 		{"native no name", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "metadata.name", nil) }, "metadata.name", "required"},
 		{"native rule no name", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".name", nil) }, nr + ".name", "required"},
 		{"native no images", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".images", nil) }, nr + ".images", "required"},
-		{"native bad glob", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".images", []any{"registry.example.com/[ab]*"}) }, nr + ".images[0]", "only '*' and '?'"},
+		{"native bad glob", func(t *testing.T) jsonDoc {
+			return nativeDocJSON(key).set(t, nr+".images", []any{"registry.example.com/[ab]*"})
+		}, nr + ".images[0]", "only '*' and '?'"},
 		{"native empty glob", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".namespaces", []any{""}) }, nr + ".namespaces[0]", "empty pattern"},
 		{"native bad exclude glob", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".excludeImages", []any{"a b"}) }, nr + ".excludeImages[0]", "whitespace"},
 		{"native unreadable key", func(t *testing.T) jsonDoc {
@@ -299,8 +303,12 @@ func TestLoadRefusals(t *testing.T) {
 			return kyvernoJSON(key).set(t, ent+".keys.secret", map[string]any{"name": "k", "namespace": "n"})
 		}, ent + ".keys.secret", "Secret"},
 		{"kyverno k8s publicKeys", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".keys.publicKeys", "k8s://ns/secret") }, ent + ".keys.publicKeys", "k8s://"},
-		{"kyverno variable publicKeys", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".keys.publicKeys", "{{ keys.data.prod }}") }, ent + ".keys.publicKeys", "variables"},
-		{"kyverno tsa", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".keys.ctlog", map[string]any{"tsaCertChain": "x"}) }, ent + ".keys.ctlog.tsaCertChain", "timestamp"},
+		{"kyverno variable publicKeys", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent+".keys.publicKeys", "{{ keys.data.prod }}")
+		}, ent + ".keys.publicKeys", "variables"},
+		{"kyverno tsa", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent+".keys.ctlog", map[string]any{"tsaCertChain": "x"})
+		}, ent + ".keys.ctlog.tsaCertChain", "timestamp"},
 		{"kyverno rekor pubkey", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, ent+".keys.rekor", map[string]any{"ignoreTlog": true, "url": "u", "pubkey": "x"})
 		}, ent + ".keys.rekor.pubkey", "no use"},
@@ -310,7 +318,9 @@ func TestLoadRefusals(t *testing.T) {
 		{"kyverno notary", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".type", "Notary") }, vi + ".type", "not supported"},
 		{"kyverno sigstore bundle type", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".type", "SigstoreBundle") }, vi + ".type", "not supported"},
 		{"kyverno deprecated key", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".key", key) }, vi + ".key", "Rekor"},
-		{"kyverno annotations", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".annotations", map[string]any{"a": "b"}) }, ent + ".annotations", "annotation"},
+		{"kyverno annotations", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent+".annotations", map[string]any{"a": "b"})
+		}, ent + ".annotations", "annotation"},
 		{"kyverno preconditions", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, "spec.rules[0].preconditions", map[string]any{"all": []any{map[string]any{"key": "a", "operator": "Equals", "value": "b"}}})
 		}, "spec.rules[0].preconditions", "preconditions"},
@@ -366,8 +376,12 @@ func TestLoadRefusals(t *testing.T) {
 		{"kyverno bad operation", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, "spec.rules[0].match.any[0].resources.operations", []any{"CREAT"})
 		}, "spec.rules[0].match.any[0].resources.operations[0]", "unknown operation"},
-		{"kyverno bad image glob", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".skipImageReferences", []any{"ghcr.io/{a,b}"}) }, vi + ".skipImageReferences[0]", "only '*' and '?'"},
-		{"kyverno bad key", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".keys.publicKeys", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n") }, ent + ".keys.publicKeys", "not a PEM public key"},
+		{"kyverno bad image glob", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, vi+".skipImageReferences", []any{"ghcr.io/{a,b}"})
+		}, vi + ".skipImageReferences[0]", "only '*' and '?'"},
+		{"kyverno bad key", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent+".keys.publicKeys", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+		}, ent + ".keys.publicKeys", "not a PEM public key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
