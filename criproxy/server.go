@@ -299,6 +299,9 @@ func removeStale(ctx context.Context, path string) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("listen socket %s: directory %s is not accessible by uid %d: %w", path, filepath.Dir(path), os.Geteuid(), err)
+	}
 	if err != nil {
 		return fmt.Errorf("listen socket %s: %w", path, err)
 	}
