@@ -34,7 +34,7 @@ type fakeRuntime struct {
 	creates    []*runtimeapi.CreateContainerRequest
 	deadline   time.Time
 	hasDL      bool
-	calls      int // every call that reached the fake
+	calls      int        // every call that reached the fake
 	blockedErr chan error // ctx error seen by a blocking ContainerStatus
 	release    chan struct{}
 	started    chan string // method names of slow calls as they start
@@ -335,8 +335,12 @@ type proxyEnv struct {
 	direct    *grpc.ClientConn // the same client straight at the fake
 }
 
-func (e *proxyEnv) rt() runtimeapi.RuntimeServiceClient { return runtimeapi.NewRuntimeServiceClient(e.proxy) }
-func (e *proxyEnv) img() runtimeapi.ImageServiceClient  { return runtimeapi.NewImageServiceClient(e.proxy) }
+func (e *proxyEnv) rt() runtimeapi.RuntimeServiceClient {
+	return runtimeapi.NewRuntimeServiceClient(e.proxy)
+}
+func (e *proxyEnv) img() runtimeapi.ImageServiceClient {
+	return runtimeapi.NewImageServiceClient(e.proxy)
+}
 
 // stopProxy ends Serve (as SIGTERM does) and returns its result.
 func (e *proxyEnv) stopProxy(t testing.TB) error {

@@ -200,7 +200,7 @@ func TestCancelAndDeadlinePropagate(t *testing.T) {
 	tests := []struct {
 		name     string
 		ctx      func() (context.Context, context.CancelFunc)
-		cancelAt bool // cancel once the upstream call started
+		cancelAt bool    // cancel once the upstream call started
 		wantUp   []error // how the upstream call may end
 		wantCode codes.Code
 	}{

@@ -12,11 +12,17 @@
 // pull or run images around the Guard.
 //
 // API:
-//   - Dial connects to the upstream runtime (unix:///path or a bare path); Probe
-//     asks it for its CRI version; SocketPath parses an endpoint.
-//   - NewServer builds the proxy; ListenUnix creates its socket; Server.Serve
-//     serves until ctx ends, then drains.
-//   - NewBareForwarder is the benchmark floor: a raw-bytes forwarder and nothing else.
+//   - Dial(ctx, target, ...grpc.DialOption) connects to the upstream runtime
+//     (unix:///path or a bare path): never blocks, reconnects by itself, fails
+//     fast with Unavailable, MaxMsgSize each way, usable by typed clients too.
+//   - Probe(ctx, conn) asks it for its CRI v1 Version (Unimplemented = not a CRI
+//     runtime); LogUpstreamState logs when it goes away and comes back;
+//     SocketPath parses an endpoint.
+//   - NewServer(Options{Upstream, Guard, Logger, DrainTimeout}) builds the proxy;
+//     ListenUnix(ctx, path) creates its 0660 socket (stale one replaced, live one
+//     refused); Server.Serve(ctx, lis) serves until ctx ends, then drains.
+//   - NewBareForwarder(conn) is the benchmark floor: criguard's own unary
+//     raw-bytes path with nothing else (no method table, allowlist, guard, log).
 package criproxy
 
 import (
