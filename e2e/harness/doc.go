@@ -22,6 +22,8 @@
 //	harness.Tool(t, "crictl") string          // path from .cache/e2e/bin, then PATH; fails with the `make tools` hint
 //	harness.CriguardBinary(t) string          // $CRIGUARD_E2E_BINARY, else built from ./cmd/criguard into the cache (reused while newer than every .go file)
 //	harness.RepoRoot(t) string                // directory holding go.mod
+//	harness.CacheDir(t) string                // $CRIGUARD_E2E_CACHE or <repo>/.cache/e2e
+//	harness.FixturesDir(t) string             // $CRIGUARD_COSIGN_FIXTURES or <repo>/../shared/fixtures/cosign
 //	harness.TempDir(t, prefix) string         // short /tmp/cg-<prefix>-* dir (unix socket paths stay < 108 bytes), removed at cleanup
 //	harness.FreePort(t) int                   // a free 127.0.0.1 TCP port
 //
@@ -45,7 +47,7 @@
 //
 //	c := harness.StartContainerd(t, harness.ContainerdOptions{Version: "2" /* or "1.6" */, Registry: r})
 //	c.Socket  // absolute path of the CRI/containerd gRPC socket; c.Endpoint() == "unix://"+c.Socket
-//	c.Root, c.State, c.Registry, c.Logs() string
+//	c.Root, c.State, c.Dir, c.RuncRoot, c.Registry, c.Version, c.Logs() string
 //	c.Restart(t)  // SIGTERM, wait, start again on the same root/state/socket (containers keep running)
 //	c.Stop(t)     // SIGTERM and wait; cleanup does this plus pod/shim/mount removal
 //	Options: Version ("2" default), Registry (nil: one is started), PauseImage (default r.PushPause),
@@ -57,7 +59,11 @@
 //
 //	g := harness.StartCriguard(t, c.Socket, extraArgs...) // criguard serve --listen unix://<tmp>/criguard.sock --upstream unix://<c.Socket> extraArgs...
 //	g.Socket, g.Endpoint(), g.Logs() string, g.Stop(t) (SIGTERM), g.Kill(t) (SIGKILL), g.Restart(t)
+//	g.Exited() bool, g.ExitCode(timeout) int
 //	harness.RunCriguard(t, args...) (stdout, stderr string, exitCode int) // one-shot subcommand (verify, policy, version, ...)
+//	harness.RunCriguardEnv(t, env []string, args...)                     // the same with extra "K=V" environment
+//	fwd := harness.StartBareForwarder(t, upstreamSocket, "plain"|"criproxy") // benchmark floor: raw unary forwarding only,
+//	                                                                        // its own process (e2e/harness/bareforwarder)
 //
 // CRI clients:
 //
@@ -71,7 +77,9 @@
 //
 //	k := harness.StartKubelet(t, harness.KubeletOptions{RuntimeEndpoint: g.Endpoint()})
 //	k.StaticPodDir, k.RootDir, k.NodeName, k.Logs() string, k.Stop(t)
-//	k.WriteStaticPod(t, name, yaml) // atomically drops a manifest into StaticPodDir
+//	k.WriteStaticPod(t, name, yaml) // atomically drops <name>.yaml into StaticPodDir; k.RemoveStaticPod(t, name)
+//	k.Exited() bool
+//	harness.StaticPod(name, namespace, image string, command ...string) string // hostNetwork pod manifest, container "main"
 //	Options: RuntimeEndpoint, ImageEndpoint (default RuntimeEndpoint), StaticPodDir (default a temp dir),
 //	NodeName (default unique), ExtraConfig (YAML lines appended to the KubeletConfiguration).
 //	Config from ../shared/NODE-ENV.md; free ports; --root-dir and podLogsDir in temp dirs.
@@ -89,7 +97,13 @@
 //
 //	harness.Eventually(t, timeout, what string, func() error) // polls until nil; fails with the last error
 //	harness.WriteFile(t, path, content)
-//	harness.Standalone(name) (*Session)    // a T for programs; Session.Close runs the cleanups
+//	harness.Standalone(ctx, name) *Session // a T for programs; Session.Close runs the cleanups, Fatalf cleans up and exits 1
+//
+// Benchmarks that report percentiles take a fixed number of samples per b.N
+// iteration (see e2e/bench_test.go); `make bench` runs them with -benchtime 1x.
+//
+// Package-e2e tests share one Go package: prefix helpers with your area
+// (proxy*, bench*, verify*, enforce*, install*) so names do not collide.
 //
 // Images from ../shared/fixtures/cosign have an empty os/architecture in their
 // config: containerd 2.4 pulls their single-manifest images (tag or digest) but
