@@ -21,11 +21,13 @@ const (
 
 // Decision results as they appear in the result label of
 // criguard_decisions_total. "audit" is an image the policy would have denied
-// but Audit mode let through.
+// but Audit mode let through; "failed_open" one whose verification could not
+// complete and failurePolicy Ignore let through.
 const (
-	ResultAllow = "allow"
-	ResultDeny  = "deny"
-	ResultAudit = "audit"
+	ResultAllow      = "allow"
+	ResultDeny       = "deny"
+	ResultAudit      = "audit"
+	ResultFailedOpen = "failed_open"
 )
 
 // Metrics are criguard's Prometheus metrics, on a registry of their own (never
@@ -48,7 +50,7 @@ func NewMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "criguard_decisions_total",
-			Help: "Image policy decisions by CRI operation (PullImage, CreateContainer) and result (allow, deny, audit = would deny, let through by Audit mode).",
+			Help: "Image policy decisions by CRI operation (PullImage, CreateContainer) and result (allow, deny, audit = would be denied, let through by Audit mode, failed_open = verification incomplete, let through by failurePolicy Ignore).",
 		}, []string{"operation", "result"}),
 		verifyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "criguard_verification_duration_seconds",
@@ -69,7 +71,7 @@ func NewMetrics() *Metrics {
 		}, []string{"operation"}),
 	}
 	for _, op := range []string{OpPullImage, OpCreateContainer} {
-		for _, r := range []string{ResultAllow, ResultDeny, ResultAudit} {
+		for _, r := range []string{ResultAllow, ResultDeny, ResultAudit, ResultFailedOpen} {
 			m.decisions.WithLabelValues(op, r)
 		}
 		m.cacheHits.WithLabelValues(op)

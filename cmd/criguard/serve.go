@@ -7,15 +7,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/criproxy"
+	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/policy"
 )
 
 const (
@@ -26,6 +34,9 @@ const (
 	probeTimeout = 3 * time.Second
 	// probeInterval paces the background re-check while the upstream is down.
 	probeInterval = 2 * time.Second
+	// defaultMetricsAddress is loopback: metrics and health are for the node's
+	// own scraper or a port-forward, not the network.
+	defaultMetricsAddress = "127.0.0.1:9464"
 )
 
 // serveConfig is everything `criguard serve` is configured with. Add a field here
@@ -36,6 +47,10 @@ type serveConfig struct {
 	logFormat    string
 	logLevel     string
 	drainTimeout time.Duration
+	// policy is the policy file or directory; "" serves without enforcement.
+	policy string
+	// metricsAddress serves /metrics, /healthz and /readyz; "" disables them.
+	metricsAddress string
 }
 
 func (c *serveConfig) register(fs *flag.FlagSet) {
@@ -44,6 +59,9 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every CRI call)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", criproxy.DefaultDrainTimeout, "on SIGTERM, how long in-flight CRI calls may finish before they are cut")
+	fs.StringVar(&c.policy, "policy", "", "image policy: a YAML file or a directory of them (criguard ImagePolicy, Kyverno ClusterPolicy/Policy); "+
+		"reloaded on change and on SIGHUP. Without it every image passes unverified")
+	fs.StringVar(&c.metricsAddress, "metrics-address", defaultMetricsAddress, "host:port serving /metrics, /healthz and /readyz (empty disables); keep it on loopback")
 }
 
 // serveDeps is what serve hands to buildGuard.
@@ -59,9 +77,132 @@ type serveDeps struct {
 }
 
 // buildGuard returns the Guard that judges PullImage and CreateContainer, or nil
-// for a pure pass-through proxy. ctx ends when serve stops.
-func buildGuard(_ context.Context, _ *serveConfig, _ serveDeps) (criproxy.Guard, error) {
-	return nil, nil
+// for a pure pass-through proxy (no --policy). ctx ends when serve stops.
+//
+// It loads the policy (an invalid one is fatal: there is nothing to fall back
+// on), starts the reload loop (file watch and SIGHUP) and the metrics listener
+// in deps.group, and joins the proxy to the policy engine through the Enforcer.
+func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy.Guard, error) {
+	log := deps.logger
+	metrics := criproxy.NewMetrics()
+	var store *policy.Store
+	if cfg.policy != "" {
+		s, err := policy.NewStore(cfg.policy, policy.StoreOptions{
+			Logger:   log,
+			OnReload: func(r policy.ReloadResult) { metrics.PolicyReloaded(r.Err) },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--policy: %w", err)
+		}
+		metrics.PolicyReloaded(nil)
+		store = s
+		log.Info("policy loaded", "path", cfg.policy, "generation", s.Current().Generation, "policies", len(s.Current().Policies))
+	}
+
+	// SIGHUP reloads the policy; it must never end the process (its default).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	deps.group.Go(func() error {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+				if store == nil {
+					log.Warn("SIGHUP ignored: no --policy to reload")
+					continue
+				}
+				select {
+				case reload <- struct{}{}:
+				default: // a reload is already pending
+				}
+			}
+		}
+	})
+	if store != nil {
+		deps.group.Go(func() error { watchPolicy(ctx, store, reload, log); return nil })
+	}
+
+	if cfg.metricsAddress != "" {
+		ready := func(ctx context.Context) error {
+			if store == nil || store.Current() == nil {
+				return errors.New("no policy loaded (criguard runs without --policy)")
+			}
+			if _, err := criproxy.Probe(ctx, deps.upstream); err != nil {
+				return err
+			}
+			return nil
+		}
+		serveMetrics(ctx, cfg.metricsAddress, criproxy.HTTPHandler(metrics, ready), deps.group, log)
+	}
+
+	if store == nil {
+		log.Warn("no --policy: criguard forwards every image unverified")
+		return nil, nil
+	}
+	// The policy's verificationTimeout bounds each verification (the engine
+	// sets it per call); the verifier's own limit only backs it up.
+	v := verifier.New(verifier.Options{Timeout: policy.MaxTimeout})
+	engine := policy.NewEngine(store, v, log)
+	tagger, err := criproxy.NewContainerdTagger(deps.upstream)
+	if err != nil {
+		return nil, err
+	}
+	return criproxy.NewEnforcer(criproxy.EnforcerConfig{
+		Judge:   engine,
+		Images:  runtimeapi.NewImageServiceClient(deps.upstream),
+		Tagger:  tagger,
+		Metrics: metrics,
+		Logger:  log,
+	})
+}
+
+// watchPolicy reloads store on file changes and on reload, until ctx ends. If
+// the file watch cannot run (inotify limits), SIGHUP still reloads: losing the
+// watch must not stop the node's runtime.
+func watchPolicy(ctx context.Context, store *policy.Store, reload <-chan struct{}, log *slog.Logger) {
+	err := store.Watch(ctx, reload)
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	log.Error("policy file watch stopped; reloading only on SIGHUP now", "path", store.Path(), "error", err)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload:
+			_ = store.Reload()
+		}
+	}
+}
+
+// serveMetrics serves h on addr until ctx ends. A port that cannot be bound is
+// logged, not fatal: metrics must not keep kubelet's runtime from serving.
+func serveMetrics(ctx context.Context, addr string, h http.Handler, g *errgroup.Group, log *slog.Logger) {
+	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		log.Error("metrics listener failed; serving CRI without /metrics, /healthz and /readyz", "address", addr, "error", err)
+		return
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("serving metrics", "address", lis.Addr().String())
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("metrics server shutdown", "error", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "error", err)
+		}
+		return nil
+	})
 }
 
 // runServe runs `criguard serve`: exit 0 after a clean shutdown (SIGTERM), 1 on a

@@ -1,0 +1,439 @@
+package criproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/criguard/criguard/verifier/policy"
+)
+
+// DeniedPrefix starts every denial message: kubelet turns it into the pod's
+// waiting reason (ErrSignatureValidationFailed), so `kubectl get pod` shows it.
+const DeniedPrefix = "SignatureValidationFailed: "
+
+// Judge decides one image under the node's current policy (policy.Engine does,
+// with its verdict cache). It must fail closed: any error is a denial.
+type Judge interface {
+	Evaluate(ctx context.Context, in policy.Input) policy.Decision
+}
+
+// ImageStatuser looks images up in the upstream runtime;
+// runtimeapi.NewImageServiceClient(conn) is one.
+type ImageStatuser interface {
+	ImageStatus(ctx context.Context, in *runtimeapi.ImageStatusRequest, opts ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error)
+}
+
+// EnforcerConfig holds what an Enforcer needs.
+type EnforcerConfig struct {
+	Judge  Judge         // required
+	Images ImageStatuser // required: ImageStatus calls to containerd
+	// Tagger records the tag kubelet asked for once its digest is pulled;
+	// nil leaves pulled images under their digest reference only.
+	Tagger      Tagger
+	Credentials *Credentials // nil: a new one of DefaultCredentialHosts
+	Metrics     *Metrics     // nil: no metrics
+	Logger      *slog.Logger // nil: decisions are not logged
+}
+
+// Enforcer is the Guard that enforces the image policy: a pull goes upstream
+// only as name@digest of a digest the policy allowed, and a container is created
+// only from an image whose repository digest the policy allows.
+type Enforcer struct {
+	judge   Judge
+	images  ImageStatuser
+	tagger  Tagger
+	creds   *Credentials
+	metrics *Metrics
+	log     *slog.Logger
+}
+
+var _ Guard = (*Enforcer)(nil)
+
+// NewEnforcer checks cfg and returns the Guard.
+func NewEnforcer(cfg EnforcerConfig) (*Enforcer, error) {
+	if cfg.Judge == nil {
+		return nil, errors.New("criproxy: enforcer needs a policy judge")
+	}
+	if cfg.Images == nil {
+		return nil, errors.New("criproxy: enforcer needs an upstream image service for ImageStatus")
+	}
+	e := &Enforcer{judge: cfg.Judge, images: cfg.Images, tagger: cfg.Tagger, creds: cfg.Credentials, metrics: cfg.Metrics, log: cfg.Logger}
+	if e.creds == nil {
+		e.creds = NewCredentials(0)
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	return e, nil
+}
+
+// imageRef is a parsed, Docker-normalized image reference.
+type imageRef struct {
+	name   string // repository, e.g. docker.io/library/busybox
+	host   string // registry host, e.g. docker.io
+	tag    string // tag, "latest" when neither tag nor digest was written
+	digest string // digest when written
+}
+
+func parseImageRef(s string) (imageRef, error) {
+	if isImageID(s) {
+		return imageRef{}, fmt.Errorf("%q is an image ID, not a reference to a repository", s)
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return imageRef{}, fmt.Errorf("invalid image reference %q: %w", s, err)
+	}
+	r := imageRef{name: named.Name(), host: reference.Domain(named)}
+	if t, ok := named.(reference.Tagged); ok {
+		r.tag = t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		r.digest = d.Digest().String()
+	}
+	if r.tag == "" && r.digest == "" {
+		r.tag = "latest" // as containerd records an untagged pull
+	}
+	return r, nil
+}
+
+// isImageID reports whether s is an image ID (sha256:<64 hex>, or the bare hex)
+// rather than a reference.
+func isImageID(s string) bool {
+	h := strings.TrimPrefix(s, "sha256:")
+	if len(h) != 64 {
+		return false
+	}
+	for _, c := range h {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func podOf(c *runtimeapi.PodSandboxConfig) (namespace, pod string) {
+	m := c.GetMetadata()
+	return m.GetNamespace(), m.GetName()
+}
+
+// PullImage judges the reference kubelet asked for and, on allow, pulls exactly
+// the digest that was judged, then records kubelet's tag for it.
+func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
+	start := time.Now()
+	raw := req.GetImage().GetImage()
+	ns, pod := podOf(req.GetSandboxConfig())
+	ref, err := parseImageRef(raw)
+	if err != nil {
+		d := policy.Decision{Image: raw, Reason: err.Error()}
+		e.record(OpPullImage, ns, pod, raw, d, start)
+		return nil, denial(codes.Unknown, raw, d)
+	}
+	auth := authFromCRI(req.GetAuth())
+	if auth != nil {
+		e.creds.Remember(ref.host, auth)
+	}
+	d := e.judge.Evaluate(ctx, policy.Input{
+		Operation: OpPullImage, Image: raw, Digest: ref.digest,
+		Namespace: ns, Pod: pod, Auth: auth,
+	})
+	d = checkDigest(d, ref.digest)
+	e.record(OpPullImage, ns, pod, raw, d, start)
+	if !d.Allowed {
+		return nil, denial(codes.Unknown, raw, d)
+	}
+
+	digestRef := ref.name + "@" + d.Digest
+	fwd := proto.CloneOf(req)
+	fwd.Image.Image = digestRef
+	resp, err := next(ctx, fwd)
+	if err != nil {
+		e.metrics.upstreamError(OpPullImage)
+		return nil, err
+	}
+	if ref.tag != "" && ref.digest == "" && e.tagger != nil {
+		tagRef := ref.name + ":" + ref.tag
+		if err := e.tagger.Tag(ctx, tagRef, digestRef); err != nil {
+			// The digest is pulled but kubelet's name for it is not recorded;
+			// failing like containerd does when it cannot record an image lets
+			// kubelet retry rather than leave `crictl images` without the tag.
+			e.metrics.upstreamError(opTag)
+			e.log.ErrorContext(ctx, "recording the pulled tag failed", "image", tagRef, "digest", d.Digest, "error", err)
+			return nil, status.Errorf(codes.Unknown, "criguard: pulled %s but could not tag it %s in containerd: %v", digestRef, tagRef, err)
+		}
+	}
+	return resp, nil
+}
+
+// checkDigest fails closed when an allow does not name the digest to pull, or
+// names another digest than the one the request pinned.
+func checkDigest(d policy.Decision, pinned string) policy.Decision {
+	if !d.Allowed {
+		return d
+	}
+	switch {
+	case d.Digest == "":
+		d.Allowed, d.Audited, d.FailedOpen = false, false, false
+		// criguard pulls only by digest, so that what runs is what was judged.
+		why := "the policy allows the image but no digest was resolved for it, and criguard pulls only by digest; " +
+			"check that criguard can reach the registry with the pod's credentials"
+		if d.Reason != "" {
+			why += " (" + d.Reason + ")"
+		}
+		d.Reason = why
+	case pinned != "" && d.Digest != pinned:
+		d.Allowed, d.Audited, d.FailedOpen = false, false, false
+		d.Reason = fmt.Sprintf("the policy engine judged digest %s but the request pinned %s", d.Digest, pinned)
+	}
+	return d
+}
+
+// CreateContainer requires an allow for the container's image and every image
+// volume, judged by the repository digests containerd holds for them.
+func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
+	ns, pod := podOf(req.GetSandboxConfig())
+	cfg := req.GetConfig()
+	if err := e.judgeLocal(ctx, ns, pod, cfg.GetImage()); err != nil {
+		return nil, err
+	}
+	for _, m := range cfg.GetMounts() {
+		if m.GetImage().GetImage() == "" {
+			continue
+		}
+		if err := e.judgeLocal(ctx, ns, pod, m.GetImage()); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := next(ctx, req)
+	if err != nil {
+		e.metrics.upstreamError(OpCreateContainer)
+	}
+	return resp, err
+}
+
+// judgeLocal judges an image already on the node.
+//
+// Which name is judged: containerd may know one image (one image ID) under
+// several repositories. When kubelet says which one the user asked for
+// (user_specified_image, or config.image itself when it is a reference), that
+// repository is judged, as the pull would have been; if containerd has no digest
+// for it (imported, tagged locally) the image is judged as Local. When nothing
+// says which name was meant (an image ID alone), every repository the image is
+// known under must allow it: any of them could be the name a restrictive rule
+// was written for, and the content is the same, so the strictest verdict is the
+// safe one. Within one repository, any of its digests allowing suffices: they
+// all name this same image content (same config, hence same layers).
+func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec) error {
+	start := time.Now()
+	image := spec.GetImage()
+	if image == "" {
+		d := policy.Decision{Reason: "the container names no image"}
+		e.record(OpCreateContainer, ns, pod, image, d, start)
+		return denial(codes.PermissionDenied, image, d)
+	}
+	st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{
+		Image: image, Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler(),
+	}})
+	if err != nil {
+		e.metrics.upstreamError(opImageStatus)
+		return status.Errorf(status.Code(err), "criguard: cannot judge image %q: looking it up in containerd failed: %v", image, status.Convert(err).Message())
+	}
+	img := st.GetImage()
+	if img == nil {
+		return status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
+	}
+
+	asked := spec.GetUserSpecifiedImage()
+	if asked == "" && !isImageID(image) {
+		asked = image
+	}
+	groups, order := repoDigestGroups(img.GetRepoDigests())
+	var candidates [][]policy.Input // every group must allow; within a group, any
+	if asked != "" {
+		ref, err := parseImageRef(asked)
+		if err != nil {
+			d := policy.Decision{Image: asked, Reason: err.Error()}
+			e.record(OpCreateContainer, ns, pod, asked, d, start)
+			return denial(codes.PermissionDenied, asked, d)
+		}
+		digests := groups[ref.name]
+		if ref.digest != "" && contains(digests, ref.digest) {
+			digests = []string{ref.digest}
+		}
+		candidates = append(candidates, e.inputs(ns, pod, asked, ref.host, digests))
+	} else {
+		for _, name := range order {
+			candidates = append(candidates, e.inputs(ns, pod, nameForGroup(name, img.GetRepoTags()), hostOf(name), groups[name]))
+		}
+		if len(order) == 0 {
+			candidates = append(candidates, e.inputs(ns, pod, localName(img), "", nil))
+		}
+	}
+
+	for _, group := range candidates {
+		// One decision is recorded per group: the allow, else the first denial.
+		var first policy.Decision
+		allowed := false
+		for i, in := range group {
+			d := e.judge.Evaluate(ctx, in)
+			if !in.Local && d.Allowed && d.Digest != in.Digest {
+				d.Allowed, d.Audited, d.FailedOpen = false, false, false
+				d.Reason = fmt.Sprintf("the policy engine judged digest %s instead of the image's %s", d.Digest, in.Digest)
+			}
+			if d.Allowed {
+				e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+				allowed = true
+				break
+			}
+			if i == 0 {
+				first = d
+			}
+		}
+		if !allowed {
+			e.record(OpCreateContainer, ns, pod, group[0].Image, first, start)
+			return denial(codes.PermissionDenied, group[0].Image, first)
+		}
+		start = time.Now()
+	}
+	return nil
+}
+
+// inputs builds one policy input per repository digest, or a Local one when there is none.
+func (e *Enforcer) inputs(ns, pod, image, host string, digests []string) []policy.Input {
+	var auth = e.creds.For(host)
+	if len(digests) == 0 {
+		return []policy.Input{{Operation: OpCreateContainer, Image: image, Local: true, Namespace: ns, Pod: pod}}
+	}
+	out := make([]policy.Input, 0, len(digests))
+	for _, dg := range digests {
+		out = append(out, policy.Input{Operation: OpCreateContainer, Image: image, Digest: dg, Namespace: ns, Pod: pod, Auth: auth})
+	}
+	return out
+}
+
+// repoDigestGroups groups "repo@digest" strings by normalized repository,
+// keeping first-seen order. Unparsable entries are dropped: they cannot be judged.
+func repoDigestGroups(repoDigests []string) (map[string][]string, []string) {
+	groups := make(map[string][]string, len(repoDigests))
+	var order []string
+	for _, rd := range repoDigests {
+		named, err := reference.ParseNormalizedNamed(rd)
+		if err != nil {
+			continue
+		}
+		dg, ok := named.(reference.Digested)
+		if !ok {
+			continue
+		}
+		name := named.Name()
+		if _, seen := groups[name]; !seen {
+			order = append(order, name)
+		}
+		groups[name] = append(groups[name], dg.Digest().String())
+	}
+	return groups, order
+}
+
+// nameForGroup prefers a tag of the repository (what policies' patterns are
+// usually written against), else the bare repository name.
+func nameForGroup(name string, repoTags []string) string {
+	for _, t := range repoTags {
+		if named, err := reference.ParseNormalizedNamed(t); err == nil && named.Name() == name {
+			return t
+		}
+	}
+	return name
+}
+
+func localName(img *runtimeapi.Image) string {
+	if tags := img.GetRepoTags(); len(tags) > 0 {
+		return tags[0]
+	}
+	return img.GetId()
+}
+
+func hostOf(name string) string {
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return ""
+	}
+	return reference.Domain(named)
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// denial is the error kubelet sees: the prefix it maps to the pod's reason, then
+// what was judged and why.
+func denial(code codes.Code, image string, d policy.Decision) error {
+	if d.Image != "" {
+		image = d.Image
+	}
+	dg := d.Digest
+	if dg == "" {
+		dg = "unresolved"
+	}
+	pol, rule := d.Policy, d.Rule
+	if pol == "" {
+		pol = "-"
+	}
+	if rule == "" {
+		rule = "-"
+	}
+	reason := d.Reason
+	if reason == "" {
+		reason = "denied"
+	}
+	return status.Errorf(code, "%simage %s (digest %s) denied by policy %s rule %s: %s", DeniedPrefix, image, dg, pol, rule, reason)
+}
+
+// record logs one decision and counts it.
+func (e *Enforcer) record(op, ns, pod, image string, d policy.Decision, start time.Time) {
+	dur := time.Since(start)
+	if d.Image == "" {
+		d.Image = image
+	}
+	result := ResultDeny
+	switch {
+	case d.Allowed && d.FailedOpen:
+		result = ResultFailedOpen
+	case d.Allowed && d.Audited:
+		result = ResultAudit
+	case d.Allowed:
+		result = ResultAllow
+	}
+	e.metrics.decision(op, result, d.Cached, dur)
+	level := slog.LevelInfo
+	if result != ResultAllow {
+		level = slog.LevelWarn
+	}
+	e.log.LogAttrs(context.Background(), level, "image decision",
+		slog.String("operation", op),
+		slog.String("image", d.Image),
+		slog.String("digest", d.Digest),
+		slog.String("namespace", ns),
+		slog.String("pod", pod),
+		slog.String("policy", d.Policy),
+		slog.String("rule", d.Rule),
+		slog.String("decision", result),
+		slog.String("reason", d.Reason),
+		slog.Duration("duration", dur),
+		slog.Bool("cached", d.Cached),
+	)
+}

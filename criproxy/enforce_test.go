@@ -1,0 +1,588 @@
+package criproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/policy"
+)
+
+// fakeJudge answers with decide and records every input.
+type fakeJudge struct {
+	mu     sync.Mutex
+	inputs []policy.Input
+	decide func(policy.Input) policy.Decision
+}
+
+func (j *fakeJudge) Evaluate(_ context.Context, in policy.Input) policy.Decision {
+	j.mu.Lock()
+	j.inputs = append(j.inputs, in)
+	j.mu.Unlock()
+	return j.decide(in)
+}
+
+// allowAs allows every image, resolving tags to dg.
+func allowAs(dg string) func(policy.Input) policy.Decision {
+	return func(in policy.Input) policy.Decision {
+		d := in.Digest
+		if d == "" && !in.Local {
+			d = dg
+		}
+		return policy.Decision{Allowed: true, Image: in.Image, Digest: d, Policy: "p", Rule: "r"}
+	}
+}
+
+func denyAll(in policy.Input) policy.Decision {
+	d := in.Digest
+	if d == "" {
+		d = dgA
+	}
+	return policy.Decision{Image: in.Image, Digest: d, Policy: "default", Rule: "team", Reason: "no signature verified with key team"}
+}
+
+type fakeTagger struct {
+	calls [][2]string
+	err   error
+}
+
+func (f *fakeTagger) Tag(_ context.Context, tagRef, digestRef string) error {
+	f.calls = append(f.calls, [2]string{tagRef, digestRef})
+	return f.err
+}
+
+// fakeImages answers ImageStatus from a map keyed by the image asked for.
+type fakeImages struct {
+	images map[string]*runtimeapi.Image
+	err    error
+	asked  []string
+}
+
+func (f *fakeImages) ImageStatus(_ context.Context, in *runtimeapi.ImageStatusRequest, _ ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error) {
+	f.asked = append(f.asked, in.GetImage().GetImage())
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &runtimeapi.ImageStatusResponse{Image: f.images[in.GetImage().GetImage()]}, nil
+}
+
+type rig struct {
+	e       *Enforcer
+	judge   *fakeJudge
+	tagger  *fakeTagger
+	images  *fakeImages
+	metrics *Metrics
+	logs    *bytes.Buffer
+}
+
+func newRig(t *testing.T, decide func(policy.Input) policy.Decision) *rig {
+	t.Helper()
+	r := &rig{judge: &fakeJudge{decide: decide}, tagger: &fakeTagger{}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, metrics: NewMetrics(), logs: &bytes.Buffer{}}
+	e, err := NewEnforcer(EnforcerConfig{
+		Judge: r.judge, Images: r.images, Tagger: r.tagger, Metrics: r.metrics,
+		Logger: slog.New(slog.NewJSONHandler(r.logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.e = e
+	return r
+}
+
+func (r *rig) decisions(t *testing.T, op, result string) float64 {
+	return counterValue(t, r.metrics.decisions.WithLabelValues(op, result))
+}
+
+// counterValue reads a counter (prometheus' testutil would need a module this
+// project does not pin).
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func sandbox(ns, pod string) *runtimeapi.PodSandboxConfig {
+	return &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: pod, Namespace: ns, Uid: "u"}}
+}
+
+func pullReq(image string, auth *runtimeapi.AuthConfig) *runtimeapi.PullImageRequest {
+	return &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}, Auth: auth, SandboxConfig: sandbox("team-a", "web")}
+}
+
+// recordingPull returns a next that records what was forwarded.
+func recordingPull(got **runtimeapi.PullImageRequest) PullFunc {
+	return func(_ context.Context, r *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+		*got = r
+		return &runtimeapi.PullImageResponse{ImageRef: imID}, nil
+	}
+}
+
+func TestPullImage(t *testing.T) {
+	tests := []struct {
+		name       string
+		image      string
+		decide     func(policy.Input) policy.Decision
+		wantInput  policy.Input // Operation/Image/Digest/Namespace/Pod checked
+		wantPulled string       // "" means next must not be called
+		wantTag    [2]string    // zero means no tag
+		wantCode   codes.Code
+		wantMsg    []string
+		wantResult string
+	}{
+		{
+			name: "tag allowed: digest pulled, tag recorded", image: reg + "/team/app:1.0", decide: allowAs(dgA),
+			wantInput:  policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0", Namespace: "team-a", Pod: "web"},
+			wantPulled: reg + "/team/app@" + dgA, wantTag: [2]string{reg + "/team/app:1.0", reg + "/team/app@" + dgA},
+			wantResult: ResultAllow,
+		},
+		{
+			name: "docker hub short name normalized, implicit latest tagged", image: "busybox", decide: allowAs(dgB),
+			wantInput:  policy.Input{Operation: OpPullImage, Image: "busybox", Namespace: "team-a", Pod: "web"},
+			wantPulled: "docker.io/library/busybox@" + dgB, wantTag: [2]string{"docker.io/library/busybox:latest", "docker.io/library/busybox@" + dgB},
+			wantResult: ResultAllow,
+		},
+		{
+			name: "digest pinned: judged as pinned, no tag", image: reg + "/team/app@" + dgA, decide: allowAs(dgB),
+			wantInput:  policy.Input{Operation: OpPullImage, Image: reg + "/team/app@" + dgA, Digest: dgA, Namespace: "team-a", Pod: "web"},
+			wantPulled: reg + "/team/app@" + dgA, wantResult: ResultAllow,
+		},
+		{
+			name: "tag and digest: the digest wins, no tag moved", image: reg + "/team/app:1.0@" + dgA, decide: allowAs(dgB),
+			wantInput:  policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0@" + dgA, Digest: dgA, Namespace: "team-a", Pod: "web"},
+			wantPulled: reg + "/team/app@" + dgA, wantResult: ResultAllow,
+		},
+		{
+			name: "denied: Unknown with the kubelet prefix, nothing pulled", image: reg + "/team/app:1.0", decide: denyAll,
+			wantInput:  policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0", Namespace: "team-a", Pod: "web"},
+			wantCode:   codes.Unknown,
+			wantMsg:    []string{"SignatureValidationFailed: ", reg + "/team/app:1.0", dgA, "policy default", "rule team", "no signature verified with key team"},
+			wantResult: ResultDeny,
+		},
+		{
+			name: "audit: would-deny lets the pull through", image: reg + "/team/app:1.0",
+			decide: func(in policy.Input) policy.Decision {
+				d := denyAll(in)
+				d.Allowed, d.Audited = true, true
+				return d
+			},
+			wantInput:  policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0", Namespace: "team-a", Pod: "web"},
+			wantPulled: reg + "/team/app@" + dgA, wantTag: [2]string{reg + "/team/app:1.0", reg + "/team/app@" + dgA},
+			wantResult: ResultAudit,
+		},
+		{
+			name: "failed open: counted apart", image: reg + "/team/app:1.0",
+			decide: func(in policy.Input) policy.Decision {
+				d := allowAs(dgA)(in)
+				d.Audited, d.FailedOpen = true, true
+				return d
+			},
+			wantInput:  policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0", Namespace: "team-a", Pod: "web"},
+			wantPulled: reg + "/team/app@" + dgA, wantTag: [2]string{reg + "/team/app:1.0", reg + "/team/app@" + dgA},
+			wantResult: ResultFailedOpen,
+		},
+		{
+			name: "allow without digest fails closed", image: reg + "/team/app:1.0",
+			decide:    func(in policy.Input) policy.Decision { return policy.Decision{Allowed: true, Image: in.Image} },
+			wantInput: policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0", Namespace: "team-a", Pod: "web"},
+			wantCode:  codes.Unknown, wantMsg: []string{"SignatureValidationFailed: ", "no digest was resolved"}, wantResult: ResultDeny,
+		},
+		{
+			name: "allow of another digest than pinned fails closed", image: reg + "/team/app@" + dgA,
+			decide: func(in policy.Input) policy.Decision {
+				return policy.Decision{Allowed: true, Image: in.Image, Digest: dgB}
+			},
+			wantInput: policy.Input{Operation: OpPullImage, Image: reg + "/team/app@" + dgA, Digest: dgA, Namespace: "team-a", Pod: "web"},
+			wantCode:  codes.Unknown, wantMsg: []string{"SignatureValidationFailed: ", "pinned " + dgA}, wantResult: ResultDeny,
+		},
+		{
+			name: "image ID is not pullable", image: imID, decide: allowAs(dgA),
+			wantCode: codes.Unknown, wantMsg: []string{"SignatureValidationFailed: ", "image ID"}, wantResult: ResultDeny,
+		},
+		{
+			name: "invalid reference", image: "UPPER/Case:x", decide: allowAs(dgA),
+			wantCode: codes.Unknown, wantMsg: []string{"SignatureValidationFailed: ", "invalid image reference"}, wantResult: ResultDeny,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.decide)
+			var pulled *runtimeapi.PullImageRequest
+			req := pullReq(tc.image, nil)
+			resp, err := r.e.PullImage(context.Background(), req, recordingPull(&pulled))
+			if tc.wantInput.Operation != "" {
+				if len(r.judge.inputs) != 1 {
+					t.Fatalf("judge called %d times, want 1", len(r.judge.inputs))
+				}
+				if got := r.judge.inputs[0]; got != tc.wantInput {
+					t.Errorf("judge input = %+v, want %+v", got, tc.wantInput)
+				}
+			} else if len(r.judge.inputs) != 0 {
+				t.Errorf("judge called for an unparsable reference: %+v", r.judge.inputs)
+			}
+			if tc.wantPulled == "" {
+				if pulled != nil {
+					t.Fatalf("next was called with %q on a denial", pulled.GetImage().GetImage())
+				}
+				if status.Code(err) != tc.wantCode {
+					t.Fatalf("code = %v (%v), want %v", status.Code(err), err, tc.wantCode)
+				}
+				msg := status.Convert(err).Message()
+				if !strings.HasPrefix(msg, DeniedPrefix) {
+					t.Errorf("message %q lacks prefix %q", msg, DeniedPrefix)
+				}
+				for _, w := range tc.wantMsg {
+					if !strings.Contains(msg, w) {
+						t.Errorf("message %q lacks %q", msg, w)
+					}
+				}
+				if len(r.tagger.calls) != 0 {
+					t.Errorf("tagged on denial: %v", r.tagger.calls)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("PullImage: %v", err)
+				}
+				if pulled == nil || pulled.GetImage().GetImage() != tc.wantPulled {
+					t.Fatalf("forwarded %v, want %q", pulled.GetImage(), tc.wantPulled)
+				}
+				if req.GetImage().GetImage() != tc.image {
+					t.Errorf("caller's request was modified: %q", req.GetImage().GetImage())
+				}
+				if resp.GetImageRef() != imID {
+					t.Errorf("image_ref = %q, want containerd's %q", resp.GetImageRef(), imID)
+				}
+				var wantCalls [][2]string
+				if tc.wantTag != [2]string{} {
+					wantCalls = [][2]string{tc.wantTag}
+				}
+				if len(r.tagger.calls) != len(wantCalls) || (len(wantCalls) == 1 && r.tagger.calls[0] != wantCalls[0]) {
+					t.Errorf("tag calls = %v, want %v", r.tagger.calls, wantCalls)
+				}
+			}
+			if got := r.decisions(t, OpPullImage, tc.wantResult); got != 1 {
+				t.Errorf("decisions{PullImage,%s} = %v, want 1", tc.wantResult, got)
+			}
+			if !strings.Contains(r.logs.String(), `"decision":"`+tc.wantResult+`"`) {
+				t.Errorf("no decision log line with %s: %s", tc.wantResult, r.logs)
+			}
+		})
+	}
+}
+
+func TestPullImageUpstreamAndTagErrors(t *testing.T) {
+	r := newRig(t, allowAs(dgA))
+	upErr := status.Error(codes.NotFound, "manifest unknown")
+	_, err := r.e.PullImage(context.Background(), pullReq(reg+"/team/app:1.0", nil),
+		func(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+			return nil, upErr
+		})
+	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != "manifest unknown" {
+		t.Errorf("upstream error not passed through unchanged: %v", err)
+	}
+	if len(r.tagger.calls) != 0 {
+		t.Errorf("tagged after a failed pull")
+	}
+	if got := counterValue(t, r.metrics.upstreamErrors.WithLabelValues(OpPullImage)); got != 1 {
+		t.Errorf("upstream errors = %v, want 1", got)
+	}
+
+	r.tagger.err = errors.New("containerd gone")
+	var pulled *runtimeapi.PullImageRequest
+	_, err = r.e.PullImage(context.Background(), pullReq(reg+"/team/app:1.0", nil), recordingPull(&pulled))
+	if err == nil || !strings.Contains(err.Error(), "could not tag") {
+		t.Errorf("tag failure not reported: %v", err)
+	}
+	if got := counterValue(t, r.metrics.upstreamErrors.WithLabelValues(opTag)); got != 1 {
+		t.Errorf("tag errors = %v, want 1", got)
+	}
+}
+
+func TestCredentialsRememberedForCreate(t *testing.T) {
+	r := newRig(t, allowAs(dgA))
+	auth := &runtimeapi.AuthConfig{Username: "robot", Password: "s3cr3t-pw", ServerAddress: reg}
+	var pulled *runtimeapi.PullImageRequest
+	if _, err := r.e.PullImage(context.Background(), pullReq(reg+"/team/app:1.0", auth), recordingPull(&pulled)); err != nil {
+		t.Fatal(err)
+	}
+	want := verifier.Auth{Username: "robot", Password: "s3cr3t-pw"}
+	if got := r.judge.inputs[0].Auth; got == nil || *got != want {
+		t.Fatalf("pull judged with auth %+v, want %+v", got, want)
+	}
+	if pulled.GetAuth().GetPassword() != "s3cr3t-pw" {
+		t.Errorf("credentials not forwarded to containerd")
+	}
+	// A later pull without credentials does not forget them (kubelet sends none
+	// for pods without pull secrets).
+	if _, err := r.e.PullImage(context.Background(), pullReq(reg+"/team/app:1.0", nil), recordingPull(&pulled)); err != nil {
+		t.Fatal(err)
+	}
+
+	r.images.images[imID] = &runtimeapi.Image{Id: imID, RepoTags: []string{reg + "/team/app:1.0"}, RepoDigests: []string{reg + "/team/app@" + dgA}}
+	r.images.images["docker.io/library/other:1"] = &runtimeapi.Image{Id: imID, RepoDigests: []string{"docker.io/library/other@" + dgB}}
+	for _, tc := range []struct {
+		image, asked string
+		want         *verifier.Auth
+	}{
+		{imID, reg + "/team/app:1.0", &want},
+		{"docker.io/library/other:1", "", nil},
+	} {
+		r.judge.inputs = nil
+		_, err := r.e.CreateContainer(context.Background(), createReq(tc.image, tc.asked), okCreate(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := r.judge.inputs[0].Auth
+		if (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
+			t.Errorf("create of %s judged with auth %+v, want %+v", tc.image, got, tc.want)
+		}
+	}
+	if strings.Contains(r.logs.String(), "s3cr3t-pw") {
+		t.Errorf("a password reached the logs: %s", r.logs)
+	}
+}
+
+func createReq(image, asked string, volumes ...*runtimeapi.ImageSpec) *runtimeapi.CreateContainerRequest {
+	cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: asked}}
+	for i, v := range volumes {
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{ContainerPath: "/v" + string(rune('0'+i)), Image: v})
+	}
+	return &runtimeapi.CreateContainerRequest{PodSandboxId: "sb", Config: cfg, SandboxConfig: sandbox("team-b", "api")}
+}
+
+func okCreate(called *bool) CreateFunc {
+	return func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+		if called != nil {
+			*called = true
+		}
+		return &runtimeapi.CreateContainerResponse{ContainerId: "cid"}, nil
+	}
+}
+
+func TestCreateContainer(t *testing.T) {
+	app := &runtimeapi.Image{Id: imID, RepoTags: []string{reg + "/team/app:1.0"}, RepoDigests: []string{reg + "/team/app@" + dgA}}
+	twoRepos := &runtimeapi.Image{Id: imID, RepoTags: []string{reg + "/team/app:1.0", reg + "/other/app:2"},
+		RepoDigests: []string{reg + "/team/app@" + dgA, reg + "/other/app@" + dgB}}
+	local := &runtimeapi.Image{Id: imID, RepoTags: []string{"docker.io/library/imported:1"}}
+	denyOther := func(in policy.Input) policy.Decision {
+		if strings.Contains(in.Image, "/other/") {
+			return denyAll(in)
+		}
+		return allowAs("")(in)
+	}
+	allowLocalOnly := func(in policy.Input) policy.Decision {
+		if in.Local {
+			return policy.Decision{Allowed: true, Image: in.Image, Rule: "side-loaded"}
+		}
+		return denyAll(in)
+	}
+	type want struct {
+		Image  string
+		Digest string
+		Local  bool
+	}
+	tests := []struct {
+		name     string
+		images   map[string]*runtimeapi.Image
+		req      *runtimeapi.CreateContainerRequest
+		decide   func(policy.Input) policy.Decision
+		want     []want // judge inputs, in order
+		wantCode codes.Code
+		wantMsg  []string
+	}{
+		{
+			name: "image ID with user_specified_image: that repository's digest judged", images: map[string]*runtimeapi.Image{imID: app},
+			req: createReq(imID, reg+"/team/app:1.0"), decide: allowAs(""),
+			want: []want{{reg + "/team/app:1.0", dgA, false}},
+		},
+		{
+			name: "denied: PermissionDenied with the prefix", images: map[string]*runtimeapi.Image{imID: app},
+			req: createReq(imID, reg+"/team/app:1.0"), decide: denyAll,
+			want: []want{{reg + "/team/app:1.0", dgA, false}}, wantCode: codes.PermissionDenied,
+			wantMsg: []string{"SignatureValidationFailed: ", dgA, "policy default", "rule team", "no signature verified"},
+		},
+		{
+			name: "asked repository judged, not the other names of the image", images: map[string]*runtimeapi.Image{imID: twoRepos},
+			req: createReq(imID, reg+"/team/app:1.0"), decide: denyOther,
+			want: []want{{reg + "/team/app:1.0", dgA, false}},
+		},
+		{
+			name: "asked repository denied even if another name would pass", images: map[string]*runtimeapi.Image{imID: twoRepos},
+			req: createReq(imID, reg+"/other/app:2"), decide: denyOther,
+			want: []want{{reg + "/other/app:2", dgB, false}}, wantCode: codes.PermissionDenied, wantMsg: []string{dgB},
+		},
+		{
+			name: "reference as config.image names the repository", images: map[string]*runtimeapi.Image{reg + "/team/app:1.0": app},
+			req: createReq(reg+"/team/app:1.0", ""), decide: allowAs(""),
+			want: []want{{reg + "/team/app:1.0", dgA, false}},
+		},
+		{
+			name: "image ID alone: every repository must allow", images: map[string]*runtimeapi.Image{imID: twoRepos},
+			req: createReq(imID, ""), decide: denyOther,
+			want: []want{{reg + "/team/app:1.0", dgA, false}, {reg + "/other/app:2", dgB, false}}, wantCode: codes.PermissionDenied,
+		},
+		{
+			name: "no repository digest: judged as local", images: map[string]*runtimeapi.Image{imID: local},
+			req: createReq(imID, "imported:1"), decide: denyAll,
+			want: []want{{"imported:1", "", true}}, wantCode: codes.PermissionDenied,
+		},
+		{
+			name: "local allowed by an Allow rule", images: map[string]*runtimeapi.Image{imID: local},
+			req: createReq(imID, ""), decide: allowLocalOnly,
+			want: []want{{"docker.io/library/imported:1", "", true}},
+		},
+		{
+			name: "asked repository has no digest though another has: local", images: map[string]*runtimeapi.Image{imID: app},
+			req: createReq(imID, "retagged/app:1"), decide: allowLocalOnly,
+			want: []want{{"retagged/app:1", "", true}},
+		},
+		{
+			name:   "asked digest among several of one repository: that one judged",
+			images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoDigests: []string{reg + "/team/app@" + dgA, reg + "/team/app@" + dgB}}},
+			req:    createReq(imID, reg+"/team/app@"+dgB), decide: allowAs(""),
+			want: []want{{reg + "/team/app@" + dgB, dgB, false}},
+		},
+		{
+			name:   "several digests of the asked repository: any allowing suffices",
+			images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoDigests: []string{reg + "/team/app@" + dgA, reg + "/team/app@" + dgB}}},
+			req:    createReq(imID, reg+"/team/app:1.0"),
+			decide: func(in policy.Input) policy.Decision {
+				if in.Digest == dgB {
+					return allowAs("")(in)
+				}
+				return denyAll(in)
+			},
+			want: []want{{reg + "/team/app:1.0", dgA, false}, {reg + "/team/app:1.0", dgB, false}},
+		},
+		{
+			name: "image volume judged the same way", images: map[string]*runtimeapi.Image{imID: app, "vol": twoRepos},
+			req:    createReq(imID, reg+"/team/app:1.0", &runtimeapi.ImageSpec{Image: "vol", UserSpecifiedImage: reg + "/other/app:2"}),
+			decide: denyOther,
+			want:   []want{{reg + "/team/app:1.0", dgA, false}, {reg + "/other/app:2", dgB, false}}, wantCode: codes.PermissionDenied,
+		},
+		{
+			name: "image not on the node", images: map[string]*runtimeapi.Image{},
+			req: createReq(imID, reg+"/team/app:1.0"), decide: allowAs(dgA), wantCode: codes.NotFound,
+		},
+		{
+			name: "no image named", images: map[string]*runtimeapi.Image{},
+			req: createReq("", ""), decide: allowAs(dgA), wantCode: codes.PermissionDenied,
+		},
+		{
+			name: "engine allowing another digest fails closed", images: map[string]*runtimeapi.Image{imID: app},
+			req: createReq(imID, reg+"/team/app:1.0"), decide: func(in policy.Input) policy.Decision { return policy.Decision{Allowed: true, Digest: dgB} },
+			want: []want{{reg + "/team/app:1.0", dgA, false}}, wantCode: codes.PermissionDenied,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.decide)
+			r.images.images = tc.images
+			called := false
+			resp, err := r.e.CreateContainer(context.Background(), tc.req, okCreate(&called))
+			var got []want
+			for _, in := range r.judge.inputs {
+				if in.Operation != OpCreateContainer || in.Namespace != "team-b" || in.Pod != "api" {
+					t.Errorf("input %+v: wrong operation or pod", in)
+				}
+				got = append(got, want{in.Image, in.Digest, in.Local})
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("judged %+v, want %+v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("judged[%d] = %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+			if tc.wantCode != codes.OK {
+				if called {
+					t.Fatal("next called on a refusal")
+				}
+				if status.Code(err) != tc.wantCode {
+					t.Fatalf("code = %v (%v), want %v", status.Code(err), err, tc.wantCode)
+				}
+				if tc.wantCode == codes.PermissionDenied && !strings.HasPrefix(status.Convert(err).Message(), DeniedPrefix) {
+					t.Errorf("message %q lacks the prefix", status.Convert(err).Message())
+				}
+				for _, w := range tc.wantMsg {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil || !called || resp.GetContainerId() != "cid" {
+				t.Fatalf("CreateContainer = %v, %v (next called %v)", resp, err, called)
+			}
+		})
+	}
+}
+
+func TestCreateContainerImageStatusError(t *testing.T) {
+	r := newRig(t, allowAs(dgA))
+	r.images.err = status.Error(codes.Unavailable, "connection refused")
+	called := false
+	_, err := r.e.CreateContainer(context.Background(), createReq(imID, ""), okCreate(&called))
+	if called || status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("got %v (next called %v), want Unavailable and no create", err, called)
+	}
+	if len(r.judge.inputs) != 0 {
+		t.Errorf("judged without knowing the image")
+	}
+	if got := counterValue(t, r.metrics.upstreamErrors.WithLabelValues(opImageStatus)); got != 1 {
+		t.Errorf("upstream errors = %v", got)
+	}
+}
+
+func TestCreateContainerMetrics(t *testing.T) {
+	r := newRig(t, func(in policy.Input) policy.Decision {
+		d := allowAs("")(in)
+		d.Cached = true
+		return d
+	})
+	r.images.images[imID] = &runtimeapi.Image{Id: imID, RepoDigests: []string{reg + "/team/app@" + dgA}}
+	for range 3 {
+		if _, err := r.e.CreateContainer(context.Background(), createReq(imID, reg+"/team/app:1.0"), okCreate(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.decisions(t, OpCreateContainer, ResultAllow); got != 3 {
+		t.Errorf("allows = %v, want 3", got)
+	}
+	if got := counterValue(t, r.metrics.cacheHits.WithLabelValues(OpCreateContainer)); got != 3 {
+		t.Errorf("cache hits = %v, want 3", got)
+	}
+	ch := make(chan prometheus.Metric, 16)
+	r.metrics.verifyDuration.Collect(ch)
+	close(ch)
+	if n := len(ch); n != 0 {
+		t.Errorf("cached decisions observed as verifications: %d series", n)
+	}
+	if got := strings.Count(r.logs.String(), `"cached":true`); got != 3 {
+		t.Errorf("%d cached decision log lines, want 3", got)
+	}
+}
+
+func TestNewEnforcerNeedsJudgeAndImages(t *testing.T) {
+	if _, err := NewEnforcer(EnforcerConfig{Images: &fakeImages{}}); err == nil {
+		t.Error("no judge accepted")
+	}
+	if _, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{}}); err == nil {
+		t.Error("no image service accepted")
+	}
+}
