@@ -29,11 +29,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Each tool records the version it was built at; a changed pin rebuilds it.
+fresh() { [ -x "$bin/$1" ] && [ "$(cat "$bin/.$1.version" 2>/dev/null)" = "$2" ]; }
+stamp() { printf '%s\n' "$2" >"$bin/.$1.version"; }
+
 goinstall() { # name pkg@version [tags]
   local name=$1 pkg=$2 tags=${3:-}
-  if [ -x "$bin/$name" ]; then return; fi
+  if fresh "$name" "$pkg"; then return; fi
   log "go install $pkg"
   GOBIN=$bin GOFLAGS=-buildvcs=false go install ${tags:+-tags "$tags"} "$pkg"
+  stamp "$name" "$pkg"
 }
 
 goinstall containerd "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" "no_btrfs no_devmapper no_zfs"
@@ -41,7 +46,7 @@ goinstall containerd-shim-runc-v2 "github.com/containerd/containerd/v2/cmd/conta
 goinstall crictl "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 goinstall crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
 
-if [ ! -x "$bin/kubelet" ]; then
+if ! fresh kubelet "v$KUBERNETES_VERSION"; then
   # kubelet is not packaged in Debian 12: build it as a dependency of a throwaway
   # module, replacing each staging repository with its published version.
   src=$cache/src/kubelet
@@ -66,6 +71,7 @@ if [ ! -x "$bin/kubelet" ]; then
   log "building kubelet v$KUBERNETES_VERSION (several minutes the first time)"
   (cd "$src" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true
    cd "$src" && GOFLAGS=-mod=mod go build -o "$bin/kubelet" k8s.io/kubernetes/cmd/kubelet)
+  stamp kubelet "v$KUBERNETES_VERSION"
 fi
 
 goinstall cosign "github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN_VERSION"
