@@ -47,9 +47,9 @@ type Request struct {
 
 // Signature records one signature that verified.
 type Signature struct {
-	Key    string // the trusted key's name
-	Format string // "bundle" (Sigstore bundle as OCI referrer) or "legacy" (.sig tag)
-	Digest string // digest of the manifest or layer that holds the signature
+	Key    string `json:"key"`    // the trusted key's name
+	Format string `json:"format"` // "bundle" (Sigstore bundle as OCI referrer) or "legacy" (.sig tag)
+	Digest string `json:"digest"` // digest of the bundle's manifest, or of the legacy payload layer
 }
 
 // Result is a verdict for one image digest.
