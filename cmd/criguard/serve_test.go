@@ -114,7 +114,7 @@ func TestServeUpstreamNotCRI(t *testing.T) {
 	var stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code := runServe(ctx, []string{"--listen", listen, "--upstream", up}, &bytes.Buffer{}, &stderr)
+	code := runServe(ctx, []string{"--listen", listen, "--upstream", up, "--metrics-address", ""}, &bytes.Buffer{}, &stderr)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr.String())
 	}
@@ -138,7 +138,7 @@ func TestServeLifecycle(t *testing.T) {
 	defer cancel()
 	exit := make(chan int, 1)
 	go func() {
-		exit <- runServe(ctx, []string{"--listen", "unix://" + listen, "--upstream", up, "--log-format", "json"}, &bytes.Buffer{}, logs)
+		exit <- runServe(ctx, []string{"--listen", "unix://" + listen, "--upstream", up, "--log-format", "json", "--metrics-address", ""}, &bytes.Buffer{}, logs)
 	}()
 	waitFor(t, "listen socket", func() bool { _, err := os.Lstat(listen); return err == nil })
 	fi, err := os.Lstat(listen)
