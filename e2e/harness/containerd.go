@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -165,8 +166,15 @@ func (c *Containerd) teardown(t T) {
 	}
 	c.proc.stop(15 * time.Second)
 	if pids := pidsWithArg(c.Socket); len(pids) > 0 {
+		socks := c.shimSockets(pids)
 		if err := killPids(pids); err != nil {
 			t.Logf("harness: killing shims: %v", err)
+		}
+		// A killed shim leaves its socket in the runtime's global /run/containerd/s.
+		for _, s := range socks {
+			if err := os.Remove(s); err != nil && !os.IsNotExist(err) {
+				t.Logf("harness: %v", err)
+			}
 		}
 	}
 	runc, err := exec.LookPath("runc")
@@ -193,6 +201,36 @@ func (c *Containerd) teardown(t T) {
 	if m := mountsUnder(c.Dir); len(m) > 0 {
 		t.Logf("harness: mounts left under %s: %v", c.Dir, m)
 	}
+}
+
+// shimSockets computes the sockets that the shims with these pids listen on:
+// containerd names them /run/containerd/s/<sha256 of address/namespace/id>
+// (pkg/shim.SocketAddress), plus a "debug" variant.
+func (c *Containerd) shimSockets(pids []int) []string {
+	var out []string
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		var ns, id string
+		for i := 0; i+1 < len(args); i++ {
+			switch args[i] {
+			case "-namespace":
+				ns = args[i+1]
+			case "-id":
+				id = args[i+1]
+			}
+		}
+		if ns == "" || id == "" {
+			continue
+		}
+		for _, p := range []string{filepath.Join(c.Socket, ns, id), filepath.Join(c.Socket, ns, id, "debug")} {
+			out = append(out, fmt.Sprintf("/run/containerd/s/%x", sha256.Sum256([]byte(p))))
+		}
+	}
+	return out
 }
 
 func withPath(env []string, first string) []string {
