@@ -54,7 +54,14 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("%s %s: registry answered %d %s", e.Method, e.URL, e.Code, http.StatusText(e.Code))
+	hint := ""
+	switch e.Code {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		hint = " (credentials missing or refused: check the image pull secret or the node's docker config)"
+	case http.StatusTooManyRequests:
+		hint = " (rate limited)"
+	}
+	return fmt.Sprintf("%s %s: registry answered %d %s%s", e.Method, e.URL, e.Code, http.StatusText(e.Code), hint)
 }
 
 // Client holds what is shared by every repository access: the base transport

@@ -1,0 +1,128 @@
+package verifier_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/verifier/keys"
+)
+
+// guarded puts credentials in front of the registry: Basic user:secret, or a
+// bearer token "tok-123" issued by /token for a refresh token "refresh-1".
+func guarded(bearer bool) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/token" {
+				_ = r.ParseForm()
+				if r.Form.Get("grant_type") == "refresh_token" && r.Form.Get("refresh_token") == "refresh-1" {
+					json.NewEncoder(w).Encode(map[string]any{"access_token": "tok-123", "expires_in": 300})
+					return
+				}
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			authz := r.Header.Get("Authorization")
+			ok := authz == "Basic "+base64.StdEncoding.EncodeToString([]byte("user:secret"))
+			if bearer {
+				ok = authz == "Bearer tok-123"
+			}
+			// Pushing the fixtures (no Authorization) is let through.
+			if !ok && r.Method != http.MethodPut && r.Method != http.MethodPost && !strings.Contains(r.URL.RawQuery, "digest=") {
+				if bearer {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+r.Host+`/token",service="test"`)
+				} else {
+					w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				}
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+func TestRegistryAuth(t *testing.T) {
+	basicReg := fixtureregistry.Serve(t, true, guarded(false))
+	bearerReg := fixtureregistry.Serve(t, true, guarded(true))
+	cfgDir := t.TempDir()
+	cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{basicReg.Host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte("user:secret"))}}})
+	if err := os.WriteFile(filepath.Join(cfgDir, "config.json"), cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOCKER_CONFIG", cfgDir)
+	cases := []struct {
+		name     string
+		reg      *fixtureregistry.Registry
+		auth     *verifier.Auth
+		keychain bool // use the node's docker config
+		ok       bool
+	}{
+		{"basic username/password", basicReg, &verifier.Auth{Username: "user", Password: "secret"}, false, true},
+		{"basic auth field", basicReg, &verifier.Auth{Auth: base64.StdEncoding.EncodeToString([]byte("user:secret"))}, false, true},
+		{"basic wrong password", basicReg, &verifier.Auth{Username: "user", Password: "nope"}, false, false},
+		{"basic anonymous", basicReg, nil, false, false},
+		{"docker config fallback", basicReg, nil, true, true},
+		{"bearer registry token", bearerReg, &verifier.Auth{RegistryToken: "tok-123"}, false, true},
+		{"bearer identity token", bearerReg, &verifier.Auth{IdentityToken: "refresh-1"}, false, true},
+		{"bearer wrong identity token", bearerReg, &verifier.Auth{IdentityToken: "stolen"}, false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := verifier.Options{}
+			var v *verifier.Verifier
+			if c.keychain {
+				v = verifier.New(o) // authn.DefaultKeychain reads $DOCKER_CONFIG
+			} else {
+				v = newVerifier(nil, o)
+			}
+			res, err := v.Verify(context.Background(), verifier.Request{Image: c.reg.Ref("demo/signed-bundle", "1.0"), Auth: c.auth, Keys: []*keys.Key{loadKey(t, c.reg, "a")}})
+			if c.ok {
+				if err != nil || !res.Allowed {
+					t.Fatalf("want allowed: %+v %v", res, err)
+				}
+				return
+			}
+			if !errors.Is(err, verifier.ErrIncomplete) {
+				t.Fatalf("want ErrIncomplete (registry refused the credentials), got %+v %v", res, err)
+			}
+			for _, secret := range []string{"secret", "nope", "stolen", "tok-123", "refresh-1"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error reveals a credential: %v", err)
+				}
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestSignatureRepository(t *testing.T) {
+	reg := &env{Registry: fixtureregistry.Serve(t, true, nil), referrers: true}
+	s := newSigner(t, "trusted")
+	d := reg.Tags[imgRepo]["1.0"]
+	p := simpleSigning(d)
+	l := legacyLayer(t, reg, p, b64(s.sign(t, p)))
+	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": ociManifest, "config": json.RawMessage(emptyConfig), "layers": []layer{l}})
+	if _, err := reg.PutManifest("sigs/store", strings.Replace(d, ":", "-", 1)+".sig", ociManifest, m); err != nil {
+		t.Fatal(err)
+	}
+	v := newVerifier(nil, verifier.Options{})
+	req := verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Keys: []*keys.Key{s.key}}
+	res, err := v.Verify(context.Background(), req)
+	if err != nil || res.Allowed || !strings.Contains(res.Reason, "looked in "+reg.Host+"/"+imgRepo) {
+		t.Fatalf("own repository: %+v %v", res, err)
+	}
+	req.SignatureRepository = reg.Host + "/sigs/store"
+	res, err = v.Verify(context.Background(), req)
+	if err != nil || !res.Allowed || res.Verified[0].Format != "legacy" {
+		t.Fatalf("signature repository: %+v %v", res, err)
+	}
+}
