@@ -16,7 +16,7 @@ import (
 	"github.com/criguard/criguard/verifier/keys"
 )
 
-// guarded puts credentials in front of the registry: Basic user:secret, or a
+// guarded puts credentials in front of the registry: Basic user:s3cr3t-pw, or a
 // bearer token "tok-123" issued by /token for a refresh token "refresh-1".
 func guarded(bearer bool) func(http.Handler) http.Handler {
 	return func(h http.Handler) http.Handler {
@@ -31,7 +31,7 @@ func guarded(bearer bool) func(http.Handler) http.Handler {
 				return
 			}
 			authz := r.Header.Get("Authorization")
-			ok := authz == "Basic "+base64.StdEncoding.EncodeToString([]byte("user:secret"))
+			ok := authz == "Basic "+base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))
 			if bearer {
 				ok = authz == "Bearer tok-123"
 			}
@@ -54,7 +54,7 @@ func TestRegistryAuth(t *testing.T) {
 	basicReg := fixtureregistry.Serve(t, true, guarded(false))
 	bearerReg := fixtureregistry.Serve(t, true, guarded(true))
 	cfgDir := t.TempDir()
-	cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{basicReg.Host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte("user:secret"))}}})
+	cfg, _ := json.Marshal(map[string]any{"auths": map[string]any{basicReg.Host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))}}})
 	if err := os.WriteFile(filepath.Join(cfgDir, "config.json"), cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +66,8 @@ func TestRegistryAuth(t *testing.T) {
 		keychain bool // use the node's docker config
 		ok       bool
 	}{
-		{"basic username/password", basicReg, &verifier.Auth{Username: "user", Password: "secret"}, false, true},
-		{"basic auth field", basicReg, &verifier.Auth{Auth: base64.StdEncoding.EncodeToString([]byte("user:secret"))}, false, true},
+		{"basic username/password", basicReg, &verifier.Auth{Username: "user", Password: "s3cr3t-pw"}, false, true},
+		{"basic auth field", basicReg, &verifier.Auth{Auth: base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))}, false, true},
 		{"basic wrong password", basicReg, &verifier.Auth{Username: "user", Password: "nope"}, false, false},
 		{"basic anonymous", basicReg, nil, false, false},
 		{"docker config fallback", basicReg, nil, true, true},
@@ -94,7 +94,7 @@ func TestRegistryAuth(t *testing.T) {
 			if !errors.Is(err, verifier.ErrIncomplete) {
 				t.Fatalf("want ErrIncomplete (registry refused the credentials), got %+v %v", res, err)
 			}
-			for _, secret := range []string{"secret", "nope", "stolen", "tok-123", "refresh-1"} {
+			for _, secret := range []string{"s3cr3t-pw", "nope", "stolen", "tok-123", "refresh-1"} {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("error reveals a credential: %v", err)
 				}
