@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -82,5 +84,55 @@ func BenchmarkHop(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkHopInterleaved makes each Version call on direct, bare and criguard in
+// turn, so the three share the same machine noise (these machines are shared),
+// and reports each path's median latency and criguard's added latency over the
+// bare forwarder's (target <= 1.15).
+func BenchmarkHopInterleaved(b *testing.B) {
+	e := startProxy(b, Options{}, true)
+	bareSock := filepath.Join(e.dir, "bare.sock")
+	lis, err := net.Listen("unix", bareSock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bare := NewBareForwarder(e.upConn)
+	go bare.Serve(lis)
+	b.Cleanup(bare.Stop)
+	clients := []runtimeapi.RuntimeServiceClient{
+		runtimeapi.NewRuntimeServiceClient(e.direct),
+		runtimeapi.NewRuntimeServiceClient(clientConn(b, bareSock)),
+		runtimeapi.NewRuntimeServiceClient(e.proxy),
+	}
+	ctx := context.Background()
+	req := &runtimeapi.VersionRequest{Version: "v1"}
+	var samples [3][]time.Duration
+	order := []int{0, 1, 2}
+	for i := 0; b.Loop(); i++ {
+		// Rotate who goes first, so no path always runs on a warm (or cold) cache.
+		for j := range order {
+			order[j] = (i + j) % 3
+		}
+		for _, p := range order {
+			start := time.Now()
+			if _, err := clients[p].Version(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+			samples[p] = append(samples[p], time.Since(start))
+		}
+	}
+	var p50 [3]float64
+	for p := range samples {
+		s := samples[p]
+		slices.Sort(s)
+		p50[p] = float64(s[len(s)/2].Microseconds())
+	}
+	b.ReportMetric(p50[0], "direct-p50-µs")
+	b.ReportMetric(p50[1], "bare-p50-µs")
+	b.ReportMetric(p50[2], "criguard-p50-µs")
+	if added := p50[1] - p50[0]; added > 0 {
+		b.ReportMetric((p50[2]-p50[0])/added, "criguard/bare-added")
 	}
 }
