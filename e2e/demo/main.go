@@ -11,6 +11,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,6 +47,7 @@ func main() {
 		d.r.Host, d.c.Endpoint(), d.g.Endpoint())
 
 	d.proxySection()
+	d.enforceSection()
 
 	if *keep {
 		say("running; try: crictl -r %s ps   (Ctrl-C tears everything down)", d.g.Endpoint())
@@ -88,6 +91,98 @@ func (d *demo) proxySection() {
 	crictl(d.s, ep, "rmp", "-f", podID)
 	say("criguard's log:")
 	fmt.Println(indent(d.g.Logs()))
+}
+
+// enforceSection starts a second criguard that enforces a policy, then pulls a
+// cosign-signed image (allowed) and an unsigned one (refused) through it.
+func (d *demo) enforceSection() {
+	say("signing an image with the real cosign CLI (fresh key pair, no transparency log)")
+	cs := harness.Cosign(d.s)
+	keyDir := harness.TempDir(d.s, "demokey")
+	key, pub := cs.GenerateKeyPair(d.s, keyDir)
+	signedDg := d.r.PushImage(d.s, "team/signed", "1.0")
+	cs.Sign(d.s, key, d.r.Ref("team/signed", signedDg), false)
+	unsignedDg := d.r.PushImage(d.s, "team/unsigned", "1.0")
+	fmt.Printf("  %s  signed   (%s)\n  %s  unsigned (%s)\n",
+		d.r.Ref("team/signed", "1.0"), signedDg, d.r.Ref("team/unsigned", "1.0"), unsignedDg)
+
+	dir := harness.TempDir(d.s, "demopol")
+	pol := filepath.Join(dir, "policy.yaml")
+	harness.WriteFile(d.s, pol, fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: demo}
+spec:
+  mode: Enforce
+  unmatchedImages: Deny
+  failurePolicy: Fail
+  rules:
+  - name: team-images
+    images: ["%s/team/*"]
+    action: Verify
+    attestors:
+      entries:
+      - key: {file: %s}
+`, d.r.Host, pub))
+	say("starting criguard with a policy: images under %s/team/ need a signature from the demo key", d.r.Host)
+	fmt.Println(indent(readFile(d.s, pol)))
+	metrics := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(d.s))
+	g := harness.StartCriguard(d.s, d.c.Socket, "--policy", pol, "--metrics-address", metrics)
+	ep := g.Endpoint()
+
+	crictl(d.s, ep, "pull", d.r.Ref("team/signed", "1.0"))
+	refused(d.s, ep, "pull", d.r.Ref("team/unsigned", "1.0"))
+	say("containerd holds the signed image under its tag, and nothing of the unsigned one")
+	crictl(d.s, d.c.Endpoint(), "images")
+
+	say("criguard's decisions:")
+	for _, line := range strings.Split(g.Logs(), "\n") {
+		if strings.Contains(line, "image decision") {
+			fmt.Println("  " + line)
+		}
+	}
+	say("criguard's metrics (http://%s/metrics):", metrics)
+	fmt.Println(indent(grepLines(httpBody(d.s, "http://"+metrics+"/metrics"), "criguard_decisions_total{")))
+}
+
+// refused runs a crictl call that criguard must refuse and prints the refusal.
+func refused(s *harness.Session, ep string, args ...string) {
+	fmt.Printf("\n$ crictl %s\n", strings.Join(args, " "))
+	out, err := harness.Crictl(s, ep, args...)
+	if err == nil {
+		s.Fatalf("criguard allowed what it must refuse: %s", out)
+	}
+	fmt.Println(indent("refused: " + err.Error()))
+}
+
+func readFile(s *harness.Session, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		s.Fatalf("%v", err)
+	}
+	return string(b)
+}
+
+func httpBody(s *harness.Session, url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		s.Fatalf("%v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		s.Fatalf("%v", err)
+	}
+	return string(b)
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func say(format string, args ...any) {
