@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -130,10 +131,16 @@ func (g *Criguard) Stop(t T) {
 	}
 }
 
-// Kill sends SIGKILL and waits.
+// Kill sends SIGKILL and waits: a crash, with no drain and the socket file left behind.
 func (g *Criguard) Kill(t T) {
 	t.Helper()
-	g.proc.stop(0)
+	if g.proc.exited() {
+		return
+	}
+	g.proc.signal(syscall.SIGKILL)
+	if !g.proc.wait(10 * time.Second) {
+		t.Fatalf("harness: criguard survived SIGKILL for 10s")
+	}
 }
 
 // Restart stops criguard (SIGTERM) and starts it again with the same arguments.

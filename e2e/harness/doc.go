@@ -83,6 +83,9 @@
 //	Options: RuntimeEndpoint, ImageEndpoint (default RuntimeEndpoint), StaticPodDir (default a temp dir),
 //	NodeName (default unique), ExtraConfig (YAML lines appended to the KubeletConfiguration).
 //	Config from ../shared/NODE-ENV.md; free ports; --root-dir and podLogsDir in temp dirs.
+//	Two host paths kubelet hard-codes remain: /var/lib/kubelet/device-plugins/kubelet.sock
+//	(shared by parallel kubelets, harmless for static pods, left in place) and the
+//	/var/log/containers symlinks (removed at cleanup for this kubelet's pods).
 //
 // cosign CLI (offline: no transparency log, no signing config):
 //
