@@ -28,15 +28,26 @@ func newVerdictCache() *verdictCache {
 // reset empties the cache when the policy generation changes (old keys could
 // never be hit again; this frees them) and applies the new bound.
 func (c *verdictCache) sync(gen uint64, max int) {
+	if gen < c.generationNow() {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.generation != gen {
+	// Generations only move forward: an evaluation still running under an
+	// older set must not empty the cache the newer set is filling.
+	if gen > c.generation {
 		c.generation = gen
 		c.ll.Init()
 		clear(c.items)
 	}
 	c.max = max
 	c.evict()
+}
+
+func (c *verdictCache) generationNow() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.generation
 }
 
 func (c *verdictCache) get(key string, now time.Time) (Decision, bool) {

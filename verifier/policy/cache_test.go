@@ -226,18 +226,16 @@ func TestSingleflight(t *testing.T) {
 func TestSingleflightCallerCancel(t *testing.T) {
 	e, eng := cacheEnv(t, "")
 	e.v.gate = make(chan struct{})
-	e.v.entered = make(chan struct{}, 1)
+	var joined sync.WaitGroup
+	joined.Add(2)
+	eng.waitHook = joined.Done
 	img := cacheRepo + "@" + digestOf('1')
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan Decision)
 	go func() { first <- eng.Evaluate(ctx, Input{Image: img}) }()
-	<-e.v.entered
-	var joined sync.WaitGroup
-	joined.Add(1)
-	eng.waitHook = joined.Done
 	second := make(chan Decision)
 	go func() { second <- eval(eng, img, "") }()
-	joined.Wait()
+	joined.Wait() // both wait for the one verification
 	cancel()
 	if d := <-first; d.Allowed {
 		t.Fatalf("cancelled caller allowed: %+v", d)
@@ -245,6 +243,9 @@ func TestSingleflightCallerCancel(t *testing.T) {
 	close(e.v.gate)
 	if d := <-second; !d.Allowed {
 		t.Fatalf("other caller: %+v", d)
+	}
+	if n := e.v.verifies.Load(); n != 1 {
+		t.Fatalf("verifies %d", n)
 	}
 }
 
@@ -280,4 +281,32 @@ func BenchmarkEvaluateCached(b *testing.B) {
 	}
 	_ = os.Remove(filepath.Join(dir, "k.pub"))
 	_ = fmt.Sprint()
+}
+
+func TestCacheGenerationOnlyForward(t *testing.T) {
+	c := newVerdictCache()
+	c.sync(2, 10)
+	c.put(2, "k", Decision{Allowed: true}, time.Unix(100, 0))
+	c.sync(1, 10) // a straggler under the old set
+	if _, ok := c.get("k", time.Unix(50, 0)); !ok {
+		t.Fatal("old generation emptied the cache")
+	}
+	c.put(1, "old", Decision{Allowed: true}, time.Unix(100, 0))
+	if _, ok := c.get("old", time.Unix(50, 0)); ok {
+		t.Fatal("verdict of an old generation entered the cache")
+	}
+	c.sync(3, 10)
+	if c.len() != 0 {
+		t.Fatal("new generation kept old verdicts")
+	}
+}
+
+func TestFailOpenNotOnCancel(t *testing.T) {
+	e, eng := cacheEnv(t, "  failurePolicy: Ignore\n")
+	e.v.incomplete[digestOf('1')] = true
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if d := eng.Evaluate(ctx, Input{Image: cacheRepo + "@" + digestOf('1')}); d.Allowed {
+		t.Fatalf("%+v", d)
+	}
 }

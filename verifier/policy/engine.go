@@ -149,6 +149,11 @@ func deny(d Decision, reason string) Decision {
 func (e *Engine) Evaluate(ctx context.Context, in Input) Decision {
 	start := e.now()
 	d := e.evaluate(ctx, in)
+	if d.FailedOpen && ctx.Err() != nil {
+		// The caller gave up: failing open must not turn its cancellation
+		// into an allow.
+		d = deny(d, fmt.Sprintf("the request ended before the verification finished: %v", ctx.Err()))
+	}
 	d.Duration = e.now().Sub(start)
 	return d
 }

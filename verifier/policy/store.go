@@ -138,6 +138,9 @@ func (s *Store) Watch(ctx context.Context, trigger <-chan struct{}) error {
 	if err := w.Add(dir); err != nil {
 		return fmt.Errorf("policy: watching %s: %w", dir, err)
 	}
+	// Whatever changed between the first load and this watch starting would
+	// otherwise go unnoticed until the next event.
+	_ = s.Reload()
 	debounce := s.opts.Debounce
 	if debounce <= 0 {
 		debounce = 200 * time.Millisecond

@@ -158,6 +158,11 @@ func TestStoreWatchFileAndTrigger(t *testing.T) {
 		t.Fatal(err)
 	}
 	trigger := startWatch(t, s)
+	waitFor(t, "the watch to start (its initial reload)", func() bool {
+		rl.mu.Lock()
+		defer rl.mu.Unlock()
+		return len(rl.got) == 1
+	})
 	// With an hour of debounce only the trigger (SIGHUP) can reload.
 	writeFile(t, dir, "policy.yaml", policyWithImage("b/*"))
 	trigger <- struct{}{}
