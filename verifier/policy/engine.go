@@ -434,6 +434,11 @@ func blocking(o RuleOutcome, m matchedRule) bool {
 	case "fail":
 		return m.mode == Enforce
 	case "incomplete":
+		if m.r.Policy.Source != SourceImagePolicy {
+			// Kyverno blocks on a rule error whenever failurePolicy is Fail,
+			// whatever the failure action (engineutils.BlockRequest).
+			return m.r.Policy.FailurePolicy == Fail
+		}
 		return m.mode == Enforce && m.r.Policy.FailurePolicy == Fail
 	}
 	return false

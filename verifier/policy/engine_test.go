@@ -342,12 +342,15 @@ spec:
 		{"override other namespace", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit, namespaces: [\"dev-*\"]}\n", ""), Input{Image: repo + "@" + d1, Namespace: "prod"}, false, false, ""},
 		{"verifyDigest without mutateDigest needs a digest", base("  validationFailureAction: Enforce\n", "      mutateDigest: false\n"), Input{Image: repo + ":v1", Digest: d1}, false, false, "referenced by digest"},
 		{"skipImageReferences", base("  validationFailureAction: Enforce\n", "      skipImageReferences: [\"ghcr.io/team/*\"]\n"), Input{Image: repo + "@" + d1}, true, false, "no rule matches"},
+		{"incomplete under Audit with failurePolicy Fail denies (as Kyverno)", base("", ""), Input{Image: repo + "@" + digestOf('9')}, false, false, "could not complete"},
+		{"incomplete with failurePolicy Ignore fails open", base("  failurePolicy: Ignore\n  validationFailureAction: Enforce\n", ""), Input{Image: repo + "@" + digestOf('9')}, true, true, "failed open"},
 		{"unmatched allowed with only kyverno", base("  validationFailureAction: Enforce\n", ""), Input{Image: "quay.io/x/y@" + d1}, true, false, "unmatched images are allowed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			e.v.sign(repo+"@"+d1, e.fpB)
+			e.v.incomplete[digestOf('9')] = true
 			d := e.engine(tc.doc).Evaluate(context.Background(), tc.in)
 			if d.Allowed != tc.allowed || d.Audited != tc.audited || !strings.Contains(d.Reason, tc.reason) {
 				t.Fatalf("%+v", d)
