@@ -2,7 +2,6 @@ package nodeinstall
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -165,13 +164,14 @@ func Status(ctx context.Context, o Options) error {
 	if ready == nil {
 		ready = &DefaultReadiness{HostRoot: o.HostRoot, KubeletConfig: o.KubeletConfig}
 	}
-	return errors.Join(ready.CriguardReady(ctx))
+	return ready.CriguardReady(ctx)
 }
 
 // Uninstalled reports whether no trace of an install is left that uninstall
 // would remove: the uninstall pod's readiness probe.
 func Uninstalled(ctx context.Context, o Options) error {
 	o.DryRun = true
+	o.Log = nil // a probe: the answer is the error, not a list of would-be changes
 	o.Services = inactiveServices{}
 	o.Ready = noReadiness{}
 	res, err := Uninstall(ctx, o)
