@@ -41,13 +41,16 @@ type enforceEnv struct {
 	dir      string // policies live here
 }
 
-func newEnforceEnv(t testing.TB) *enforceEnv {
+func newEnforceEnv(t testing.TB) *enforceEnv { return newEnforceEnvOn(t, "2") }
+
+// newEnforceEnvOn is newEnforceEnv with containerd version ("2" or "1.6").
+func newEnforceEnvOn(t testing.TB, version string) *enforceEnv {
 	t.Helper()
 	harness.RequireRoot(t)
 	e := &enforceEnv{dir: harness.TempDir(t, "pol")}
 	e.r = harness.StartRegistry(t, true)
 	e.f = e.r.LoadCosignFixtures(t)
-	e.c = harness.StartContainerd(t, harness.ContainerdOptions{Version: "2", Registry: e.r})
+	e.c = harness.StartContainerd(t, harness.ContainerdOptions{Version: version, Registry: e.r})
 	e.cs = harness.Cosign(t)
 	e.key, e.pub = e.cs.GenerateKeyPair(t, harness.TempDir(t, "key"))
 	return e
@@ -672,6 +675,42 @@ spec:
 		}
 		if !tc.allowed {
 			mustRefuse(t, err, out, "create in prod")
+		}
+	}
+}
+
+// TestEnforceContainerd16 is the smoke subset on Debian's containerd 1.6: a
+// signed pull is allowed and tagged, an unsigned one refused, and an unsigned
+// image pulled behind criguard's back cannot be run through it.
+func TestEnforceContainerd16(t *testing.T) {
+	e := newEnforceEnvOn(t, "1.6")
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, e.nativePolicy("Enforce"))
+	g, _ := e.guard(t, pol)
+	signedRef, signedDg := e.signed(t, "old/signed", false)
+	if out, err := harness.Crictl(t, g.Endpoint(), "pull", signedRef); err != nil {
+		t.Fatalf("signed pull refused: %v %s\n%s", err, out, g.Logs())
+	}
+	harness.Eventually(t, 10*time.Second, "tag recorded", func() error { return e.hasTag(t, signedRef, signedDg) })
+	unsignedRef, _ := e.unsigned(t, "old/unsigned")
+	out, err := harness.Crictl(t, g.Endpoint(), "pull", unsignedRef)
+	mustRefuse(t, err, out, "unsigned pull")
+	if e.holds(t, e.r.Host+"/old/unsigned") {
+		t.Error("refused image reached containerd")
+	}
+	harness.MustCrictl(t, e.c.Endpoint(), "pull", unsignedRef)
+	for _, tc := range []struct {
+		name, image string
+		allowed     bool
+	}{{"signed", signedRef, true}, {"unsigned", unsignedRef, false}} {
+		pod, ctr := podFiles(t, e.dir, "old-"+tc.name, "default", tc.image)
+		podID := strings.TrimSpace(harness.MustCrictl(t, g.Endpoint(), "runp", pod))
+		out, err := harness.Crictl(t, g.Endpoint(), "create", podID, ctr, pod)
+		if tc.allowed && err != nil {
+			t.Errorf("create of %s refused: %v", tc.name, err)
+		}
+		if !tc.allowed {
+			mustRefuse(t, err, out, "create of the side-loaded unsigned image")
 		}
 	}
 }
