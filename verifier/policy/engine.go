@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -309,8 +310,9 @@ type verifyMemoKey struct {
 }
 
 type verifyMemo struct {
-	res verifier.Result
-	err error
+	res      verifier.Result
+	err      error
+	timedOut bool
 }
 
 // judge evaluates every matched rule. Cheap rules (Allow, Deny, local images,
@@ -354,12 +356,17 @@ func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef
 		o.Result, o.Reason = "pass", ""
 		var reasons []string
 		for k, a := range m.r.Attestors {
-			res, err := e.verifySet(ctx, memo, m.r.Policy.Timeout, ref, d.Digest, in.Auth, a)
+			res, err, timedOut := e.verifySet(ctx, memo, m.r.Policy.Timeout, ref, d.Digest, in.Auth, a)
 			what := describeSet(a)
 			if len(m.r.Attestors) > 1 {
 				what = fmt.Sprintf("attestor set %d (%s)", k+1, what)
 			}
 			switch {
+			case err != nil && errors.Is(err, verifier.ErrIncomplete) && m.r.Policy.Source != SourceImagePolicy && !timedOut && !networkError(err):
+				// Kyverno counts only network errors (and webhook timeouts) as
+				// rule errors, which failurePolicy governs; any other registry
+				// error fails the rule (imageVerifier.handleRegistryErrors).
+				o.Result, o.Reason = "fail", fmt.Sprintf("%s: verification could not complete (a registry error, not a network error or timeout: Kyverno counts it as a failed verification): %v", what, err)
 			case err != nil && errors.Is(err, verifier.ErrIncomplete):
 				o.Result, o.Reason = "incomplete", fmt.Sprintf("%s: verification could not complete: %v", what, err)
 			case err != nil:
@@ -401,14 +408,21 @@ func describeSet(a AttestorSet) string {
 	return s
 }
 
-func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref *imageRef, digest string, auth *verifier.Auth, a AttestorSet) (verifier.Result, error) {
+// networkError reports whether err is, or wraps, a network failure or a
+// deadline (what Kyverno treats as a rule error rather than a failure).
+func networkError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref *imageRef, digest string, auth *verifier.Auth, a AttestorSet) (verifier.Result, error, bool) {
 	names := make([]string, len(a.Keys))
 	for i, k := range a.Keys {
 		names[i] = k.Name + "\x00" + k.Algorithm
 	}
 	mk := verifyMemoKey{keys: strings.Join(names, "\x01"), count: a.Count, repo: a.Repository}
 	if m, ok := memo[mk]; ok {
-		return m.res, m.err
+		return m.res, m.err, m.timedOut
 	}
 	vctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -420,11 +434,12 @@ func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMem
 		Threshold:           a.Count,
 		SignatureRepository: a.Repository,
 	})
-	if err != nil && vctx.Err() != nil && !errors.Is(err, verifier.ErrIncomplete) {
+	timedOut := err != nil && vctx.Err() != nil
+	if timedOut && !errors.Is(err, verifier.ErrIncomplete) {
 		err = fmt.Errorf("%w: %w", verifier.ErrIncomplete, err)
 	}
-	memo[mk] = verifyMemo{res, err}
-	return res, err
+	memo[mk] = verifyMemo{res, err, timedOut}
+	return res, err, timedOut
 }
 
 // blocking reports whether a rule outcome denies under its mode and failure

@@ -90,6 +90,7 @@ func TestEvaluate(t *testing.T) {
 		{"audit unsigned", native("  mode: Audit\n", verifyA), Input{Image: repo + "@" + dUnsigned}, want{allowed: true, audited: true, policy: "p", rule: "team", reason: "audit: would deny", digest: dUnsigned, verifies: 1}},
 		{"enforce incomplete fail", native("", verifyA), Input{Image: img, Digest: dIncomplete}, want{policy: "p", rule: "team", reason: "could not complete", digest: dIncomplete, verifies: 1}},
 		{"enforce incomplete ignore", native("  failurePolicy: Ignore\n", verifyA), Input{Image: img, Digest: dIncomplete}, want{allowed: true, audited: true, failedOpen: true, policy: "p", rule: "team", reason: "failed open", digest: dIncomplete, verifies: 1}},
+		{"native server error ignore fails open", native("  failurePolicy: Ignore\n", verifyA), Input{Image: img, Digest: digestOf('8')}, want{allowed: true, audited: true, failedOpen: true, policy: "p", rule: "team", reason: "503", digest: digestOf('8'), verifies: 1}},
 		{"audit incomplete fail", native("  mode: Audit\n", verifyA), Input{Image: img, Digest: dIncomplete}, want{allowed: true, audited: true, policy: "p", rule: "team", reason: "audit: would deny", digest: dIncomplete, verifies: 1}},
 		{"ignore does not cover a real failure", native("  failurePolicy: Ignore\n", verifyA), Input{Image: img, Digest: dUnsigned}, want{policy: "p", rule: "team", reason: "no signatures found", digest: dUnsigned, verifies: 1}},
 		{"deny rule", native("", "  - name: evil\n    images: [\"registry.example.com/*\"]\n    action: Deny\n"+verifyA), Input{Image: img, Digest: dSigned}, want{policy: "p", rule: "evil", reason: "action Deny", digest: dSigned, verifies: 0}},
@@ -166,6 +167,7 @@ func TestEvaluate(t *testing.T) {
 			e.v.sign(repo+"@"+dSigned, e.fpA, e.fpB)
 			e.v.sign("registry.example.com/sigs@"+dSigned, e.fpB)
 			e.v.incomplete[dIncomplete] = true
+			e.v.serverError[digestOf('8')] = true
 			eng := e.engine(tc.doc)
 			d := eng.Evaluate(context.Background(), tc.in)
 			w := tc.want
@@ -344,6 +346,8 @@ spec:
 		{"skipImageReferences", base("  validationFailureAction: Enforce\n", "      skipImageReferences: [\"ghcr.io/team/*\"]\n"), Input{Image: repo + "@" + d1}, true, false, "no rule matches"},
 		{"incomplete under Audit with failurePolicy Fail denies (as Kyverno)", base("", ""), Input{Image: repo + "@" + digestOf('9')}, false, false, "could not complete"},
 		{"incomplete with failurePolicy Ignore fails open", base("  failurePolicy: Ignore\n  validationFailureAction: Enforce\n", ""), Input{Image: repo + "@" + digestOf('9')}, true, true, "failed open"},
+		{"server error under Enforce and Ignore fails the rule (as Kyverno)", base("  failurePolicy: Ignore\n  validationFailureAction: Enforce\n", ""), Input{Image: repo + "@" + digestOf('8')}, false, false, "Kyverno counts it as a failed verification"},
+		{"server error under Audit is audited", base("", ""), Input{Image: repo + "@" + digestOf('8')}, true, true, "audit"},
 		{"unmatched allowed with only kyverno", base("  validationFailureAction: Enforce\n", ""), Input{Image: "quay.io/x/y@" + d1}, true, false, "unmatched images are allowed"},
 	}
 	for _, tc := range cases {
@@ -351,6 +355,7 @@ spec:
 			e := newEnv(t)
 			e.v.sign(repo+"@"+d1, e.fpB)
 			e.v.incomplete[digestOf('9')] = true
+			e.v.serverError[digestOf('8')] = true
 			d := e.engine(tc.doc).Evaluate(context.Background(), tc.in)
 			if d.Allowed != tc.allowed || d.Audited != tc.audited || !strings.Contains(d.Reason, tc.reason) {
 				t.Fatalf("%+v", d)

@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,20 +70,21 @@ func mustLoad(t testing.TB, yamlText string) *Set {
 // the key that made it, so keys with different names but the same material
 // (native file vs Kyverno inline) verify the same signatures, as in reality.
 type fakeVerifier struct {
-	mu         sync.Mutex
-	tags       map[string]string          // normalized tag reference -> digest
-	signed     map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
-	incomplete map[string]bool            // digest -> Verify fails with ErrIncomplete
-	resolveErr error
-	gate       chan struct{} // when set, Verify waits for it to close
-	entered    chan struct{} // when set, Verify signals each call
-	verifies   atomic.Int32
-	resolves   atomic.Int32
-	requests   []verifier.Request
+	mu          sync.Mutex
+	tags        map[string]string          // normalized tag reference -> digest
+	signed      map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
+	incomplete  map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
+	serverError map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
+	resolveErr  error
+	gate        chan struct{} // when set, Verify waits for it to close
+	entered     chan struct{} // when set, Verify signals each call
+	verifies    atomic.Int32
+	resolves    atomic.Int32
+	requests    []verifier.Request
 }
 
 func newFake() *fakeVerifier {
-	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}}
+	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}, serverError: map[string]bool{}}
 }
 
 func fingerprint(t testing.TB, pemText string) string {
@@ -134,7 +137,10 @@ func (f *fakeVerifier) Verify(ctx context.Context, req verifier.Request) (verifi
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
 	if f.incomplete[req.Digest] {
-		return verifier.Result{}, fmt.Errorf("%w: registry unreachable", verifier.ErrIncomplete)
+		return verifier.Result{}, fmt.Errorf("%w: registry unreachable: %w", verifier.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})
+	}
+	if f.serverError[req.Digest] {
+		return verifier.Result{}, fmt.Errorf("%w: registry answered 503 Service Unavailable", verifier.ErrIncomplete)
 	}
 	repo, _, _ := strings.Cut(req.Image, "@")
 	if req.SignatureRepository != "" {
