@@ -196,11 +196,15 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 	if !in.Local && d.Digest == "" {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout(set, matched))
 		_, dg, err := e.v.Resolve(rctx, ref.normalized, in.Auth)
+		timedOut := rctx.Err() != nil
 		cancel()
 		switch {
 		case err != nil:
-			if rctx.Err() != nil && !errors.Is(err, verifier.ErrIncomplete) {
+			if timedOut && !errors.Is(err, verifier.ErrIncomplete) {
 				err = fmt.Errorf("%w: resolving the tag: %w", verifier.ErrIncomplete, err)
+			}
+			if timedOut {
+				err = &timeoutError{err}
 			}
 			resolveErr = err
 		case checkDigest(dg) != nil:
@@ -335,7 +339,8 @@ func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef
 		case resolveErr != nil:
 			o.Reason = "the tag could not be resolved to a digest: " + resolveErr.Error()
 			o.Result = "fail"
-			if errors.Is(resolveErr, verifier.ErrIncomplete) {
+			var te *timeoutError
+			if errors.Is(resolveErr, verifier.ErrIncomplete) && (m.r.Policy.Source == SourceImagePolicy || errors.As(resolveErr, &te) || networkError(resolveErr)) {
 				o.Result = "incomplete"
 			}
 		default:
@@ -407,6 +412,12 @@ func describeSet(a AttestorSet) string {
 	}
 	return s
 }
+
+// timeoutError marks an error of a call whose deadline passed.
+type timeoutError struct{ err error }
+
+func (t *timeoutError) Error() string { return t.err.Error() }
+func (t *timeoutError) Unwrap() error { return t.err }
 
 // networkError reports whether err is, or wraps, a network failure or a
 // deadline (what Kyverno treats as a rule error rather than a failure).

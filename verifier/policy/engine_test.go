@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -411,6 +412,39 @@ func TestResolveIncomplete(t *testing.T) {
 		// Failing open still names no digest: the proxy refuses to pull a tag.
 		if fp == "Ignore" && (!d.Allowed || !d.FailedOpen || d.Digest != "") {
 			t.Fatalf("%s: %+v", fp, d)
+		}
+	}
+}
+
+func TestResolveErrorsKyverno(t *testing.T) {
+	doc := `apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: k}
+spec:
+  validationFailureAction: Enforce
+  failurePolicy: Ignore
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+    - imageReferences: ["registry.example.com/*"]
+      attestors:
+      - entries:
+        - keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}
+`
+	for _, tc := range []struct {
+		err     error
+		allowed bool
+	}{
+		{fmt.Errorf("%w: resolving: %w", verifier.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), true},
+		{fmt.Errorf("%w: resolving: registry answered 500", verifier.ErrIncomplete), false},
+		{errors.New("tag not found"), false},
+	} {
+		e := newEnv(t)
+		e.v.resolveErr = tc.err
+		d := e.engine(doc).Evaluate(context.Background(), Input{Image: "registry.example.com/team/app:v1"})
+		if d.Allowed != tc.allowed || (d.Allowed && !d.FailedOpen) {
+			t.Errorf("%v: %+v", tc.err, d)
 		}
 	}
 }
