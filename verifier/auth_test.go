@@ -126,3 +126,33 @@ func TestSignatureRepository(t *testing.T) {
 		t.Fatalf("signature repository: %+v %v", res, err)
 	}
 }
+
+// TestTokenReuse: a second verification with the same credential reuses the
+// registry token instead of repeating the handshake; another credential does not.
+func TestTokenReuse(t *testing.T) {
+	reg := fixtureregistry.Serve(t, true, guarded(true))
+	cnt := newCounter()
+	v := newVerifier(cnt, verifier.Options{})
+	verify := func(a *verifier.Auth) (int64, error) {
+		before := cnt.n.Load()
+		res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref("demo/signed-legacy", "1.0"), Auth: a, Keys: []*keys.Key{loadKey(t, reg, "a")}})
+		if err == nil && !res.Allowed {
+			t.Fatalf("denied: %s", res.Reason)
+		}
+		return cnt.n.Load() - before, err
+	}
+	first, err := verify(&verifier.Auth{IdentityToken: "refresh-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := verify(&verifier.Auth{IdentityToken: "refresh-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second != 4 || first < second+3 {
+		t.Errorf("round trips: first %d, second %d; want the second to be 4 (no 401, ping or token request)", first, second)
+	}
+	if _, err := verify(&verifier.Auth{IdentityToken: "stolen"}); !errors.Is(err, verifier.ErrIncomplete) {
+		t.Fatalf("another credential reused the cached token: %v", err)
+	}
+}

@@ -47,13 +47,15 @@ type Options struct {
 }
 
 // Verifier judges image digests against cosign signatures. It is safe for
-// concurrent use; it keeps connections to registries alive between calls but no
-// verdicts (callers cache those).
+// concurrent use. Between calls it keeps connections and registry tokens (per
+// repository and credential, for a few minutes) but no verdicts: callers cache
+// those.
 type Verifier struct {
 	timeout  time.Duration
 	maxSigs  int
 	keychain authn.Keychain
 	client   *registry.Client
+	repos    repoCache
 }
 
 // New returns a Verifier.
@@ -135,8 +137,7 @@ func (v *Verifier) Resolve(ctx context.Context, image string, auth *Auth) (strin
 	}
 	ctx, cancel := v.withTimeout(ctx)
 	defer cancel()
-	repo := v.client.Repo(ref.Context(), v.authenticator(ref.Context().Registry, auth))
-	return v.resolve(ctx, repo, ref)
+	return v.resolve(ctx, v.repo(ctx, ref.Context(), auth), ref)
 }
 
 func (v *Verifier) resolve(ctx context.Context, repo *registry.Repo, ref name.Reference) (string, string, error) {
@@ -166,7 +167,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	ctx, cancel := v.withTimeout(ctx)
 	defer cancel()
 
-	imgRepo := v.client.Repo(ref.Context(), v.authenticator(ref.Context().Registry, req.Auth))
+	imgRepo := v.repo(ctx, ref.Context(), req.Auth)
 	digest := req.Digest
 	if d, ok := ref.(name.Digest); ok {
 		if digest != "" && digest != d.DigestStr() {
@@ -203,7 +204,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("signature repository %q: %w", req.SignatureRepository, err)
 		}
-		sigRepo = v.client.Repo(r, v.authenticator(r.Registry, req.Auth))
+		sigRepo = v.repo(ctx, r, req.Auth)
 	}
 
 	j := &judgement{v: v, repo: sigRepo, digest: digest, keys: req.Keys, budget: v.maxSigs}
