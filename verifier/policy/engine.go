@@ -156,6 +156,15 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) Decision {
 		d = deny(d, fmt.Sprintf("the request ended before the verification finished: %v", ctx.Err()))
 	}
 	d.Duration = e.now().Sub(start)
+	if e.log.Enabled(ctx, slog.LevelDebug) {
+		rules := make([]string, len(d.Rules))
+		for i, o := range d.Rules {
+			rules[i] = o.Policy + "/" + o.Rule + "=" + o.Result
+		}
+		e.log.DebugContext(ctx, "policy evaluation", "operation", in.Operation, "image", d.Image, "digest", d.Digest,
+			"namespace", in.Namespace, "rules", rules, "allowed", d.Allowed, "audited", d.Audited,
+			"failedOpen", d.FailedOpen, "cached", d.Cached, "generation", d.Generation)
+	}
 	return d
 }
 
