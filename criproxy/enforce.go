@@ -128,7 +128,7 @@ func podOf(c *runtimeapi.PodSandboxConfig) (namespace, pod string) {
 }
 
 // PullImage judges the reference kubelet asked for and, on allow, pulls exactly
-// the digest that was judged, then records kubelet's tag for it.
+// the digest that was judged (never the tag), then records kubelet's tag for it.
 func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
 	start := time.Now()
 	raw := req.GetImage().GetImage()
@@ -153,6 +153,21 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 		return nil, denial(codes.Unknown, raw, d)
 	}
 
+	if d.Digest == "" {
+		// Allowed without a digest: the tag could not be resolved, so nothing
+		// was verified and the verdict holds for whatever the tag names (an
+		// Allow rule, unmatchedImages: Allow, Audit mode, failurePolicy Ignore).
+		// There is nothing to pin; refusing would break pulls containerd can do
+		// (through registry mirrors criguard does not know). CreateContainer
+		// judges the digest that lands.
+		e.log.WarnContext(ctx, "pulling by tag: the policy allows the image but its digest could not be resolved",
+			"image", raw, "reason", d.Reason)
+		resp, err := next(ctx, req)
+		if err != nil {
+			e.metrics.upstreamError(OpPullImage)
+		}
+		return resp, err
+	}
 	digestRef := ref.name + "@" + d.Digest
 	fwd := proto.CloneOf(req)
 	fwd.Image.Image = digestRef
@@ -175,23 +190,13 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 	return resp, nil
 }
 
-// checkDigest fails closed when an allow does not name the digest to pull, or
-// names another digest than the one the request pinned.
+// checkDigest fails closed when an allow names another digest than the one
+// the request pinned.
 func checkDigest(d policy.Decision, pinned string) policy.Decision {
 	if !d.Allowed {
 		return d
 	}
-	switch {
-	case d.Digest == "":
-		d.Allowed, d.Audited, d.FailedOpen = false, false, false
-		// criguard pulls only by digest, so that what runs is what was judged.
-		why := "the policy allows the image but no digest was resolved for it, and criguard pulls only by digest; " +
-			"check that criguard can reach the registry with the pod's credentials"
-		if d.Reason != "" {
-			why += " (" + d.Reason + ")"
-		}
-		d.Reason = why
-	case pinned != "" && d.Digest != pinned:
+	if pinned != "" && d.Digest != pinned {
 		d.Allowed, d.Audited, d.FailedOpen = false, false, false
 		d.Reason = fmt.Sprintf("the policy engine judged digest %s but the request pinned %s", d.Digest, pinned)
 	}

@@ -196,10 +196,14 @@ func TestPullImage(t *testing.T) {
 			wantResult: ResultFailedOpen,
 		},
 		{
-			name: "allow without digest fails closed", image: reg + "/team/app:1.0",
-			decide:    func(in policy.Input) policy.Decision { return policy.Decision{Allowed: true, Image: in.Image} },
-			wantInput: policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0", Namespace: "team-a", Pod: "web"},
-			wantCode:  codes.Unknown, wantMsg: []string{"SignatureValidationFailed: ", "no digest was resolved"}, wantResult: ResultDeny,
+			// Nothing was verified (the tag did not resolve, an Allow rule or
+			// Audit let it through): there is no digest to pin.
+			name: "allow without digest forwards the request as is", image: reg + "/team/app:1.0",
+			decide: func(in policy.Input) policy.Decision {
+				return policy.Decision{Allowed: true, Audited: true, Image: in.Image}
+			},
+			wantInput:  policy.Input{Operation: OpPullImage, Image: reg + "/team/app:1.0", Namespace: "team-a", Pod: "web"},
+			wantPulled: reg + "/team/app:1.0", wantResult: ResultAudit,
 		},
 		{
 			name: "allow of another digest than pinned fails closed", image: reg + "/team/app@" + dgA,
