@@ -200,9 +200,10 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 	e.cache.sync(set.Generation, cacheMax(set))
 
 	// Resolve the tag first: every rule judges the same digest, and the proxy
-	// pulls exactly that digest.
+	// pulls exactly that digest. Not when the answer is already an enforced
+	// denial (no rule matches under unmatchedImages: Deny, or a Deny rule).
 	var resolveErr error
-	if !in.Local && d.Digest == "" {
+	if !in.Local && d.Digest == "" && !deniedWithoutDigest(set, matched) {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout(set, matched))
 		_, dg, err := e.v.Resolve(rctx, ref.normalized, in.Auth)
 		timedOut := rctx.Err() != nil
@@ -257,6 +258,23 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 		}
 	}
 	return e.judge(ctx, matched, ref, d, in, resolveErr)
+}
+
+func deniedWithoutDigest(set *Set, matched []matchedRule) bool {
+	if len(matched) == 0 {
+		for _, p := range set.Policies {
+			if p.Unmatched == Deny && p.Mode == Enforce {
+				return true
+			}
+		}
+		return false
+	}
+	for _, m := range matched {
+		if m.r.Action == Deny && m.mode == Enforce {
+			return true
+		}
+	}
+	return false
 }
 
 // matchedRule is a rule that applies, with its mode for this namespace.

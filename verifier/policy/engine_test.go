@@ -98,7 +98,7 @@ func TestEvaluate(t *testing.T) {
 		{"deny rule audit", native("  mode: Audit\n", "  - name: evil\n    images: [\"registry.example.com/*\"]\n    action: Deny\n"), Input{Image: img, Digest: dSigned}, want{allowed: true, audited: true, policy: "p", rule: "evil", reason: "audit: would deny", digest: dSigned}},
 		{"allow rule", native("", "  - name: ok\n    images: [\"registry.example.com/*\"]\n    action: Allow\n"), Input{Image: img}, want{allowed: true, policy: "p", rule: "ok", reason: "action Allow", digest: dSigned}},
 		{"allow rule does not override verify", native("", "  - name: ok\n    images: [\"registry.example.com/*\"]\n    action: Allow\n"+verifyA), Input{Image: img, Digest: dUnsigned}, want{policy: "p", rule: "team", reason: "no signatures", digest: dUnsigned, verifies: 1}},
-		{"unmatched deny", native("", verifyA), Input{Image: "ghcr.io/other/app:v1"}, want{policy: "p", reason: "no rule matches", digest: dSigned}},
+		{"unmatched deny", native("", verifyA), Input{Image: "ghcr.io/other/app:v1"}, want{policy: "p", reason: "no rule matches"}},
 		{"unmatched allow", native("  unmatchedImages: Allow\n", verifyA), Input{Image: "ghcr.io/other/app:v1"}, want{allowed: true, reason: "unmatched images are allowed", digest: dSigned}},
 		{"unmatched deny audit", native("  mode: Audit\n", verifyA), Input{Image: "ghcr.io/other/app:v1"}, want{allowed: true, audited: true, policy: "p", reason: "audit: no rule matches", digest: dSigned}},
 		{"local verify rule", native("", verifyA), Input{Image: img, Local: true}, want{policy: "p", rule: "team", reason: "no repository digest"}},
@@ -459,5 +459,19 @@ func TestVerificationTimeout(t *testing.T) {
 	}
 	if !errors.Is(fmt.Errorf("%w", verifier.ErrIncomplete), verifier.ErrIncomplete) {
 		t.Fatal("unreachable")
+	}
+}
+
+func TestNoResolutionForEnforcedDenial(t *testing.T) {
+	e := newEnv(t)
+	e.v.tags["ghcr.io/other/app:v1"] = digestOf('1')
+	eng := e.engine(native("", verifyA+"  - name: no\n    images: [\"quay.io/*\"]\n    action: Deny\n"))
+	for _, img := range []string{"ghcr.io/other/app:v1", "quay.io/x/y:1"} {
+		if d := eng.Evaluate(context.Background(), Input{Image: img}); d.Allowed {
+			t.Fatalf("%s: %+v", img, d)
+		}
+	}
+	if n := e.v.resolves.Load(); n != 0 {
+		t.Fatalf("%d registry calls for images denied by policy alone", n)
 	}
 }
