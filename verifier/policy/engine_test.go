@@ -465,7 +465,7 @@ func TestVerificationTimeout(t *testing.T) {
 func TestNoResolutionForEnforcedDenial(t *testing.T) {
 	e := newEnv(t)
 	e.v.tags["ghcr.io/other/app:v1"] = digestOf('1')
-	eng := e.engine(native("", verifyA+"  - name: no\n    images: [\"quay.io/*\"]\n    action: Deny\n"))
+	eng := e.engine(native("", verifyA+"  - name: nope\n    images: [\"quay.io/*\"]\n    action: Deny\n"))
 	for _, img := range []string{"ghcr.io/other/app:v1", "quay.io/x/y:1"} {
 		if d := eng.Evaluate(context.Background(), Input{Image: img}); d.Allowed {
 			t.Fatalf("%s: %+v", img, d)
