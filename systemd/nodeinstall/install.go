@@ -55,7 +55,9 @@ type Options struct {
 	// to /etc/criguard/policy; files there that it lacks are removed. Empty:
 	// the host's policy is left as it is (and must exist).
 	PolicyDir string
-	// KeysDir, when set, is copied to /etc/criguard/keys the same way.
+	// KeysDir, when set, is copied to /etc/criguard/keys the same way, except
+	// that an empty KeysDir (the optional keys ConfigMap does not exist) leaves
+	// the host's keys alone.
 	KeysDir string
 	// KubeletConfig overrides the KubeletConfiguration path on the host
 	// (default: kubelet's --config from its unit, else /var/lib/kubelet/config.yaml).
@@ -178,10 +180,11 @@ func install(ctx context.Context, o *Options, h *host) error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(h, policy, systemd.PolicyDir, o.PolicyDir != ""); err != nil {
+	// Keys first: a new policy may name a new key.
+	if err := syncDir(h, keys, systemd.KeysDir, len(keys) > 0); err != nil {
 		return err
 	}
-	if err := syncDir(h, keys, systemd.KeysDir, o.KeysDir != ""); err != nil {
+	if err := syncDir(h, policy, systemd.PolicyDir, o.PolicyDir != ""); err != nil {
 		return err
 	}
 

@@ -544,3 +544,26 @@ func TestWatchPolicy(t *testing.T) {
 	configMapDir(t, f.policyDir, map[string]string{"policy.yaml": "changed"})
 	waitFor("changed")
 }
+
+func TestEmptyKeysConfigMapKeepsHostKeys(t *testing.T) {
+	f := newFixture(t, nodes[0])
+	writeFile(t, filepath.Join(f.root, systemd.KeysDir, "byhand.pub"), "PEM")
+	configMapDir(t, f.keysDir, map[string]string{})
+	if _, err := Install(context.Background(), f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncPolicy(f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readHost(t, f.root, systemd.KeysDir+"/byhand.pub"); got != "PEM" {
+		t.Errorf("key placed by hand = %q", got)
+	}
+	// A keys ConfigMap with content is the source of truth.
+	configMapDir(t, f.keysDir, map[string]string{"team.pub": "T"})
+	if _, err := SyncPolicy(f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(f.root, systemd.KeysDir, "byhand.pub")); !os.IsNotExist(err) {
+		t.Errorf("key not in the ConfigMap kept: %v", err)
+	}
+}

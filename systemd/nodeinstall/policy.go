@@ -125,7 +125,9 @@ func SyncPolicy(o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := syncDir(h, keys, systemd.KeysDir, o.KeysDir != ""); err != nil {
+	// The keys ConfigMap is optional: absent (an empty mount), the host's keys
+	// are left alone rather than deleted from under a policy that names them.
+	if err := syncDir(h, keys, systemd.KeysDir, len(keys) > 0); err != nil {
 		return Result{Changes: h.changed}, err
 	}
 	err = syncDir(h, policy, systemd.PolicyDir, o.PolicyDir != "")
