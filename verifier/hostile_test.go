@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/criguard/criguard/verifier"
 	"github.com/criguard/criguard/verifier/fixtureregistry"
 	"github.com/criguard/criguard/verifier/keys"
+	"github.com/criguard/criguard/verifier/registry"
 )
 
 const (
@@ -474,5 +476,47 @@ func TestDigestPinned(t *testing.T) {
 	_, err = v.Verify(context.Background(), verifier.Request{Image: reg.Host + "/demo/signed-bundle@" + signed, Digest: reg.Tags["demo/unsigned"]["1.0"], Keys: []*keys.Key{a}})
 	if err == nil || errors.Is(err, verifier.ErrIncomplete) {
 		t.Fatalf("conflicting digests: %v", err)
+	}
+}
+
+// TestIncompleteKeepsCause: an incomplete verification still says why, for
+// callers that treat network errors, deadlines and registry answers apart.
+func TestIncompleteKeepsCause(t *testing.T) {
+	k := newSigner(t, "k").key
+	_, err := newVerifier(nil, verifier.Options{Timeout: 2 * time.Second}).Verify(context.Background(), verifier.Request{Image: "127.0.0.1:1/x/y:1", Keys: []*keys.Key{k}})
+	var op *net.OpError
+	if !errors.Is(err, verifier.ErrIncomplete) || !errors.As(err, &op) {
+		t.Fatalf("connection refused: want ErrIncomplete wrapping *net.OpError, got %v", err)
+	}
+
+	rc := &recorder{}
+	reg := fixtureregistry.Serve(t, true, rc.wrap)
+	rc.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case strings.HasSuffix(r.URL.Path, ".sig"):
+			<-r.Context().Done()
+			return true
+		case strings.Contains(r.URL.Path, "/referrers/"):
+			w.WriteHeader(http.StatusBadGateway)
+			return true
+		}
+		return false
+	})
+	d := reg.Tags[imgRepo]["1.0"]
+	_, err = newVerifier(nil, verifier.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{k}})
+	var se *registry.StatusError
+	if !errors.Is(err, verifier.ErrIncomplete) || !errors.As(err, &se) || se.Code != http.StatusBadGateway {
+		t.Fatalf("502: want ErrIncomplete wrapping *registry.StatusError 502, got %v", err)
+	}
+	rc.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/referrers/") || strings.HasSuffix(r.URL.Path, ".sig") {
+			<-r.Context().Done()
+			return true
+		}
+		return false
+	})
+	_, err = newVerifier(nil, verifier.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{k}})
+	if !errors.Is(err, verifier.ErrIncomplete) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hang: want ErrIncomplete wrapping context.DeadlineExceeded, got %v", err)
 	}
 }

@@ -73,7 +73,6 @@ func New(o Options) *Verifier {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 		t.MaxIdleConnsPerHost = 8
-		t.ResponseHeaderTimeout = o.Timeout
 		o.Transport = t
 	}
 	return &Verifier{timeout: o.Timeout, maxSigs: o.MaxSignatures, keychain: o.Keychain, client: registry.New(o.Transport)}
@@ -117,12 +116,20 @@ func (v *Verifier) withTimeout(ctx context.Context) (context.Context, context.Ca
 	return context.WithTimeout(ctx, v.timeout)
 }
 
-// incomplete wraps a failure to finish in ErrIncomplete with what to do.
+// incomplete wraps a failure to finish in ErrIncomplete with what to do. The
+// cause stays wrapped too (callers tell network errors, *net.OpError, and
+// deadlines, context.DeadlineExceeded, from registry answers,
+// *registry.StatusError).
 func incomplete(ctx context.Context, what string, err error) error {
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %s: timed out (%v); the registry is slow or unreachable, retry or raise the timeout", ErrIncomplete, what, err)
+	var te interface{ Timeout() bool }
+	timeout := errors.As(err, &te) && te.Timeout()
+	if ctx.Err() != nil || timeout || errors.Is(err, context.DeadlineExceeded) {
+		if !errors.Is(err, context.DeadlineExceeded) && (timeout || errors.Is(ctx.Err(), context.DeadlineExceeded)) {
+			err = fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+		}
+		return fmt.Errorf("%w: %s: timed out: %w; the registry is slow or unreachable, retry or raise the timeout", ErrIncomplete, what, err)
 	}
-	return fmt.Errorf("%w: %s: %v", ErrIncomplete, what, err)
+	return fmt.Errorf("%w: %s: %w", ErrIncomplete, what, err)
 }
 
 // Resolve normalizes image and returns the digest it names: the digest in the
