@@ -127,6 +127,9 @@ func checkValue(v any, t reflect.Type, path string) error {
 		return nil
 	case reflect.String:
 		if _, ok := v.(string); !ok {
+			if _, isBool := v.(bool); isBool {
+				return errAt(path, "expected a string, got a boolean (YAML reads unquoted yes, no, on, off, true and false as booleans: quote the value)")
+			}
 			return errAt(path, "expected a string, got %s", kindName(v))
 		}
 		return nil
