@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -181,14 +182,27 @@ func copyRequests(ss grpc.ServerStream, cs grpc.ClientStream) error {
 // judge decodes the one request of an intercepted method and lets decide (the
 // Guard) answer it, with next forwarding a typed request upstream. Upstream
 // header and trailer reach the caller whether the call succeeds or not.
+//
+// A request carrying a field unknown to the compiled cri-api is refused before
+// the Guard sees it (see UnknownField), with deniedCode and the message prefix
+// kubelet shows as the pod's reason.
 func judge[Req, Resp proto.Message](
 	ss grpc.ServerStream, up *grpc.ClientConn, method string, req Req, newResp func() Resp,
+	deniedCode codes.Code, imageOf func(Req) string, log *slog.Logger,
 	decide func(context.Context, Req, func(context.Context, Req) (Resp, error)) (Resp, error),
 ) error {
 	if err := recvRequest(ss, req); err != nil {
 		return err
 	}
 	in := ss.Context()
+	if field := UnknownField(req); field != "" {
+		image := imageOf(req)
+		log.WarnContext(in, "CRI request refused: it carries a field unknown to criguard's cri-api",
+			"method", method, "image", image, "field", field)
+		return status.Errorf(deniedCode, "%simage %q denied: the %s request carries field %s, unknown to the CRI API criguard was built with; "+
+			"criguard cannot judge what it cannot read: run a criguard built with a cri-api at least as new as the kubelet's",
+			DeniedPrefix, image, method, field)
+	}
 	var hdr, trl metadata.MD
 	next := func(ctx context.Context, r Req) (Resp, error) {
 		resp := newResp()

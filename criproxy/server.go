@@ -182,11 +182,13 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) error {
 		err = s.forwardWatch(ss, method)
 	case kindPull:
 		err = judge(ss, s.up, method, new(runtimeapi.PullImageRequest), newPullResponse,
+			codes.Unknown, func(r *runtimeapi.PullImageRequest) string { return r.GetImage().GetImage() }, s.log,
 			func(ctx context.Context, r *runtimeapi.PullImageRequest, next func(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error)) (*runtimeapi.PullImageResponse, error) {
 				return s.guard.PullImage(ctx, r, next)
 			})
 	case kindCreate:
 		err = judge(ss, s.up, method, new(runtimeapi.CreateContainerRequest), newCreateResponse,
+			codes.PermissionDenied, func(r *runtimeapi.CreateContainerRequest) string { return r.GetConfig().GetImage().GetImage() }, s.log,
 			func(ctx context.Context, r *runtimeapi.CreateContainerRequest, next func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error)) (*runtimeapi.CreateContainerResponse, error) {
 				return s.guard.CreateContainer(ctx, r, next)
 			})

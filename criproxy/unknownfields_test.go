@@ -1,0 +1,129 @@
+package criproxy
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// withUnknown appends field num (a string, length-delimited) to m's unknown
+// fields, as a newer kubelet's field would arrive.
+func withUnknown(m proto.Message, num protowire.Number) {
+	r := m.ProtoReflect()
+	b := append([]byte(nil), r.GetUnknown()...)
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendString(b, "evil.example/miner:latest")
+	r.SetUnknown(protoreflect.RawFields(b))
+}
+
+func TestUnknownField(t *testing.T) {
+	mount := &runtimeapi.Mount{ContainerPath: "/data"}
+	withUnknown(mount, 4242)
+	label := &runtimeapi.KeyValue{Key: "k"}
+	withUnknown(label, 77)
+	tests := []struct {
+		name string
+		msg  proto.Message
+		want string
+	}{
+		{"clean pull", &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "a/b:1"}, Auth: &runtimeapi.AuthConfig{Username: "u"}}, ""},
+		{"top level", func() proto.Message {
+			m := &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "a/b:1"}}
+			withUnknown(m, 99)
+			return m
+		}(), "#99"},
+		{"nested message", func() proto.Message {
+			spec := &runtimeapi.ImageSpec{Image: "a/b:1"}
+			withUnknown(spec, 1000)
+			return &runtimeapi.PullImageRequest{Image: spec}
+		}(), "image.#1000"},
+		{"in a list", &runtimeapi.CreateContainerRequest{Config: &runtimeapi.ContainerConfig{
+			Image:  &runtimeapi.ImageSpec{Image: "a/b:1"},
+			Mounts: []*runtimeapi.Mount{{ContainerPath: "/ok"}, mount},
+		}}, "config.mounts[1].#4242"},
+		{"in a list of key values", &runtimeapi.CreateContainerRequest{Config: &runtimeapi.ContainerConfig{
+			Envs: []*runtimeapi.KeyValue{label},
+		}}, "config.envs[0].#77"},
+		{"maps of strings are fine", &runtimeapi.CreateContainerRequest{Config: &runtimeapi.ContainerConfig{
+			Labels: map[string]string{"a": "b"},
+		}, SandboxConfig: &runtimeapi.PodSandboxConfig{Annotations: map[string]string{"x": "y"}}}, ""},
+		{"nil", nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got string
+			if tc.msg != nil {
+				got = UnknownField(tc.msg)
+			} else {
+				got = UnknownField(nil)
+			}
+			if got != tc.want {
+				t.Errorf("UnknownField = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A judged request carrying a field the compiled cri-api does not know is
+// refused before the Guard (which would forward it) and never reaches the
+// runtime; other methods still pass unknown fields through untouched.
+func TestUnknownFieldRefused(t *testing.T) {
+	pass := funcGuard{
+		pull: func(ctx context.Context, r *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
+			return next(ctx, r)
+		},
+		create: func(ctx context.Context, r *runtimeapi.CreateContainerRequest, next CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
+			return next(ctx, r)
+		},
+	}
+	e := startProxy(t, Options{Guard: pass}, true)
+	ctx := testCtx(t)
+
+	spec := &runtimeapi.ImageSpec{Image: "reg.example/app:1"}
+	withUnknown(spec, 31)
+	_, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec})
+	if status.Code(err) != codes.Unknown || !strings.HasPrefix(status.Convert(err).Message(), DeniedPrefix) ||
+		!strings.Contains(err.Error(), "image.#31") {
+		t.Errorf("PullImage with an unknown field: %v; want Unknown, %q..., naming image.#31", err, DeniedPrefix)
+	}
+	if up := e.fake.lastPull(); up != nil {
+		t.Errorf("runtime saw the pull: %v", up)
+	}
+
+	cfg := &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}
+	withUnknown(cfg, 555)
+	_, err = e.rt().CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "pod1", Config: cfg})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), DeniedPrefix) || !strings.Contains(err.Error(), "config.#555") {
+		t.Errorf("CreateContainer with an unknown field: %v; want PermissionDenied naming config.#555", err)
+	}
+	if up := e.fake.lastCreate(); up != nil {
+		t.Errorf("runtime saw the create: %v", up)
+	}
+
+	// The same requests without the unknown field pass.
+	if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}); err != nil {
+		t.Errorf("clean PullImage: %v", err)
+	}
+	if _, err := e.rt().CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "pod1",
+		Config: &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}}); err != nil {
+		t.Errorf("clean CreateContainer: %v", err)
+	}
+
+	// Without a guard nothing is judged: unknown fields pass as raw bytes.
+	plain := startProxy(t, Options{}, true)
+	spec2 := &runtimeapi.ImageSpec{Image: "reg.example/app:1"}
+	withUnknown(spec2, 31)
+	if _, err := plain.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec2}); err != nil {
+		t.Errorf("pass-through PullImage with an unknown field: %v", err)
+	}
+	if got := UnknownField(plain.fake.lastPull()); got != "image.#31" {
+		t.Errorf("pass-through runtime saw unknown field %q, want image.#31 kept", got)
+	}
+}
