@@ -30,8 +30,11 @@ var podKinds = map[string]bool{
 }
 
 // kindCoversPods reports whether a Kyverno kinds entry ("Pod", "v1/Pod",
-// "apps/v1/Deployment", "*", "Pod/ephemeralcontainers") selects pods.
-func kindCoversPods(k string) bool {
+// "apps/v1/Deployment", "*", "Pod/ephemeralcontainers") selects pods. With
+// controllers false only Pod itself counts: an exclusion written for
+// Deployments must not exclude pods on the node, where criguard cannot tell
+// which controller made a pod.
+func kindCoversPods(k string, controllers bool) bool {
 	if k == "*" {
 		return true
 	}
@@ -39,15 +42,15 @@ func kindCoversPods(k string) bool {
 	if i := strings.LastIndex(k, "/"); i >= 0 {
 		k = k[i+1:]
 	}
-	if strings.ContainsAny(k, "*?") {
-		for pk := range podKinds {
-			if matchWildcard(k, pk) {
-				return true
-			}
+	for pk := range podKinds {
+		if pk != "Pod" && !controllers {
+			continue
 		}
-		return false
+		if matchWildcard(k, pk) {
+			return true
+		}
 	}
-	return podKinds[k]
+	return false
 }
 
 func kyvernoMetadata(raw json.RawMessage) (nm, ns string, err error) {
@@ -355,7 +358,7 @@ func kyvernoMatchOf(path string, m *kyvernoMatch, namespaced, excluding bool) (N
 		if len(r.Kinds) > 0 {
 			pods := false
 			for _, k := range r.Kinds {
-				if kindCoversPods(k) {
+				if kindCoversPods(k, !excluding) {
 					pods = true
 				}
 			}

@@ -131,8 +131,13 @@ func TestKindCoversPods(t *testing.T) {
 		"Pod": true, "v1/Pod": true, "*/Pod": true, "Pod/ephemeralcontainers": true, "*": true,
 		"apps/v1/Deployment": true, "CronJob": true, "ConfigMap": false, "Service": false, "P*": true, "Secret*": false,
 	} {
-		if got := kindCoversPods(k); got != want {
+		if got := kindCoversPods(k, true); got != want {
 			t.Errorf("%s: %v", k, got)
+		}
+	}
+	for k, want := range map[string]bool{"Pod": true, "v1/Pod": true, "*": true, "P*": true, "Deployment": false, "apps/v1/DaemonSet": false} {
+		if got := kindCoversPods(k, false); got != want {
+			t.Errorf("exclude %s: %v", k, got)
 		}
 	}
 }
