@@ -165,6 +165,11 @@ func splitDocuments(data []byte) [][]byte {
 		if isSeparator(line) {
 			docs = append(docs, slices.Clone(cur.Bytes()))
 			cur.Reset()
+			// "--- {apiVersion: ...}" starts the document on the same line.
+			if rest := bytes.TrimSpace(line[3:]); len(rest) > 0 && rest[0] != '#' {
+				cur.Write(rest)
+				cur.WriteByte('\n')
+			}
 			continue
 		}
 		cur.Write(line)

@@ -556,3 +556,17 @@ func TestLoadEmptyAndMissing(t *testing.T) {
 		t.Fatalf("big: %v", err)
 	}
 }
+
+func TestSplitDocuments(t *testing.T) {
+	in := "a: 1\n---\nb: 2\n--- # comment\nc: 3\n--- {d: 4}\n----\n---x\n"
+	got := splitDocuments([]byte(in))
+	want := []string{"a: 1\n", "b: 2\n", "c: 3\n", "{d: 4}\n----\n---x\n"}
+	if len(got) != len(want) {
+		t.Fatalf("%q", got)
+	}
+	for i := range want {
+		if string(got[i]) != want[i] {
+			t.Errorf("doc %d: %q, want %q", i, got[i], want[i])
+		}
+	}
+}
