@@ -119,7 +119,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			return 0
 		}
-		res, err := nodeinstall.SyncPolicy(o)
+		res, err := nodeinstall.SyncPolicy(ctx, o)
 		if err != nil {
 			return fail(err)
 		}

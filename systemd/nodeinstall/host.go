@@ -2,6 +2,7 @@ package nodeinstall
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // maxHostFile bounds every host file the installer reads (kubelet configs, env
@@ -293,4 +295,37 @@ func (h *host) readDirAll(p string) ([]string, error) {
 	}
 	defer f.Close()
 	return f.Readdirnames(-1)
+}
+
+// lock takes the node-wide installer lock, waiting until ctx ends: an
+// install pod and an uninstall pod, or a policy sync, must not interleave
+// their edits. The lock is a flock on the host's root directory itself, so it
+// leaves no file behind and both pods (each with the host's / mounted) lock
+// the same inode. A dry run writes nothing and takes no lock.
+func (h *host) lock(ctx context.Context) (unlock func(), err error) {
+	if h.dryRun {
+		return func() {}, nil
+	}
+	f, err := h.root.Open(".")
+	if err != nil {
+		return nil, fmt.Errorf("installer lock on the host root: %w", err)
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("installer lock on the host root: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("another criguard installer is working on this node: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 }

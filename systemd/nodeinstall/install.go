@@ -124,6 +124,11 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer h.Close()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	err = install(ctx, &o, h)
 	return Result{Changes: h.changed}, err
 }
@@ -413,6 +418,11 @@ func Uninstall(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer h.Close()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	err = uninstall(ctx, &o, h)
 	return Result{Changes: h.changed}, err
 }

@@ -488,11 +488,11 @@ func TestSyncPolicyFollowsConfigMap(t *testing.T) {
 	f := newFixture(t, nodes[0])
 	o := f.opts()
 	configMapDir(t, f.policyDir, map[string]string{"a.yaml": "a1", "b.yaml": "b1"})
-	if _, err := SyncPolicy(o); err != nil {
+	if _, err := SyncPolicy(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
 	configMapDir(t, f.policyDir, map[string]string{"a.yaml": "a2"})
-	res, err := SyncPolicy(o)
+	res, err := SyncPolicy(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,11 +503,11 @@ func TestSyncPolicyFollowsConfigMap(t *testing.T) {
 	if len(names) != 1 || readHost(t, f.root, systemd.PolicyDir+"/a.yaml") != "a2" {
 		t.Errorf("host policy dir = %v", names)
 	}
-	if res, _ := SyncPolicy(o); !res.Unchanged() {
+	if res, _ := SyncPolicy(context.Background(), o); !res.Unchanged() {
 		t.Errorf("second sync changed %q", res.Changes)
 	}
 	configMapDir(t, f.policyDir, map[string]string{})
-	if _, err := SyncPolicy(o); err == nil {
+	if _, err := SyncPolicy(context.Background(), o); err == nil {
 		t.Error("an empty ConfigMap emptied the host's policy")
 	}
 	if readHost(t, f.root, systemd.PolicyDir+"/a.yaml") != "a2" {
@@ -552,7 +552,7 @@ func TestEmptyKeysConfigMapKeepsHostKeys(t *testing.T) {
 	if _, err := Install(context.Background(), f.opts()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := SyncPolicy(f.opts()); err != nil {
+	if _, err := SyncPolicy(context.Background(), f.opts()); err != nil {
 		t.Fatal(err)
 	}
 	if got := readHost(t, f.root, systemd.KeysDir+"/byhand.pub"); got != "PEM" {
@@ -560,10 +560,38 @@ func TestEmptyKeysConfigMapKeepsHostKeys(t *testing.T) {
 	}
 	// A keys ConfigMap with content is the source of truth.
 	configMapDir(t, f.keysDir, map[string]string{"team.pub": "T"})
-	if _, err := SyncPolicy(f.opts()); err != nil {
+	if _, err := SyncPolicy(context.Background(), f.opts()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(f.root, systemd.KeysDir, "byhand.pub")); !os.IsNotExist(err) {
 		t.Errorf("key not in the ConfigMap kept: %v", err)
+	}
+}
+
+func TestInstallersSerialize(t *testing.T) {
+	f := newFixture(t, nodes[0])
+	h, err := openHost(f.root, false, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	unlock, err := h.lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While another installer holds the node, an install waits and gives up
+	// with its context, having changed nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	before := snapshot(t, f.root)
+	if _, err := Install(ctx, f.opts()); err == nil || !strings.Contains(err.Error(), "another criguard installer") {
+		t.Fatalf("install under a held lock: %v", err)
+	}
+	if d := diffSnapshots(before, snapshot(t, f.root)); len(d) > 0 {
+		t.Errorf("changed %v", d)
+	}
+	unlock()
+	if _, err := Install(context.Background(), f.opts()); err != nil {
+		t.Fatalf("install after the lock is released: %v", err)
 	}
 }

@@ -106,12 +106,17 @@ func syncDir(h *host, files map[string][]byte, dst string, managed bool) error {
 // SyncPolicy copies the policy (and keys) directories to the host once.
 // criguard notices the new files itself and reloads; an invalid policy is
 // refused by criguard and the last good one stays in force.
-func SyncPolicy(o Options) (Result, error) {
+func SyncPolicy(ctx context.Context, o Options) (Result, error) {
 	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
 	if err != nil {
 		return Result{}, err
 	}
 	defer h.Close()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	policy, err := readSourceDir(o.PolicyDir, "policy")
 	if err != nil {
 		return Result{}, err
@@ -159,7 +164,7 @@ func WatchPolicy(ctx context.Context, o Options, interval time.Duration) error {
 	defer t.Stop()
 	var last string
 	for {
-		res, err := SyncPolicy(o)
+		res, err := SyncPolicy(ctx, o)
 		switch {
 		case err != nil:
 			msg := err.Error()
