@@ -81,11 +81,7 @@ func New(o Options) *Verifier {
 // ParseReference normalizes an image reference as Docker does
 // (nginx -> index.docker.io/library/nginx:latest).
 func ParseReference(image string) (name.Reference, error) {
-	ref, err := name.ParseReference(strings.TrimSpace(image), name.StrictValidation)
-	if err != nil {
-		// Non-strict parsing adds the implicit ":latest"; strict refuses it.
-		ref, err = name.ParseReference(strings.TrimSpace(image))
-	}
+	ref, err := name.ParseReference(strings.TrimSpace(image)) // adds index.docker.io, library/ and :latest
 	if err != nil {
 		return nil, fmt.Errorf("image reference %q: %w", image, err)
 	}
