@@ -404,6 +404,8 @@ func (s *harnessServices) startGuard() error {
 	}
 	for i, a := range argv {
 		switch {
+		case i > 0 && argv[i-1] == "--metrics-address":
+			argv[i] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(s.t))
 		case i == 0 || a == systemd.PolicyDir:
 			argv[i] = filepath.Join(s.root, a)
 		case strings.HasPrefix(a, "unix://"):

@@ -41,6 +41,9 @@ const (
 	Endpoint = "unix://" + SocketPath
 	// UpstreamEndpoint is containerd's socket (ExecStart --upstream).
 	UpstreamEndpoint = "unix:///run/containerd/containerd.sock"
+	// MetricsAddress serves /metrics, /healthz and /readyz (ExecStart
+	// --metrics-address); loopback only, override with a drop-in to scrape.
+	MetricsAddress = "127.0.0.1:9464"
 	// StateDir holds the installer's record of what it changed and the
 	// original bytes of every kubelet file it edited.
 	StateDir = "/var/lib/criguard"

@@ -71,7 +71,7 @@ func TestUnit(t *testing.T) {
 		t.Errorf("After lacks containerd.service")
 	}
 	exec := strings.Fields(one("Service", "ExecStart"))
-	wantExec := []string{BinaryPath, "serve", "--listen", Endpoint, "--upstream", UpstreamEndpoint, "--policy", PolicyDir}
+	wantExec := []string{BinaryPath, "serve", "--listen", Endpoint, "--upstream", UpstreamEndpoint, "--policy", PolicyDir, "--metrics-address", MetricsAddress}
 	if !reflect.DeepEqual(exec, wantExec) {
 		t.Errorf("ExecStart = %q, want %q", exec, wantExec)
 	}
