@@ -520,3 +520,25 @@ func TestIncompleteKeepsCause(t *testing.T) {
 		t.Fatalf("hang: want ErrIncomplete wrapping context.DeadlineExceeded, got %v", err)
 	}
 }
+
+// TestPartialFailureAllowsOnlyOnValidSignatures: a lookup that fails does not
+// hide a valid signature found elsewhere, and never turns into a denial that
+// could have been an allow.
+func TestPartialFailureAllowsOnlyOnValidSignatures(t *testing.T) {
+	reg := fixtureregistry.Serve(t, true, (&recorder{fault: func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, ".sig") {
+			w.WriteHeader(http.StatusInternalServerError)
+			return true
+		}
+		return false
+	}}).wrap)
+	v := newVerifier(nil, verifier.Options{})
+	res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Keys: []*keys.Key{loadKey(t, reg, "a")}})
+	if err != nil || !res.Allowed {
+		t.Fatalf("valid bundle with a failing .sig lookup: %+v %v", res, err)
+	}
+	res, err = v.Verify(context.Background(), verifier.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Keys: []*keys.Key{loadKey(t, reg, "b")}})
+	if !errors.Is(err, verifier.ErrIncomplete) {
+		t.Fatalf("untrusted bundle and a failing .sig lookup: want ErrIncomplete, got %+v %v", res, err)
+	}
+}

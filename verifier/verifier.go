@@ -211,7 +211,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	}
 
 	j := &judgement{v: v, repo: sigRepo, digest: digest, keys: req.Keys, budget: v.maxSigs}
-	if err := j.run(ctx); err != nil {
+	if err := j.run(ctx, need); err != nil {
 		return res, err
 	}
 	res.Verified = j.verified
@@ -274,26 +274,41 @@ func (j *judgement) take(n int) int {
 	return n
 }
 
-// run looks in both places cosign writes signatures at once; either lookup
-// failing to complete makes the verification incomplete.
-func (j *judgement) run(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
+// run looks in both places cosign writes signatures at once and checks what it
+// finds. A lookup or fetch that cannot complete does not stop the others: it is
+// returned only when what could be read does not already allow the image (an
+// allow rests on valid signatures alone; a denial must not rest on a registry
+// that failed to answer).
+func (j *judgement) run(ctx context.Context, need int) error {
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	record := func(err error) error {
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		}
+		return nil
+	}
 	var bundleRefs []sigformat.Descriptor
 	var legacy *sigformat.Manifest
 	var legacyDigest string
+	var g errgroup.Group
 	g.Go(func() error {
 		var err error
-		bundleRefs, err = j.listBundles(gctx)
-		return err
+		bundleRefs, err = j.listBundles(ctx)
+		return record(err)
 	})
 	g.Go(func() error {
 		var err error
-		legacy, legacyDigest, err = j.legacyManifest(gctx)
-		return err
+		legacy, legacyDigest, err = j.legacyManifest(ctx)
+		return record(err)
 	})
-	if err := g.Wait(); err != nil {
-		return err
-	}
+	_ = g.Wait()
 	// Bundles are read before legacy layers when the budget runs short, as cosign
 	// v3 prefers them.
 	bundleRefs = bundleRefs[:j.take(len(bundleRefs))]
@@ -301,22 +316,25 @@ func (j *judgement) run(ctx context.Context) error {
 	if legacy != nil {
 		layers = legacy.Layers[:j.take(len(legacy.Layers))]
 	}
-	g, gctx = errgroup.WithContext(ctx)
+	g = errgroup.Group{}
 	g.SetLimit(fetchParallelism)
 	for _, d := range bundleRefs {
-		g.Go(func() error { return j.checkBundle(gctx, d) })
+		g.Go(func() error { return record(j.checkBundle(ctx, d)) })
 	}
 	for _, l := range layers {
-		g.Go(func() error { return j.checkLegacy(gctx, legacyDigest, l) })
+		g.Go(func() error { return record(j.checkLegacy(ctx, legacyDigest, l)) })
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
+	_ = g.Wait()
 	// Deterministic order for verdicts and output.
 	slices.SortFunc(j.verified, func(a, b Signature) int {
 		return strings.Compare(a.Key+a.Format+a.Digest, b.Key+b.Format+b.Digest)
 	})
-	return nil
+	if firstErr != nil {
+		if ok, _ := j.verdict(need); ok {
+			return nil
+		}
+	}
+	return firstErr
 }
 
 // fetchErr turns a registry error into a finding (content problems: a denial
