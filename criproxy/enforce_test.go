@@ -498,6 +498,10 @@ func TestCreateContainer(t *testing.T) {
 			r.images.images = tc.images
 			called := false
 			resp, err := r.e.CreateContainer(context.Background(), tc.req, okCreate(&called))
+			// containerd is asked about the image exactly as the request names it.
+			if img := tc.req.GetConfig().GetImage().GetImage(); img != "" && (len(r.images.asked) == 0 || r.images.asked[0] != img) {
+				t.Errorf("ImageStatus asked for %v, want %q first", r.images.asked, img)
+			}
 			var got []want
 			for _, in := range r.judge.inputs {
 				if in.Operation != OpCreateContainer || in.Namespace != "team-b" || in.Pod != "api" {

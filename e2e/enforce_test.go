@@ -979,3 +979,43 @@ func BenchmarkEnforcePullImage(b *testing.B) {
 		p50("cold"), enforcePercentile(samples["cold"], 99), len(samples["cold"]),
 		p50("cached"), enforcePercentile(samples["cached"], 99), len(samples["cached"]))
 }
+
+// TestEnforceImageVolume: an image mounted as a volume (mounts[].image) is
+// judged like the container's own image.
+func TestEnforceImageVolume(t *testing.T) {
+	e := newEnforceEnv(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, e.nativePolicy("Enforce"))
+	g, _ := e.guard(t, pol)
+	signedRef, _ := e.signed(t, "vol/signed", false)
+	dataRef, _ := e.signed(t, "vol/data", false)
+	unsignedRef, _ := e.unsigned(t, "vol/unsigned")
+	for _, ref := range []string{signedRef, dataRef, unsignedRef} {
+		harness.MustCrictl(t, e.c.Endpoint(), "pull", ref) // behind criguard's back
+	}
+	for _, tc := range []struct {
+		name, volume string
+		allowed      bool
+	}{{"signed-volume", dataRef, true}, {"unsigned-volume", unsignedRef, false}} {
+		pod, ctr := podFiles(t, e.dir, tc.name, "default", signedRef)
+		var cfg map[string]any
+		if err := json.Unmarshal([]byte(harness.ContainerConfig("main", signedRef)), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg["mounts"] = []any{map[string]any{"container_path": "/data", "readonly": true, "image": map[string]any{"image": tc.volume}}}
+		b, _ := json.Marshal(cfg)
+		harness.WriteFile(t, ctr, string(b))
+		podID := strings.TrimSpace(harness.MustCrictl(t, g.Endpoint(), "runp", pod))
+		out, err := harness.Crictl(t, g.Endpoint(), "create", podID, ctr, pod)
+		if !tc.allowed {
+			mustRefuse(t, err, out, "a container with an unsigned image volume")
+			if !strings.Contains(err.Error(), "vol/unsigned") {
+				t.Errorf("refusal does not name the volume's image: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("container with a signed image volume refused: %v\n%s", err, g.Logs())
+		}
+	}
+}
