@@ -526,7 +526,7 @@ func TestIncompleteKeepsCause(t *testing.T) {
 // could have been an allow.
 func TestPartialFailureAllowsOnlyOnValidSignatures(t *testing.T) {
 	reg := fixtureregistry.Serve(t, true, (&recorder{fault: func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.HasSuffix(r.URL.Path, ".sig") {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ".sig") {
 			w.WriteHeader(http.StatusInternalServerError)
 			return true
 		}
