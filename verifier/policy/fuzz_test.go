@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"strings"
 	"testing"
 )
@@ -14,7 +15,27 @@ func FuzzLoadDocuments(f *testing.F) {
 	f.Add([]byte("apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: x}\nspec: {rules: [{name: a, match: {resources: {kinds: [Pod]}}, verifyImages: [{imageReferences: ['*'], attestors: [{count: 1, entries: [{keys: {publicKeys: x}}]}]}]}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		total := 0
-		pols, _, _ := loadDocuments("fuzz.yaml", data, &total)
+		pols, _, errs := loadDocuments("fuzz.yaml", data, &total)
+		if len(errs) == 0 && len(pols) > 0 {
+			// Whatever loads evaluates without panicking, and fails closed on
+			// a registry that knows nothing.
+			eng := NewEngine(NewStaticStore(&Set{Policies: pols}), newFake(), nil)
+			for _, in := range []Input{{Image: "nginx", Namespace: "default"}, {Image: "ghcr.io/a/b:c", Local: true}, {Image: "ghcr.io/a/b@" + digestOf('1')}} {
+				d := eng.Evaluate(context.Background(), in)
+				for _, o := range d.Rules {
+					if o.Action == Verify && o.Result == "pass" {
+						t.Fatalf("verified against a registry with no signatures: %+v", d)
+					}
+				}
+				if d.Allowed && in.Local && len(d.Rules) > 0 && !d.Audited {
+					for _, o := range d.Rules {
+						if o.Action != Allow {
+							t.Fatalf("local image allowed by a %s rule: %+v", o.Action, d)
+						}
+					}
+				}
+			}
+		}
 		for _, p := range pols {
 			if p.Name == "" {
 				t.Fatal("policy without a name")
