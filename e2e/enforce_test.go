@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -1016,6 +1018,71 @@ func TestEnforceImageVolume(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatalf("container with a signed image volume refused: %v\n%s", err, g.Logs())
+		}
+	}
+}
+
+// TestEnforceLocalImages: an image with no repository digest (what `ctr
+// import` or `kind load` leave) runs only under a rule with action Allow.
+func TestEnforceLocalImages(t *testing.T) {
+	e := newEnforceEnv(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, strings.Replace(e.nativePolicy("Enforce"), "  rules:\n", `  rules:
+  - name: imported
+    images: ["local.example/*"]
+    action: Allow
+`, 1))
+	g, _ := e.guard(t, pol)
+
+	// Side-load: pull straight into containerd, then keep the content only
+	// under names that carry no digest, as an import does.
+	ref, dg := e.unsigned(t, "local/src")
+	harness.MustCrictl(t, e.c.Endpoint(), "pull", ref)
+	client, err := containerd.New(e.c.Socket, containerd.WithDefaultNamespace(criproxy.CRINamespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := t.Context()
+	store := client.ImageService()
+	src, err := store.Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported, sideloaded := "local.example/imported:1", e.r.Host+"/local/sideloaded:1"
+	for _, name := range []string{imported, sideloaded} {
+		if _, err := store.Create(ctx, images.Image{Name: name, Target: src.Target, Labels: src.Labels}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{ref, e.r.Ref("local/src", dg)} {
+		if err := store.Delete(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.Eventually(t, 10*time.Second, "the image has no repository digest", func() error {
+		out := harness.MustCrictl(t, e.c.Endpoint(), "inspecti", "-o", "go-template", "--template", "{{.status.repoDigests}} {{.status.repoTags}}", imported)
+		if !strings.HasPrefix(out, "[]") || !strings.Contains(out, sideloaded) {
+			return fmt.Errorf("inspecti: %s", out)
+		}
+		return nil
+	})
+
+	for _, tc := range []struct {
+		name, image string
+		allowed     bool
+	}{{"imported", imported, true}, {"sideloaded", sideloaded, false}} {
+		pod, ctr := podFiles(t, e.dir, tc.name, "default", tc.image)
+		podID := strings.TrimSpace(harness.MustCrictl(t, g.Endpoint(), "runp", pod))
+		out, err := harness.Crictl(t, g.Endpoint(), "create", podID, ctr, pod)
+		if tc.allowed && err != nil {
+			t.Errorf("local image under an Allow rule refused: %v\n%s", err, g.Logs())
+		}
+		if !tc.allowed {
+			mustRefuse(t, err, out, "local image under a Verify rule")
+			if !strings.Contains(err.Error(), "no repository digest") {
+				t.Errorf("refusal does not say the image has no repository digest: %v", err)
+			}
 		}
 	}
 }
