@@ -144,8 +144,16 @@ spec:
 		if err := podRunning(t, ctd.Endpoint(), "unsigned-"+node); err == nil {
 			t.Error("the unsigned static pod has a running container")
 		}
-		if out, err := harness.Crictl(t, ctd.Endpoint(), "images", "-q", unsignedImage); err == nil && strings.TrimSpace(out) != "" {
-			t.Errorf("the unsigned image was pulled into containerd: %s", out)
+		if !strings.Contains(svc.criguardLogs(), "e2e/unsigned") {
+			t.Errorf("criguard logged no decision on the unsigned image:\n%s", svc.criguardLogs())
+		}
+		// (crictl images ignores its filter on containerd: ask for the image
+		// itself; the signed one, pulled, is the control.)
+		if _, err := harness.Crictl(t, ctd.Endpoint(), "inspecti", "-q", signedImage); err != nil {
+			t.Errorf("inspecti of the pulled signed image: %v", err)
+		}
+		if out, err := harness.Crictl(t, ctd.Endpoint(), "inspecti", "-q", unsignedImage); err == nil {
+			t.Errorf("the unsigned image was pulled into containerd: %.300s", out)
 		}
 	})
 
