@@ -1,0 +1,140 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	"github.com/criguard/criguard/e2e/harness"
+)
+
+// TestHostileRegistries: a registry that answers one byte every 2 seconds,
+// one that never answers, one that redirects forever, one that streams a
+// 1 GiB manifest, one whose signature listings are 1 GiB, and images carrying
+// 10,000 and 1,000 signatures. All are pulled through criguard at once, under
+// a policy with a 30 s verification timeout and failurePolicy Fail.
+//
+// Each pull ends in a SignatureValidationFailed denial (never a hang: the
+// client's own deadline is 3 minutes), the 1 GiB bodies are cut after about
+// the 1 MiB read limit, the many-signature images cost a bounded number of
+// requests, criguard's peak RSS (VmHWM) stays under 200 MiB, nothing of the
+// hostile registry reaches containerd, and signed pulls from the good registry
+// proceed while the hostile ones are still pending.
+func TestHostileRegistries(t *testing.T) {
+	e := newEnforceEnv(t)
+	h := harness.StartHostileRegistry(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "30s", e.pub, e.r.Host, h.Host))
+	g, base := e.guard(t, pol)
+	pid := criguardPid(t, g.Socket)
+	conn := harness.DialCRI(t, g.Socket)
+	hwm0, rss0 := faultMemory(t, pid)
+
+	// Signed images for the good registry, ready before the hostile pulls start.
+	var good []string
+	for i := range 3 {
+		ref, _ := e.signed(t, fmt.Sprintf("meanwhile/app%d", i), i == 1)
+		good = append(good, ref)
+	}
+
+	repos := []string{
+		harness.HostileSlow, harness.HostileHang, harness.HostileRedirect,
+		harness.HostileHugeManifest, harness.HostileHugeSignature,
+		harness.HostileSignatures(10000), harness.HostileSignatures(1000),
+	}
+	type verdict struct {
+		repo string
+		err  error
+		took time.Duration
+	}
+	var mu sync.Mutex
+	pending := map[string]bool{}
+	results := make(chan verdict, len(repos))
+	for _, repo := range repos {
+		pending[repo] = true
+		go func() {
+			start := time.Now()
+			_, err := faultPull(t, conn, h.Ref(repo, "1.0"), nil)
+			mu.Lock()
+			delete(pending, repo)
+			mu.Unlock()
+			results <- verdict{repo, err, time.Since(start)}
+		}()
+	}
+
+	// Other pulls proceed meanwhile.
+	for _, ref := range good {
+		start := time.Now()
+		if _, err := faultPull(t, conn, ref, nil); err != nil {
+			t.Errorf("signed pull %s while hostile verifications run: %v", ref, err)
+			continue
+		}
+		mu.Lock()
+		var still []string
+		for r := range pending {
+			still = append(still, r)
+		}
+		mu.Unlock()
+		t.Logf("signed pull %s allowed in %s while %d hostile verifications were pending %v",
+			ref, time.Since(start).Round(time.Millisecond), len(still), still)
+	}
+
+	for range repos {
+		v := <-results
+		msg := status.Convert(v.err).Message()
+		if !faultDenied(v.err) {
+			t.Errorf("%s: %v after %s; want a SignatureValidationFailed denial", v.repo, v.err, v.took)
+			continue
+		}
+		if len(msg) > 600 {
+			msg = msg[:600] + "..."
+		}
+		t.Logf("%-26s denied after %6s: %s", v.repo, v.took.Round(time.Millisecond), msg)
+	}
+
+	for _, repo := range []string{harness.HostileHugeManifest, harness.HostileHugeSignature} {
+		sent := h.BytesSent(repo)
+		t.Logf("%s: %d bytes reached the wire (of 1 GiB offered)", repo, sent)
+		if sent > 64<<20 {
+			t.Errorf("%s: criguard read on to %d bytes; the read limit is 1 MiB", repo, sent)
+		}
+	}
+	for _, n := range []int{10000, 1000} {
+		repo := harness.HostileSignatures(n)
+		req := h.Requests(repo)
+		t.Logf("%s: %d requests, %d bytes for %d signatures", repo, req, h.BytesSent(repo), n)
+		if req > 100 {
+			t.Errorf("%s: %d registry requests for one verification: the work is not bounded", repo, req)
+		}
+	}
+	hwm, rss := faultMemory(t, pid)
+	t.Logf("criguard memory: VmHWM %d KiB (before the hostile pulls %d KiB), VmRSS %d KiB (before %d KiB)", hwm, hwm0, rss, rss0)
+	if hwm > 200<<10 {
+		t.Errorf("criguard's peak RSS is %d KiB, over the 200 MiB bound", hwm)
+	}
+	if e.holds(t, h.Host+"/hostile") {
+		t.Error("an image of the hostile registry reached containerd")
+	}
+	if got := metric(t, base, `criguard_decisions_total{operation="PullImage",result="deny"}`); got < float64(len(repos)) {
+		t.Errorf("denied pulls counted %v, want at least %d", got, len(repos))
+	}
+	if g.Exited() || criguardPid(t, g.Socket) != pid {
+		t.Fatal("criguard exited or restarted")
+	}
+	// The hostile verdicts are denials, cached at most 30 s; a second round is
+	// denied the same way (from the cache or anew), again without a hang.
+	_, err := faultPull(t, conn, h.Ref(harness.HostileRedirect, "1.0"), nil)
+	if !faultDenied(err) {
+		t.Errorf("second pull from the redirect loop: %v", err)
+	}
+	if !strings.Contains(g.Logs(), `"decision":"deny"`) {
+		t.Error("criguard logged no denial")
+	}
+}

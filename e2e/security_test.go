@@ -1,0 +1,364 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/criguard/criguard/e2e/harness"
+)
+
+// securityProcess runs criguard serve with only --listen and --upstream (every
+// other flag at its default) in a network namespace of its own, so its
+// default metrics port cannot clash with another criguard and its
+// /proc/<pid>/net/tcp lists its own listeners only.
+func securityProcess(t *testing.T, listen, upstream string) (pid int, logPath string) {
+	t.Helper()
+	bin := harness.CriguardBinary(t)
+	logPath = filepath.Join(filepath.Dir(listen), "criguard.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--net", "--", "/bin/sh", "-c", `ip link set lo up && exec "$0" "$@"`,
+		bin, "serve", "--listen", "unix://"+listen, "--upstream", "unix://"+upstream)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting criguard in its own network namespace: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	harness.Eventually(t, 30*time.Second, "criguard's socket", func() error {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("criguard exited:\n%s", b)
+		default:
+		}
+		_, err := os.Stat(listen)
+		return err
+	})
+	return cmd.Process.Pid, logPath
+}
+
+// securityListeners returns the local addresses (hex ip:port as in
+// /proc/net/tcp) of every listening TCP socket in pid's network namespace.
+func securityListeners(t *testing.T, pid int) []string {
+	t.Helper()
+	var out []string
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fl := strings.Fields(line)
+			if len(fl) > 3 && fl[3] == "0A" { // TCP_LISTEN
+				out = append(out, f+" "+fl[1])
+			}
+		}
+	}
+	return out
+}
+
+// TestSecuritySocketAndMetrics: criguard's CRI socket is a 0660 socket owned
+// by root:root, so an unprivileged user (uid/gid 65534, no groups) cannot
+// connect, even with the directory open to everyone; a user in group root can
+// (the check is the socket's mode, not something else in the way). With every
+// flag at its default, the metrics endpoint listens on 127.0.0.1:9464 only.
+func TestSecuritySocketAndMetrics(t *testing.T) {
+	harness.RequireRoot(t)
+	r := harness.StartRegistry(t, true)
+	c := harness.StartContainerd(t, harness.ContainerdOptions{Registry: r})
+	dir := harness.TempDir(t, "sec")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "criguard.sock")
+	pid, logPath := securityProcess(t, sock, c.Socket)
+
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o660 || st.Uid != 0 || st.Gid != 0 {
+		t.Errorf("listen socket: mode %v uid %d gid %d; want a socket 0660 root:root", fi.Mode(), st.Uid, st.Gid)
+	}
+
+	crictl := harness.Tool(t, "crictl")
+	as := func(uid, gid string) (string, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "setpriv", "--reuid", uid, "--regid", gid, "--clear-groups",
+			crictl, "-r", "unix://"+sock, "--timeout", "5s", "version").CombinedOutput()
+		return string(out), err
+	}
+	out, err := as("65534", "65534")
+	if err == nil {
+		t.Errorf("uid 65534 (nobody) talked CRI through criguard's socket:\n%s", out)
+	} else if !strings.Contains(strings.ToLower(out), "permission denied") {
+		t.Errorf("uid 65534 failed for another reason than permission: %v\n%s", err, out)
+	} else {
+		t.Logf("uid 65534 refused: %s", strings.TrimSpace(lastLine(out)))
+	}
+	if out, err := as("65534", "0"); err != nil {
+		t.Errorf("control: uid 65534 in group root could not connect (the test would prove nothing): %v\n%s", err, out)
+	}
+
+	// Metrics: the default address is loopback, and that is all criguard listens on.
+	_, help, _ := harness.RunCriguard(t, "serve", "--help")
+	if !strings.Contains(help, `-metrics-address`) || !strings.Contains(help, `(default "127.0.0.1:9464")`) {
+		t.Errorf("serve --help does not show the loopback default for --metrics-address:\n%s", help)
+	}
+	var ls []string
+	harness.Eventually(t, 30*time.Second, "criguard's metrics listener", func() error {
+		ls = securityListeners(t, pid)
+		if len(ls) == 0 {
+			b, _ := os.ReadFile(logPath)
+			return fmt.Errorf("no TCP listener yet; log:\n%s", b)
+		}
+		return nil
+	})
+	const loopback9464 = "tcp 0100007F:24F8"
+	if len(ls) != 1 || ls[0] != loopback9464 {
+		t.Errorf("criguard listens on %v; want only %s (127.0.0.1:9464)", ls, loopback9464)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	health, err := exec.CommandContext(ctx, "nsenter", "-t", fmt.Sprint(pid), "-n",
+		"/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:9464/healthz").CombinedOutput()
+	if err != nil || !strings.Contains(string(health), "ok") {
+		t.Errorf("/healthz on 127.0.0.1:9464 in criguard's namespace: %v %s", err, health)
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "\n"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+func securitySecret(prefix string) string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// TestSecurityCredentialsNeverLogged: a registry that requires credentials
+// (Basic user:password or a Bearer token) sits in front of the images;
+// criguard runs at debug log level and kubelet-like pulls carry the password,
+// the docker-config "auth" form, a registry token, and a wrong password; a
+// container is created from an image pulled around criguard, so criguard
+// verifies it with the credentials it remembered. No secret (password, wrong
+// password, token, base64 user:password) appears in criguard's log, in
+// /metrics, or in any error criguard returned (which kubelet would log).
+func TestSecurityCredentialsNeverLogged(t *testing.T) {
+	e := newEnforceEnv(t)
+	front := harness.StartFrontRegistry(t, e.r)
+	front.AddTo(t, e.c)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "20s", e.pub, front.Host))
+	g, base := e.guard(t, pol, "--log-level", "debug")
+	conn := harness.DialCRI(t, g.Socket)
+
+	sign := func(repo string) string {
+		dg := e.r.PushImage(t, repo, "1.0")
+		e.cs.Sign(t, e.key, front.Ref(repo, dg), false)
+		return front.Ref(repo, "1.0")
+	}
+	withPassword, withAuth, withToken, sideloaded := sign("creds/password"), sign("creds/auth"), sign("creds/token"), sign("creds/sideloaded")
+	unsigned := front.Ref("creds/unsigned", "1.0")
+	e.r.PushImage(t, "creds/unsigned", "1.0")
+
+	const user = "e2e-user"
+	password, wrong, token := securitySecret("pw-"), securitySecret("wrong-"), securitySecret("tok-")
+	authField := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	secrets := map[string]string{
+		"password": password, "wrong password": wrong, "registry token": token, "auth field": authField,
+		"wrong auth field": base64.StdEncoding.EncodeToString([]byte(user + ":" + wrong)),
+	}
+	front.RequireAuth(user, password, token)
+
+	var returned []string
+	pull := func(ref string, auth *runtimeapi.AuthConfig, wantAllowed bool) {
+		t.Helper()
+		_, err := faultPull(t, conn, ref, auth)
+		if err != nil {
+			returned = append(returned, err.Error())
+		}
+		switch {
+		case wantAllowed && err != nil:
+			t.Errorf("pull %s with credentials: %v", ref, err)
+		case !wantAllowed && !faultDenied(err):
+			t.Errorf("pull %s: %v; want a denial", ref, err)
+		}
+	}
+	pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: password}, true)
+	pull(withAuth, &runtimeapi.AuthConfig{Auth: authField}, true)
+	pull(unsigned, &runtimeapi.AuthConfig{Username: user, Password: password}, false)
+	pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: wrong}, true) // cached allow: no registry call
+	pull(sign("creds/wrong"), &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
+	// containerd's CRI does not use registry_token, so its pull may fail after
+	// criguard verified with the token; either way nothing may leak.
+	_, err := faultPull(t, conn, withToken, &runtimeapi.AuthConfig{RegistryToken: token})
+	if faultDenied(err) {
+		t.Errorf("pull with a registry token refused by criguard: %v", err)
+	} else if err != nil {
+		returned = append(returned, err.Error())
+		t.Logf("pull with a registry token: criguard allowed, containerd said: %v", err)
+	}
+
+	// A container from an image pulled around criguard: criguard verifies it
+	// with the credentials last sent for this registry.
+	pull(sideloaded+"-absent", &runtimeapi.AuthConfig{Username: user, Password: password}, false) // remember good credentials
+	harness.MustCrictl(t, e.c.Endpoint(), "pull", "--creds", user+":"+password, sideloaded)
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	pod := benchPodConfig("creds", "uid-creds")
+	pod.Metadata.Namespace = "default"
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	if _, err := faultCreate(ctx, rt, podResp.GetPodSandboxId(), pod, "sideloaded", 0, sideloaded); err != nil {
+		returned = append(returned, err.Error())
+		t.Errorf("create from the sideloaded signed image (verified with remembered credentials): %v", err)
+	}
+
+	if front.AuthFailures() == 0 {
+		t.Fatal("the registry never challenged a request: credentials were not exercised")
+	}
+	logs := g.Logs()
+	if !strings.Contains(logs, `"level":"DEBUG"`) || !strings.Contains(logs, `"decision":"allow"`) || !strings.Contains(logs, `"decision":"deny"`) {
+		t.Fatalf("criguard's log lacks debug lines or decisions; the grep below would prove nothing:\n%s", logs)
+	}
+	_, metrics, err := httpGet(t.Context(), base+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	places := map[string]string{"criguard log": logs, "/metrics": metrics, "errors returned to the client": strings.Join(returned, "\n")}
+	for what, secret := range secrets {
+		for where, text := range places {
+			if strings.Contains(text, secret) {
+				t.Errorf("the %s appears in %s", what, where)
+			}
+		}
+	}
+	t.Logf("checked %d log bytes, %d metrics bytes, %d returned errors; registry challenges: %d",
+		len(logs), len(metrics), len(returned), front.AuthFailures())
+}
+
+// securityUnknown appends field num (length-delimited) to m's unknown fields.
+func securityUnknown(m proto.Message, num protowire.Number, value string) {
+	r := m.ProtoReflect()
+	b := append([]byte(nil), r.GetUnknown()...)
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendString(b, value)
+	r.SetUnknown(protoreflect.RawFields(b))
+}
+
+// TestSecurityUnknownFields: PullImage and CreateContainer requests carrying
+// protobuf fields unknown to criguard's compiled cri-api (as a newer kubelet,
+// or anyone on the socket, could send: say an image reference in a field
+// added later) are refused with SignatureValidationFailed, for a signed image
+// that is otherwise allowed; nothing reaches containerd. The same requests
+// without the field are allowed.
+func TestSecurityUnknownFields(t *testing.T) {
+	e := newEnforceEnv(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, e.nativePolicy("Enforce"))
+	g, _ := e.guard(t, pol)
+	conn := harness.DialCRI(t, g.Socket)
+	img := runtimeapi.NewImageServiceClient(conn)
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	signedRef, _ := e.signed(t, "unknown/signed", false)
+	unsignedRef, _ := e.unsigned(t, "unknown/payload")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	for _, where := range []string{"request", "image spec"} {
+		req := &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: signedRef}}
+		if where == "request" {
+			securityUnknown(req, 1000, unsignedRef)
+		} else {
+			securityUnknown(req.Image, 1000, unsignedRef)
+		}
+		_, err := img.PullImage(ctx, req)
+		if !faultDenied(err) {
+			t.Errorf("PullImage with an unknown field in the %s: %v; want a denial", where, err)
+		} else {
+			t.Logf("PullImage with an unknown field in the %s: %v", where, err)
+		}
+	}
+	if e.holds(t, e.r.Host+"/unknown/signed") {
+		t.Error("a pull with an unknown field reached containerd")
+	}
+	if _, err := faultPull(t, conn, signedRef, nil); err != nil {
+		t.Fatalf("the same pull without the unknown field: %v", err)
+	}
+
+	pod := benchPodConfig("unknown", "uid-unknown")
+	pod.Metadata.Namespace = "default"
+	podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "main"},
+		Image:    &runtimeapi.ImageSpec{Image: signedRef},
+		Linux:    &runtimeapi.LinuxContainerConfig{},
+		Mounts:   []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: e.dir, Readonly: true}},
+	}
+	securityUnknown(cfg.Mounts[0], 2000, unsignedRef)
+	_, err = rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podResp.GetPodSandboxId(), Config: cfg, SandboxConfig: pod})
+	if !faultDenied(err) || status.Code(err) != codes.PermissionDenied {
+		t.Errorf("CreateContainer with an unknown field in a mount: %v; want PermissionDenied SignatureValidationFailed", err)
+	} else {
+		t.Logf("CreateContainer with an unknown field in a mount: %v", err)
+	}
+	for _, c := range faultContainers(t, e.c) {
+		if c.Labels["io.kubernetes.pod.name"] == "unknown" {
+			t.Errorf("a container was created from a request with an unknown field: %+v", c)
+		}
+	}
+	cfg.Mounts[0].ProtoReflect().SetUnknown(nil)
+	if _, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podResp.GetPodSandboxId(), Config: cfg, SandboxConfig: pod}); err != nil {
+		t.Errorf("the same create without the unknown field: %v", err)
+	}
+	if !strings.Contains(g.Logs(), "unknown to criguard") {
+		t.Error("criguard did not log the refused request")
+	}
+}
