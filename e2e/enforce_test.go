@@ -438,6 +438,13 @@ spec:
 			}
 			verdicts = append(verdicts, err == nil)
 		}
+		// `criguard verify --policy` judges as the proxy does, for both kinds.
+		for _, p := range []string{kyverno, native} {
+			stdout, stderr, code := harness.RunCriguard(t, "verify", "--policy", p, tc.ref)
+			if (code == 0) != tc.allowed || (code != 0 && code != 1) {
+				t.Errorf("criguard verify --policy %s %s: exit %d, want allowed=%v\n%s%s", filepath.Base(p), tc.ref, code, tc.allowed, stdout, stderr)
+			}
+		}
 		if verdicts[0] != verdicts[1] {
 			t.Errorf("%s: Kyverno policy allowed=%v, native allowed=%v", tc.ref, verdicts[0], verdicts[1])
 		}
