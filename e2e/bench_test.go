@@ -218,6 +218,7 @@ func BenchmarkProxyPodStart(b *testing.B) {
 		b.Fatalf("pull: %v", err)
 	}
 	seq := 0
+	phases := map[string][]time.Duration{} // "<target>/<call>" -> samples, to see where a difference comes from
 	start := func(t *benchTarget) (time.Duration, string, error) {
 		seq++
 		cfg := benchPodConfig(fmt.Sprintf("start-%d", seq), fmt.Sprintf("uid-start-%d", seq))
@@ -226,6 +227,7 @@ func BenchmarkProxyPodStart(b *testing.B) {
 		if err != nil {
 			return 0, "", fmt.Errorf("RunPodSandbox through %s: %w", t.name, err)
 		}
+		t1 := time.Now()
 		ctr, err := t.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 			PodSandboxId: pod.PodSandboxId, SandboxConfig: cfg,
 			Config: &runtimeapi.ContainerConfig{
@@ -237,10 +239,15 @@ func BenchmarkProxyPodStart(b *testing.B) {
 		if err != nil {
 			return 0, pod.PodSandboxId, fmt.Errorf("CreateContainer through %s: %w", t.name, err)
 		}
+		t2 := time.Now()
 		if _, err := t.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
 			return 0, pod.PodSandboxId, fmt.Errorf("StartContainer through %s: %w", t.name, err)
 		}
-		return time.Since(t0), pod.PodSandboxId, nil
+		t3 := time.Now()
+		phases[t.name+"/RunPodSandbox"] = append(phases[t.name+"/RunPodSandbox"], t1.Sub(t0))
+		phases[t.name+"/CreateContainer"] = append(phases[t.name+"/CreateContainer"], t2.Sub(t1))
+		phases[t.name+"/StartContainer"] = append(phases[t.name+"/StartContainer"], t3.Sub(t2))
+		return t3.Sub(t0), pod.PodSandboxId, nil
 	}
 	remove := func(podID string) {
 		if podID == "" {
@@ -300,6 +307,10 @@ func BenchmarkProxyPodStart(b *testing.B) {
 	b.ReportMetric(gp50/dp50, "ratio-p50")
 	b.ReportMetric(mean(samples["criguard"])/mean(samples["direct"]), "ratio-mean")
 	b.ReportMetric(pairedMedian, "ratio-paired-median")
+	for _, call := range []string{"RunPodSandbox", "CreateContainer", "StartContainer"} {
+		d, g := benchPercentile(phases["direct/"+call], 50)/1e3, benchPercentile(phases["criguard/"+call], 50)/1e3
+		b.Logf("  %-16s p50 direct %7.2f ms, criguard %7.2f ms (%+.2f ms)", call, d, g, g-d)
+	}
 	b.Logf("pod start (RunPodSandbox+CreateContainer+StartContainer), %d samples each: direct p50 %.1f ms, criguard p50 %.1f ms, ratio %.3f (target <= 1.05); means %.1f / %.1f ms; median of per-round ratios %.3f",
 		len(samples["direct"]), dp50, gp50, gp50/dp50, mean(samples["direct"]), mean(samples["criguard"]), pairedMedian)
 }
