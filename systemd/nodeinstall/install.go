@@ -114,6 +114,14 @@ func (o *Options) prepare() (*host, error) {
 	return h, nil
 }
 
+// useLayout tells the default readiness check which configuration kubelet
+// really reads (its healthz settings), once discovery has found it.
+func (o *Options) useLayout(lay layout) {
+	if d, ok := o.Ready.(*DefaultReadiness); ok && d.KubeletConfig == "" {
+		d.KubeletConfig = lay.Config
+	}
+}
+
 // Install puts criguard on the host and points kubelet at it. When kubelet
 // does not become healthy through criguard within the timeout, kubelet's
 // files are restored from the backup, kubelet is restarted on containerd
@@ -139,6 +147,7 @@ func install(ctx context.Context, o *Options, h *host) error {
 	if err != nil {
 		return err
 	}
+	o.useLayout(lay)
 	st, err := loadState(h)
 	if err != nil {
 		return err
@@ -432,6 +441,7 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 	if err != nil {
 		return err
 	}
+	o.useLayout(lay)
 	st, err := loadState(h)
 	if err != nil {
 		return err
