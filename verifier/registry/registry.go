@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -104,13 +105,19 @@ func (c *Client) Repo(repo name.Repository, auth authn.Authenticator) *Repo {
 func (r *Repo) Name() string { return r.repo.Name() }
 
 // isLoopback reports registries that are spoken to over plain HTTP without a
-// probe: the node's own loopback registries.
+// probe: the node's own loopback registries (an IP literal in 127.0.0.0/8 or ::1,
+// or localhost). A DNS name merely starting with "127." is not one.
 func isLoopback(host string) bool {
 	h := host
-	if i := strings.LastIndex(h, ":"); i >= 0 && !strings.HasSuffix(h, "]") {
-		h = h[:i]
+	if sh, _, err := net.SplitHostPort(host); err == nil {
+		h = sh
 	}
-	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "[::1]" || h == "::1" || strings.HasSuffix(h, ".localhost")
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // state returns the transport and scheme to use, deciding the scheme on first use.
