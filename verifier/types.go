@@ -57,6 +57,8 @@ type Result struct {
 	Allowed  bool
 	Image    string // the normalized reference judged
 	Digest   string // the digest judged
+	// Verified lists the signatures trusted keys verified for Digest; on a
+	// denial for an unmet threshold it shows which keys did sign.
 	Verified []Signature
 	// Reason says, for a denial, what was found and what to do; empty on allow.
 	Reason string
