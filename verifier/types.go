@@ -54,9 +54,9 @@ type Signature struct {
 
 // Result is a verdict for one image digest.
 type Result struct {
-	Allowed  bool
-	Image    string // the normalized reference judged
-	Digest   string // the digest judged
+	Allowed bool
+	Image   string // the normalized reference judged
+	Digest  string // the digest judged
 	// Verified lists the signatures trusted keys verified for Digest; on a
 	// denial for an unmet threshold it shows which keys did sign.
 	Verified []Signature
