@@ -188,6 +188,11 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	}
 	res.Digest = digest
 
+	for i, k := range req.Keys {
+		if k == nil {
+			return res, fmt.Errorf("trusted key %d of %d is missing (nil)", i+1, len(req.Keys))
+		}
+	}
 	if len(req.Keys) == 0 {
 		res.Reason = "no trusted keys are configured for this image: nothing can verify it"
 		return res, nil

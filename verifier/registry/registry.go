@@ -277,7 +277,13 @@ func (r *Repo) Head(ctx context.Context, ref string, limit int64) (Descriptor, e
 	if err != nil {
 		return Descriptor{}, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		drain(resp) // no HEAD support: hash the manifest instead
+		_, d, err := r.Manifest(ctx, ref, limit)
+		return d, err
+	default:
 		return Descriptor{}, statusError(resp)
 	}
 	drain(resp)

@@ -104,3 +104,21 @@ func TestBoundsAndDigests(t *testing.T) {
 		}
 	}
 }
+
+func TestHeadWithoutHEADSupport(t *testing.T) {
+	repo, _ := name.NewRepository("127.0.0.1:5000/x/y")
+	rt := &seq{resps: []*fixed{{code: http.StatusMethodNotAllowed, cl: 0}, {code: 200, body: "hello", cl: 5}}}
+	d, err := New(rt).Repo(repo, nil).Head(context.Background(), "v1", 100)
+	if err != nil || d.Digest != Digest([]byte("hello")) {
+		t.Fatalf("Head = %+v, %v", d, err)
+	}
+}
+
+// seq answers with each response in turn.
+type seq struct{ resps []*fixed }
+
+func (s *seq) RoundTrip(r *http.Request) (*http.Response, error) {
+	f := s.resps[0]
+	s.resps = s.resps[1:]
+	return f.RoundTrip(r)
+}
