@@ -167,12 +167,13 @@ cp "$work/cosign.pub" "$work/overlay/e2e.pub"
       - key: {file: /etc/criguard/keys/e2e.pub}
 POLICY
 } >"$work/overlay/policy.yaml"
+# kustomize takes a base by relative path only.
 cat >"$work/overlay/kustomization.yaml" <<KUST
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: $NS
 resources:
-- $repo/daemonset
+- $(realpath --relative-to="$work/overlay" "$repo/daemonset")
 configMapGenerator:
 - name: criguard-policy
   behavior: replace
