@@ -199,6 +199,7 @@ func TestSecurityCredentialsNeverLogged(t *testing.T) {
 		return front.Ref(repo, "1.0")
 	}
 	withPassword, withAuth, withToken, sideloaded := sign("creds/password"), sign("creds/auth"), sign("creds/token"), sign("creds/sideloaded")
+	signedWrong := sign("creds/wrong")
 	unsigned := front.Ref("creds/unsigned", "1.0")
 	e.r.PushImage(t, "creds/unsigned", "1.0")
 
@@ -228,8 +229,10 @@ func TestSecurityCredentialsNeverLogged(t *testing.T) {
 	pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: password}, true)
 	pull(withAuth, &runtimeapi.AuthConfig{Auth: authField}, true)
 	pull(unsigned, &runtimeapi.AuthConfig{Username: user, Password: password}, false)
-	pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: wrong}, true) // cached allow: no registry call
-	pull(sign("creds/wrong"), &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
+	// A wrong password: the tag cannot even be resolved (the verdict cache
+	// holds digests, and the registry refuses the HEAD), so both are refused.
+	pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
+	pull(signedWrong, &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
 	// containerd's CRI does not use registry_token, so its pull may fail after
 	// criguard verified with the token; either way nothing may leak.
 	_, err := faultPull(t, conn, withToken, &runtimeapi.AuthConfig{RegistryToken: token})
