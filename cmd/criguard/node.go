@@ -55,7 +55,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.KubeletConfig, "kubelet-config", "", "kubelet's configuration file on the host (default: kubelet's --config, else "+nodeinstall.DefaultKubeletConfig+")")
 	fs.Var(&envFiles, "kubelet-env-file", "an EnvironmentFile with kubelet flags on the host (repeatable; default: kubelet's unit's and "+strings.Join(nodeinstall.DefaultKubeletEnvFiles, ", ")+")")
 	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", 2*time.Minute, "how long to wait for criguard and kubelet to become ready")
-	fs.BoolVar(&watch, "watch", false, "install: keep running and copy policy changes to the host")
+	fs.BoolVar(&watch, "watch", false, "install: keep running, copy policy changes to the host and re-install when kubelet stops pointing at criguard; sync: keep copying")
 	fs.DurationVar(&syncInterval, "sync-interval", 30*time.Second, "with --watch or sync --watch: resync at least this often")
 	fs.BoolVar(&o.Purge, "purge", false, "uninstall: also remove "+systemd.ConfigDir)
 	fs.BoolVar(&hold, "hold", false, "uninstall: keep running afterwards (for a DaemonSet)")
@@ -98,8 +98,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		report(res)
 		if watch && !o.DryRun {
-			fmt.Fprintln(stdout, "watching the policy for changes")
-			if err := nodeinstall.WatchPolicy(ctx, o, syncInterval); err != nil {
+			fmt.Fprintln(stdout, "watching the policy for changes and the node for drift")
+			if err := nodeinstall.Watch(ctx, o, nodeinstall.WatchOptions{Interval: syncInterval, Repair: true}); err != nil {
 				return fail(err)
 			}
 		}
@@ -114,7 +114,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	case "sync":
 		if watch {
-			if err := nodeinstall.WatchPolicy(ctx, o, syncInterval); err != nil {
+			if err := nodeinstall.Watch(ctx, o, nodeinstall.WatchOptions{Interval: syncInterval}); err != nil {
 				return fail(err)
 			}
 			return 0

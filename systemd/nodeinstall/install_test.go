@@ -521,7 +521,7 @@ func TestWatchPolicy(t *testing.T) {
 	o.Log = nil
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- WatchPolicy(ctx, o, time.Hour) }()
+	go func() { done <- Watch(ctx, o, WatchOptions{Interval: time.Hour}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -593,5 +593,50 @@ func TestInstallersSerialize(t *testing.T) {
 	unlock()
 	if _, err := Install(context.Background(), f.opts()); err != nil {
 		t.Fatalf("install after the lock is released: %v", err)
+	}
+}
+
+func TestWatchRepairsDrift(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, nodes[0])
+	o := f.opts()
+	o.Log = nil
+	if _, err := Install(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := Drift(o); err != nil {
+		t.Fatalf("drift right after install: %v", err)
+	}
+	f.svc.Calls()
+	// kubeadm upgrade rewrites kubeadm-flags.env with containerd's socket.
+	orig, _ := os.ReadFile("testdata/kind-kubeadm-flags.env")
+	writeFile(t, filepath.Join(f.root, "/var/lib/kubelet/kubeadm-flags.env"), string(orig))
+	if err := Drift(o); err == nil || !strings.Contains(err.Error(), "kubeadm-flags.env") {
+		t.Fatalf("drift not seen: %v", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Watch(wctx, o, WatchOptions{Interval: 20 * time.Millisecond, Repair: true}) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for Drift(o) != nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := Drift(o); err != nil {
+		t.Fatalf("not repaired: %v", err)
+	}
+	calls := f.svc.Calls()
+	if len(calls) == 0 || calls[len(calls)-1] != "restart kubelet.service" {
+		t.Errorf("repair calls %q", calls)
+	}
+	// The backup now holds the rewritten file, and uninstall restores it.
+	if _, err := Uninstall(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := readHost(t, f.root, "/var/lib/kubelet/kubeadm-flags.env"); got != string(orig) {
+		t.Errorf("after uninstall: %q", got)
 	}
 }

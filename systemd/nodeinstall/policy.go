@@ -139,11 +139,24 @@ func SyncPolicy(ctx context.Context, o Options) (Result, error) {
 	return Result{Changes: h.changed}, err
 }
 
-// WatchPolicy keeps the host's policy in step with the mounted ConfigMap
-// until ctx ends: on every change fsnotify reports in the source directories,
-// and every interval regardless (a missed event costs at most one interval).
-// Errors are logged and retried; only a failure to watch at all is returned.
-func WatchPolicy(ctx context.Context, o Options, interval time.Duration) error {
+// WatchOptions configure Watch.
+type WatchOptions struct {
+	// Interval is how often the policy is resynced (and, with Repair, the node
+	// checked) regardless of events; default 30s.
+	Interval time.Duration
+	// Repair re-installs when kubelet no longer points at criguard, or the
+	// unit or binary is gone (kubeadm upgrade rewrites kubeadm-flags.env, an
+	// operator restored a file by hand): a node stays guarded while the
+	// installer runs. Uninstall by deleting the installer first.
+	Repair bool
+}
+
+// Watch keeps the host's policy in step with the mounted ConfigMap until ctx
+// ends: on every change fsnotify reports in the source directories, and every
+// interval regardless (a missed event costs at most one interval). Errors are
+// logged and retried; only a failure to watch at all is returned.
+func Watch(ctx context.Context, o Options, wo WatchOptions) error {
+	interval := wo.Interval
 	if interval <= 0 {
 		interval = 30 * time.Second
 	}
@@ -162,7 +175,8 @@ func WatchPolicy(ctx context.Context, o Options, interval time.Duration) error {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last string
+	var last, lastRepair string
+	tick := false
 	for {
 		res, err := SyncPolicy(ctx, o)
 		switch {
@@ -178,15 +192,31 @@ func WatchPolicy(ctx context.Context, o Options, interval time.Duration) error {
 		default:
 			last = ""
 		}
+		if tick && wo.Repair {
+			msg := ""
+			if drift := Drift(o); drift != nil {
+				o.logf("node drifted from the install (%v): installing again", drift)
+				if _, err := Install(ctx, o); err != nil {
+					msg = err.Error()
+					if msg != lastRepair {
+						o.logf("repair failed (retrying every %s): %v", interval, err)
+					}
+				} else {
+					o.logf("node repaired")
+				}
+			}
+			lastRepair = msg
+		}
+		tick = false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case ev, ok := <-w.Events:
+			tick = true
+		case _, ok := <-w.Events:
 			if !ok {
 				return errors.New("policy watcher closed")
 			}
-			_ = ev
 			// A ConfigMap update swaps ..data and removes the old directory in
 			// a burst of events: let it settle.
 			settle(ctx, w.Events, 200*time.Millisecond)
@@ -197,6 +227,39 @@ func WatchPolicy(ctx context.Context, o Options, interval time.Duration) error {
 			o.logf("policy watch: %v", err)
 		}
 	}
+}
+
+// Drift reports why the node no longer looks installed (nil when it does):
+// the unit or binary is missing, the unit is not the embedded one, or a
+// kubelet file does not point at criguard. It reads files only.
+func Drift(o Options) error {
+	h, err := openHost(o.HostRoot, true, func(string, ...any) {})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	unit, ok, err := h.readFile(systemd.UnitPath, maxHostFile)
+	if err != nil {
+		return err
+	}
+	if !ok || string(unit) != string(systemd.Unit()) {
+		return fmt.Errorf("%s missing or changed", systemd.UnitPath)
+	}
+	if ok, err := h.exists(systemd.BinaryPath); err != nil || !ok {
+		return fmt.Errorf("%s missing (%v)", systemd.BinaryPath, err)
+	}
+	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	if err != nil {
+		return err
+	}
+	edits, err := planInstallEdits(h, lay)
+	if err != nil {
+		return err
+	}
+	if len(edits) > 0 {
+		return fmt.Errorf("%s does not point kubelet at criguard", edits[0].path)
+	}
+	return nil
 }
 
 // settle drains events until none arrives for quiet.
