@@ -18,6 +18,8 @@ import (
 	"io"
 	"os"
 	"path"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/criguard/criguard/systemd"
@@ -256,7 +258,7 @@ func install(ctx context.Context, o *Options, h *host) error {
 		return err
 	}
 	for _, e := range edits {
-		if _, err := h.ensureFile(e.path, e.new, 0, "kubelet endpoint -> "+systemd.Endpoint); err != nil {
+		if _, err := h.ensureFile(e.path, e.new, 0, e.describe()); err != nil {
 			return rollback(ctx, o, h, st, edits, err)
 		}
 	}
@@ -303,8 +305,43 @@ func rollback(ctx context.Context, o *Options, h *host, st *installState, edits 
 type fileEdit struct {
 	path, backup string
 	kind         string // "env" or "config"
+	added        bool   // containerRuntimeEndpoint appended to a configuration
 	old, new     []byte
 	found        map[string]string
+}
+
+// describe names the settings an edit changes, old -> new.
+func (e fileEdit) describe() string {
+	keys := make([]string, 0, len(e.found))
+	for k := range e.found {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		old := e.found[k]
+		switch {
+		case isCriguard(old):
+			continue
+		case old == "" && !(e.added && k == keyRuntime):
+			continue
+		case old == "":
+			old = "(unset)"
+		}
+		name := k
+		if e.kind == kindEnv {
+			for f, ck := range flagKey {
+				if ck == k {
+					name = "--" + f
+				}
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %s -> %s", name, old, systemd.Endpoint))
+	}
+	if len(parts) == 0 {
+		return "kubelet endpoint -> " + systemd.Endpoint
+	}
+	return "kubelet " + strings.Join(parts, ", ")
 }
 
 // planInstallEdits computes every kubelet file edit of an install.
@@ -350,8 +387,12 @@ func planInstallEdits(h *host, lay layout) ([]fileEdit, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
+		added := add != "" && found[keyRuntime] == ""
+		if added {
+			found[keyRuntime] = "" // recorded as absent before the install
+		}
 		if string(out) != string(b) {
-			edits = append(edits, fileEdit{path: f, backup: backupName(f), kind: kindConfig, old: b, new: out, found: found})
+			edits = append(edits, fileEdit{path: f, backup: backupName(f), kind: kindConfig, added: added, old: b, new: out, found: found})
 		}
 	}
 	return edits, nil

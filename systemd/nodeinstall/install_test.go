@@ -301,7 +301,7 @@ func TestDryRunTouchesNothing(t *testing.T) {
 				"would write " + systemd.PolicyDir + "/policy.yaml",
 				"would systemctl enable criguard.service",
 				"would systemctl start criguard.service",
-				"(kubelet endpoint -> unix:///run/criguard/criguard.sock",
+				" -> unix:///run/criguard/criguard.sock",
 				"would systemctl restart kubelet.service",
 			} {
 				if !strings.Contains(out, want) {

@@ -170,3 +170,22 @@ func TestNormalizeEndpoint(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribeEdit(t *testing.T) {
+	cases := []struct {
+		e    fileEdit
+		want string
+	}{
+		{fileEdit{kind: kindEnv, found: map[string]string{keyRuntime: "unix:///run/containerd/containerd.sock"}},
+			"kubelet --container-runtime-endpoint unix:///run/containerd/containerd.sock -> " + systemd.Endpoint},
+		{fileEdit{kind: kindConfig, added: true, found: map[string]string{keyRuntime: "", keyImage: ""}},
+			"kubelet containerRuntimeEndpoint (unset) -> " + systemd.Endpoint},
+		{fileEdit{kind: kindConfig, found: map[string]string{keyRuntime: systemd.Endpoint, keyImage: "/run/containerd/containerd.sock"}},
+			"kubelet imageServiceEndpoint /run/containerd/containerd.sock -> " + systemd.Endpoint},
+	}
+	for _, c := range cases {
+		if got := c.e.describe(); got != c.want {
+			t.Errorf("describe = %q, want %q", got, c.want)
+		}
+	}
+}
