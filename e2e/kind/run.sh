@@ -200,7 +200,12 @@ log "ok: criguard installed and kubelet repointed on $(nodes | wc -l) nodes"
 # The control plane stays healthy, and a system pod recreated now goes
 # through criguard (the starter policy's Allow rules).
 k wait --for=condition=Ready nodes --all --timeout=3m
-k -n kube-system delete pod -l k8s-app=kube-dns --wait=false
+old_dns=$(k -n kube-system get pod -l k8s-app=kube-dns -o name)
+[ -n "$old_dns" ] || die "no CoreDNS pods"
+# shellcheck disable=SC2086 # one word per pod
+k -n kube-system delete $old_dns --wait=false
+# shellcheck disable=SC2086
+k -n kube-system wait --for=delete $old_dns --timeout=2m
 poll 180 "coredns recreated through criguard and Ready" \
   k -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=10s
 k -n kube-system wait --for=condition=Ready pod --all --timeout=3m
