@@ -23,6 +23,9 @@ type Systemctl struct {
 	// Timeout bounds each systemctl call (default 2 minutes: a kubelet restart
 	// waits for kubelet's stop job).
 	Timeout time.Duration
+	// Nsenter is nsenter's path on the host (default: the first of the usual
+	// places that exists under HostRoot).
+	Nsenter string
 }
 
 // nsenterPaths are where distributions put nsenter (util-linux).
@@ -34,8 +37,11 @@ func (s Systemctl) Command(ctx context.Context, args ...string) (*exec.Cmd, erro
 	if root == "" {
 		root = "/"
 	}
-	nsenter := ""
+	nsenter := s.Nsenter
 	for _, p := range nsenterPaths {
+		if nsenter != "" {
+			break
+		}
 		if st, err := os.Stat(filepath.Join(root, p)); err == nil && st.Mode().IsRegular() {
 			nsenter = p
 			break

@@ -131,37 +131,50 @@ func TestSystemctlCommand(t *testing.T) {
 	}
 }
 
-func TestSystemctlReportsFailure(t *testing.T) {
-	// A host root whose "nsenter" is a script that fails like systemctl does:
-	// the error carries its output. Runs only as root (chroot needs it).
-	if os.Geteuid() != 0 {
-		t.Log("not root: chroot unavailable; command construction is covered by TestSystemctlCommand")
-		return
+func TestSystemctlRunsAndReports(t *testing.T) {
+	// A stand-in for nsenter that behaves like `nsenter ... -- systemctl`:
+	// it records its arguments, fails "restart" the way systemctl does, and
+	// answers is-active with systemctl's exit codes.
+	dir := t.TempDir()
+	record := filepath.Join(dir, "args")
+	script := `#!/bin/sh
+shift 8 # --target 1 --mount --uts --ipc --net --pid --
+echo "$@" >> ` + record + `
+case "$2" in
+restart) echo "Job for $3 failed because the control process exited with error code." >&2; exit 1 ;;
+is-active) [ "$4" = criguard.service ] && exit 0; exit 3 ;;
+esac
+exit 0
+`
+	fake := filepath.Join(dir, "nsenter")
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	root := t.TempDir()
-	for _, d := range []string{"usr/bin", "bin"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	s := Systemctl{HostRoot: "/", Nsenter: fake}
+	ctx := context.Background()
+	if err := s.DaemonReload(ctx); err != nil {
+		t.Fatal(err)
 	}
-	busybox, err := os.ReadFile("/bin/busybox")
+	if err := s.Enable(ctx, UnitName); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Restart(ctx, KubeletUnit)
+	if err == nil || !strings.Contains(err.Error(), "Job for kubelet.service failed") || !strings.Contains(err.Error(), "systemctl restart kubelet.service") {
+		t.Errorf("failed restart: %v", err)
+	}
+	if on, err := s.IsActive(ctx, UnitName); err != nil || !on {
+		t.Errorf("IsActive(criguard) = %v, %v", on, err)
+	}
+	if on, err := s.IsActive(ctx, KubeletUnit); err != nil || on {
+		t.Errorf("IsActive(kubelet) = %v, %v; exit 3 means inactive", on, err)
+	}
+	got, err := os.ReadFile(record)
 	if err != nil {
-		t.Logf("no static busybox to build a fake host: %v", err)
-		return
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin/sh"), busybox, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	script := "#!/bin/sh\necho \"Failed to ${10} ${11}: Unit ${11} not found.\" >&2\nexit 5\n"
-	if err := os.WriteFile(filepath.Join(root, "usr/bin/nsenter"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	err = Systemctl{HostRoot: root}.Restart(context.Background(), "kubelet.service")
-	if err == nil || !strings.Contains(err.Error(), "Unit kubelet.service not found") {
-		t.Fatalf("err = %v", err)
-	}
-	active, err := Systemctl{HostRoot: root}.IsActive(context.Background(), "criguard.service")
-	if err != nil || active {
-		t.Errorf("IsActive = %v, %v", active, err)
+	want := "systemctl daemon-reload\nsystemctl enable criguard.service\nsystemctl restart kubelet.service\n" +
+		"systemctl is-active --quiet criguard.service\nsystemctl is-active --quiet kubelet.service\n"
+	if string(got) != want {
+		t.Errorf("systemctl calls:\n%s\nwant:\n%s", got, want)
 	}
 }
