@@ -3,13 +3,15 @@
 //
 // Forwarding copies raw message bytes (a gRPC unknown-service handler with a
 // raw codec), so every CRI v1 method passes unchanged, including server streams
-// (GetContainerEvents, Stream*) and methods added to cri-api after the version
-// criguard was built with. Metadata, header, trailer, status (code, message,
-// details), deadlines and cancellation pass both ways. Only
+// (GetContainerEvents, Stream*) and, without a Guard, methods added to cri-api
+// after the version criguard was built with. Metadata, header, trailer, status
+// (code, message, details), deadlines and cancellation pass both ways. Only
 // /runtime.v1.ImageService/PullImage and /runtime.v1.RuntimeService/CreateContainer
 // are decoded and handed to a Guard. Calls outside runtime.v1 (containerd's own
 // API, the retired v1alpha2 CRI) are refused: forwarding them would let a client
-// pull or run images around the Guard.
+// pull or run images around the Guard. With a Guard, runtime.v1 methods unknown
+// to the compiled cri-api are refused (Unimplemented) for the same reason, and
+// judged requests carrying fields unknown to it are denied (UnknownField).
 //
 // API:
 //   - Dial(ctx, target, ...grpc.DialOption) connects to the upstream runtime
@@ -164,6 +166,14 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) error {
 		// spelled another way from reaching the upstream unjudged.
 		if !strings.HasPrefix(method, criPrefix) {
 			return status.Errorf(codes.Unimplemented, "criguard forwards only CRI v1 (runtime.v1.*); %q is not forwarded", method)
+		}
+		if s.guard != nil {
+			// A method newer than the compiled cri-api could pull or run an
+			// image (a streaming pull, say) around the Guard. kubelet treats
+			// Unimplemented as an older runtime and falls back.
+			s.log.DebugContext(ss.Context(), "cri call refused: method unknown to criguard's cri-api", "method", method)
+			return status.Errorf(codes.Unimplemented, "criguard enforces an image policy and forwards only the CRI methods of the cri-api it was built with; "+
+				"%q is not among them: run a criguard built with a cri-api at least as new as the kubelet's", method)
 		}
 		k = kindGeneric
 	}

@@ -127,3 +127,26 @@ func TestUnknownFieldRefused(t *testing.T) {
 		t.Errorf("pass-through runtime saw unknown field %q, want image.#31 kept", got)
 	}
 }
+
+// With a Guard, runtime.v1 methods newer than the compiled cri-api are refused
+// (they could pull or run around it); without one they pass (TestUnknownBidiStream).
+func TestUnknownMethodRefusedWithGuard(t *testing.T) {
+	e := startProxy(t, Options{Guard: refuseAll{}}, true)
+	ctx := testCtx(t)
+	for _, method := range []string{"/runtime.v1.RuntimeService/FutureMethod", "/runtime.v1.ImageService/PullImageWithProgress", "/runtime.v1.FutureService/Echo"} {
+		t.Run(method, func(t *testing.T) {
+			before := e.fake.callCount()
+			_, _, _, err := rawCall(ctx, e.proxy, method, []byte{})
+			if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "cri-api") {
+				t.Errorf("%s through a guarded proxy: %v; want Unimplemented naming the cri-api", method, err)
+			}
+			if n := e.fake.callCount() - before; n != 0 {
+				t.Errorf("upstream saw %d calls", n)
+			}
+		})
+	}
+	// Known methods still pass.
+	if _, err := e.rt().Version(ctx, &runtimeapi.VersionRequest{}); err != nil {
+		t.Errorf("Version through a guarded proxy: %v", err)
+	}
+}
