@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -176,5 +177,49 @@ exit 0
 		"systemctl is-active --quiet criguard.service\nsystemctl is-active --quiet kubelet.service\n"
 	if string(got) != want {
 		t.Errorf("systemctl calls:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestUnitVerifies runs systemd's own checker on the unit in a scratch root
+// holding what the unit names (the binary, /bin/kill, containerd and kubelet
+// units, systemd's targets): an unknown or misspelled directive, a bad value or
+// a missing executable is a failure.
+func TestUnitVerifies(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatalf("systemd-analyze not found (apt-get install systemd): %v", err)
+	}
+	root := t.TempDir()
+	write := func(p string, b []byte, mode os.FileMode) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), b, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(UnitPath, Unit(), 0o644)
+	write(BinaryPath, []byte("#!/bin/sh\n"), 0o755)
+	write("/bin/kill", []byte("#!/bin/sh\n"), 0o755)
+	for _, u := range []string{"containerd.service", KubeletUnit} {
+		write("/etc/systemd/system/"+u, []byte("[Unit]\nDescription="+u+"\n[Service]\nExecStart=/bin/kill\n"), 0o644)
+	}
+	targets, _ := filepath.Glob("/lib/systemd/system/*.target")
+	if len(targets) == 0 {
+		t.Fatal("no systemd targets in /lib/systemd/system to verify against")
+	}
+	for _, tg := range targets {
+		b, err := os.ReadFile(tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("/lib/systemd/system/"+filepath.Base(tg), b, 0o644)
+	}
+	cmd := exec.Command(analyze, "verify", "--root="+root, UnitPath)
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=info")
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
