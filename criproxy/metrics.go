@@ -86,6 +86,18 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// WatchCacheSize exports size (the policy engine's verdict count) as
+// criguard_verdict_cache_entries, read at each scrape. Call it once.
+func (m *Metrics) WatchCacheSize(size func() int) {
+	if m == nil || size == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "criguard_verdict_cache_entries",
+		Help: "Verdicts held in the policy engine's cache (bounded by the policy's cache.maxEntries).",
+	}, func() float64 { return float64(size()) }))
+}
+
 // PolicyReloaded counts one policy load or reload attempt.
 func (m *Metrics) PolicyReloaded(err error) {
 	if m == nil {

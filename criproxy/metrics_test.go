@@ -19,6 +19,7 @@ func TestHTTPHandler(t *testing.T) {
 	m.PolicyReloaded(errors.New("bad"))
 	m.PolicyReloaded(errors.New("bad"))
 	m.upstreamError(opImageStatus)
+	m.WatchCacheSize(func() int { return 7 })
 	var readyErr error
 	srv := httptest.NewServer(HTTPHandler(m, func(context.Context) error { return readyErr }))
 	defer srv.Close()
@@ -46,6 +47,7 @@ func TestHTTPHandler(t *testing.T) {
 		`criguard_policy_reloads_total{result="ok"} 1`,
 		`criguard_policy_reloads_total{result="failed"} 2`,
 		`criguard_upstream_errors_total{operation="ImageStatus"} 1`,
+		`criguard_verdict_cache_entries 7`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

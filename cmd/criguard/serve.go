@@ -146,6 +146,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy
 	// sets it per call); the verifier's own limit only backs it up.
 	v := verifier.New(verifier.Options{Timeout: policy.MaxTimeout})
 	engine := policy.NewEngine(store, v, log)
+	metrics.WatchCacheSize(engine.CacheLen)
 	tagger, err := criproxy.NewContainerdTagger(deps.upstream)
 	if err != nil {
 		return nil, err
