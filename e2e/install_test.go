@@ -209,6 +209,73 @@ spec:
 	})
 }
 
+// TestNodeInstallCLIDryRun runs the real `criguard node install --dry-run`
+// binary the way the DaemonSet does (--host-root, --policy-dir), with the real
+// systemctl path: chroot into the host root and run the host's nsenter. The
+// host's nsenter here is a busybox script that logs its arguments and answers
+// is-active like systemctl; the dry run must list every change, ask systemd
+// only read-only questions, and leave the host untouched.
+func TestNodeInstallCLIDryRun(t *testing.T) {
+	harness.RequireRoot(t)
+	root := harness.TempDir(t, "clinode")
+	cfg := filepath.Join(harness.TempDir(t, "clicfg"), "config.yaml")
+	harness.WriteFile(t, cfg, "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"+
+		"containerRuntimeEndpoint: \"unix:///tmp/x.sock\"\nimageServiceEndpoint: \"unix:///tmp/x.sock\"\nmaxPods: 17 # kept\n")
+	layOutNode(t, root, cfg)
+	busybox, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("static busybox (apt-get install busybox-static, `make tools`): %v", err)
+	}
+	for _, d := range []string{"bin", "usr/bin"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.WriteFile(t, filepath.Join(root, "bin/sh"), string(busybox))
+	harness.WriteFile(t, filepath.Join(root, "usr/bin/nsenter"),
+		"#!/bin/sh\necho \"$@\" >> /nsenter.log\ncase \"${10}\" in is-active) exit 3 ;; esac\nexit 0\n")
+	for _, p := range []string{"bin/sh", "usr/bin/nsenter"} {
+		if err := os.Chmod(filepath.Join(root, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policyDir := harness.TempDir(t, "clipol")
+	harness.WriteFile(t, filepath.Join(policyDir, "policy.yaml"), "apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec: {unmatchedImages: Deny}\n")
+	before := hostSnapshot(t, root)
+
+	stdout, stderr, code := harness.RunCriguard(t, "node", "install", "--host-root", root, "--policy-dir", policyDir, "--dry-run")
+	if code != 0 {
+		t.Fatalf("criguard node install --dry-run: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"would write /usr/local/bin/criguard",
+		"would write /etc/systemd/system/criguard.service",
+		"would write /etc/criguard/policy/policy.yaml",
+		"would systemctl enable criguard.service",
+		"would systemctl start criguard.service",
+		"would replace /var/lib/kubelet/config.yaml (kubelet containerRuntimeEndpoint unix:///run/containerd/containerd.sock -> unix:///run/criguard/criguard.sock",
+		"would systemctl restart kubelet.service",
+		"dry run: ",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("dry-run output lacks %q:\n%s", want, stdout)
+		}
+	}
+	log, err := os.ReadFile(filepath.Join(root, "nsenter.log"))
+	if err != nil {
+		t.Fatalf("the host's nsenter was never run (chroot into the host root): %v", err)
+	}
+	if got, want := strings.TrimSpace(string(log)), "--target 1 --mount --uts --ipc --net --pid -- systemctl is-active --quiet criguard.service"; got != want {
+		t.Errorf("systemctl calls during a dry run:\n%s\nwant only:\n%s", got, want)
+	}
+	if err := os.Remove(filepath.Join(root, "nsenter.log")); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffHost(before, hostSnapshot(t, root)); len(d) > 0 {
+		t.Errorf("dry run changed the host: %v", d)
+	}
+}
+
 // layOutNode writes a kubeadm-style node under root: kubelet's unit and
 // drop-in, kubeadm-flags.env, and kubelet's real configuration with the
 // endpoints written as the host would see them.
