@@ -214,7 +214,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfg.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: criguard serve [flags]\n\nServes CRI v1 for kubelet and forwards every call to the container runtime.\n\nFlags:")
+		fmt.Fprintln(stderr, "usage: criguard serve [flags]\n\nServes CRI v1 for kubelet and forwards every call to the container runtime; with --policy,\nPullImage and CreateContainer pass only for images whose digest the policy allows (SIGHUP reloads it).\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
