@@ -621,3 +621,70 @@ func TestProxyUnusableListenDir(t *testing.T) {
 		})
 	}
 }
+
+// TestProxyHarnessTeardown checks the harness's promise that a test leaves
+// nothing behind (processes, shims, containers, mounts, sockets, directories,
+// kubelet's log links), also when containerd is down at teardown with pods
+// still running.
+func TestProxyHarnessTeardown(t *testing.T) {
+	harness.RequireRoot(t)
+	r := harness.StartRegistry(t, true)
+	r.PushImage(t, "teardown/app", "1")
+	image := r.Ref("teardown/app", "1")
+	for _, down := range []bool{false, true} {
+		var dirs []string
+		t.Run(fmt.Sprintf("containerd down=%v", down), func(t *testing.T) {
+			c := harness.StartContainerd(t, harness.ContainerdOptions{Version: "2", Registry: r})
+			g := harness.StartCriguard(t, c.Socket)
+			k := harness.StartKubelet(t, harness.KubeletOptions{RuntimeEndpoint: g.Endpoint()})
+			dirs = []string{c.Dir, g.Dir, k.Dir}
+			k.WriteStaticPod(t, "keep", harness.StaticPod("keep", "default", image))
+			proxyWaitRunning(t, c, "keep-"+k.NodeName, 2*time.Minute)
+			logDir := harness.TempDir(t, "tdlogs")
+			dirs = append(dirs, logDir)
+			pod := filepath.Join(logDir, "pod.json")
+			ctr := filepath.Join(logDir, "ctr.json")
+			harness.WriteFile(t, pod, harness.HostNetworkPod("extra", "default", logDir))
+			harness.WriteFile(t, ctr, harness.ContainerConfig("extra", image))
+			harness.MustCrictl(t, g.Endpoint(), "run", ctr, pod)
+			if down {
+				k.Stop(t)
+				c.Stop(t)
+			}
+		})
+		for _, d := range dirs {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("down=%v: %s still exists after teardown (%v)", down, d, err)
+			}
+			if pids := proxyPidsMentioning(d); len(pids) > 0 {
+				t.Errorf("down=%v: processes still mention %s after teardown: %v", down, d, pids)
+			}
+			mi, _ := os.ReadFile("/proc/self/mountinfo")
+			if strings.Contains(string(mi), d) {
+				t.Errorf("down=%v: mounts left under %s", down, d)
+			}
+			links, _ := os.ReadDir("/var/log/containers")
+			for _, l := range links {
+				if tgt, _ := os.Readlink(filepath.Join("/var/log/containers", l.Name())); strings.HasPrefix(tgt, d) {
+					t.Errorf("down=%v: kubelet log link %s -> %s left", down, l.Name(), tgt)
+				}
+			}
+		}
+	}
+}
+
+// proxyPidsMentioning lists processes whose command line contains s.
+func proxyPidsMentioning(s string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			out = append(out, e.Name()+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return out
+}
