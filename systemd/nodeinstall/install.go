@@ -241,12 +241,16 @@ func install(ctx context.Context, o *Options, h *host) error {
 		}
 	}
 
-	// 3. kubelet: back up, repoint, restart, wait.
-	if len(edits) == 0 {
+	// 3. kubelet: back up, repoint, restart, wait. A restart still pending
+	// from an interrupted run (files already edited, kubelet never restarted)
+	// is done now, or kubelet would keep running on containerd.
+	if len(edits) == 0 && !st.KubeletRestartPending {
 		return nil
 	}
-	if err := h.mkdirAll(backupDir, 0o700); err != nil {
-		return err
+	if len(edits) > 0 {
+		if err := h.mkdirAll(backupDir, 0o700); err != nil {
+			return err
+		}
 	}
 	for _, e := range edits {
 		if _, err := h.ensureFile(e.backup, e.old, 0o600, "original of "+e.path); err != nil {
@@ -254,6 +258,7 @@ func install(ctx context.Context, o *Options, h *host) error {
 		}
 		st.put(editedFile{Path: e.path, Kind: e.kind, Backup: e.backup, InstalledSHA256: sha256hex(e.new), Original: e.found})
 	}
+	st.KubeletRestartPending = true
 	if err := saveState(h, st); err != nil {
 		return err
 	}
@@ -276,13 +281,19 @@ func install(ctx context.Context, o *Options, h *host) error {
 	}); err != nil {
 		return rollback(ctx, o, h, st, edits, fmt.Errorf("kubelet did not become healthy through criguard within %s: %w", o.timeout(), err))
 	}
-	return nil
+	st.KubeletRestartPending = false
+	return saveState(h, st)
 }
 
 // rollback restores kubelet's files from the bytes read before the edit and
 // restarts kubelet, so a failed install leaves kubelet on containerd.
 func rollback(ctx context.Context, o *Options, h *host, st *installState, edits []fileEdit, cause error) error {
 	o.logf("install failed: %v; restoring kubelet's files", cause)
+	// The rollback must finish even when the install was cancelled (the pod
+	// got SIGTERM): a kubelet left pointing at a half-installed criguard is
+	// the one outcome worse than either state.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
 	var errs []error
 	for _, e := range edits {
 		if _, err := h.ensureFile(e.path, e.old, 0, "restore original (rollback)"); err != nil {
@@ -293,7 +304,12 @@ func rollback(ctx context.Context, o *Options, h *host, st *installState, edits 
 	}
 	if len(errs) == 0 {
 		errs = append(errs, saveState(h, st))
-		errs = append(errs, service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) }))
+		err := service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) })
+		errs = append(errs, err)
+		if err == nil {
+			st.KubeletRestartPending = false
+			errs = append(errs, saveState(h, st))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w; rollback also failed: %v (run `criguard node uninstall` to restore kubelet from %s)", cause, err, backupDir)
@@ -503,7 +519,14 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 			order = append(order, f)
 		}
 	}
-	kubeletChanged := false
+	// An install record means this uninstall has not finished before: the
+	// files may already be restored while the running kubelet still uses
+	// criguard, so kubelet restarts in any case before criguard stops.
+	recorded, err := h.exists(statePath)
+	if err != nil {
+		return err
+	}
+	kubeletChanged := recorded
 	for _, f := range order {
 		cur, ok, err := h.readFile(f, maxHostFile)
 		if err != nil {

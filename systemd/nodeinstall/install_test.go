@@ -640,3 +640,79 @@ func TestWatchRepairsDrift(t *testing.T) {
 		t.Errorf("after uninstall: %q", got)
 	}
 }
+
+func TestInterruptedRunsFinishTheJob(t *testing.T) {
+	ctx := context.Background()
+	t.Run("install killed between the edit and kubelet's restart", func(t *testing.T) {
+		f := newFixture(t, nodes[1])
+		if _, err := Install(ctx, f.opts()); err != nil {
+			t.Fatal(err)
+		}
+		// What a SIGKILL right after the edit leaves: files edited, restart pending.
+		p := filepath.Join(f.root, systemd.StateDir, "install-state.json")
+		b := readHost(t, f.root, systemd.StateDir+"/install-state.json")
+		writeFile(t, p, strings.Replace(b, `"files"`, `"kubeletRestartPending": true, "files"`, 1))
+		f.svc.Calls()
+		if _, err := Install(ctx, f.opts()); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.svc.Calls(); !reflect.DeepEqual(got, []string{"restart kubelet.service"}) {
+			t.Errorf("calls %q, want kubelet's pending restart", got)
+		}
+		if strings.Contains(readHost(t, f.root, systemd.StateDir+"/install-state.json"), "Pending") {
+			t.Error("restart still pending after a healthy kubelet")
+		}
+	})
+	t.Run("install cancelled while waiting for kubelet", func(t *testing.T) {
+		f := newFixture(t, nodes[0])
+		before := snapshot(t, f.root, systemd.ConfigDir, systemd.StateDir, systemd.BinaryPath, systemd.UnitPath, "/etc/systemd/system/kubelet.service.wants")
+		f.ready.kubeletErr = errors.New("not yet")
+		cctx, cancel := context.WithCancel(ctx)
+		o := f.opts()
+		o.ReadyTimeout = time.Minute
+		go func() {
+			// Cancel once kubelet has been restarted on criguard.
+			for {
+				f.svc.mu.Lock()
+				n := len(f.svc.calls)
+				f.svc.mu.Unlock()
+				if n >= 4 {
+					cancel()
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		_, err := Install(cctx, o)
+		if err == nil || !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v", err)
+		}
+		calls := f.svc.Calls()
+		if calls[len(calls)-1] != "restart kubelet.service" || len(calls) != 5 {
+			t.Errorf("calls %q: the rollback's kubelet restart must run despite the cancellation", calls)
+		}
+		after := snapshot(t, f.root, systemd.ConfigDir, systemd.StateDir, systemd.BinaryPath, systemd.UnitPath, "/etc/systemd/system/kubelet.service.wants")
+		if d := diffSnapshots(before, after); len(d) > 0 {
+			t.Errorf("kubelet files after a cancelled install: %v", d)
+		}
+	})
+	t.Run("uninstall killed after restoring the files", func(t *testing.T) {
+		f := newFixture(t, nodes[2])
+		if _, err := Install(ctx, f.opts()); err != nil {
+			t.Fatal(err)
+		}
+		// The files are back, kubelet was never restarted, state remains.
+		for hostPath, src := range nodes[2].files {
+			b, _ := os.ReadFile(filepath.Join("testdata", src))
+			writeFile(t, filepath.Join(f.root, hostPath), string(b))
+		}
+		f.svc.Calls()
+		if _, err := Uninstall(ctx, f.opts()); err != nil {
+			t.Fatal(err)
+		}
+		calls := f.svc.Calls()
+		if len(calls) == 0 || calls[0] != "restart kubelet.service" {
+			t.Errorf("calls %q: kubelet must restart before criguard stops", calls)
+		}
+	})
+}

@@ -28,6 +28,10 @@ const (
 type installState struct {
 	Version int          `json:"version"`
 	Files   []editedFile `json:"files"`
+	// KubeletRestartPending is set before kubelet's files are edited and
+	// cleared once kubelet is healthy through criguard: a run interrupted in
+	// between restarts kubelet on the next install.
+	KubeletRestartPending bool `json:"kubeletRestartPending,omitempty"`
 }
 
 // editedFile is one kubelet file the installer edited.
