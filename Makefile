@@ -47,6 +47,13 @@ BENCH ?= .
 bench: tools build
 	$(E2E_ENV) $(GO) test -tags e2e -run '^$$' -bench '$(BENCH)' -benchtime 1x -count 1 -timeout 60m ./e2e/...
 
+# Load benchmarks (docs/performance.md): 200 pods started in parallel, 1,000 cold
+# verifications (throughput, peak RSS, verdict cache bound), and criguard's CPU
+# under kubelet-like polling of 110 pods. Root required; about 10 minutes.
+.PHONY: bench-load
+bench-load: tools build
+	$(E2E_ENV) $(GO) test -tags e2e -run '^$$' -bench '^BenchmarkLoad' -benchtime 1x -count 1 -timeout 60m ./e2e/
+
 # A demo on this machine: containerd, a local registry with signed and unsigned
 # images, criguard in front, and crictl pulls that are allowed and refused.
 demo: tools build
