@@ -134,7 +134,8 @@ node_state() {
     for f in /var/lib/kubelet/config.yaml /var/lib/kubelet/instance-config.yaml /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet; do
       [ -e "$f" ] && sha256sum "$f" || echo "absent $f"
     done
-    ls -A /etc/systemd/system /etc/systemd/system/kubelet.service.wants /usr/local/bin /var/lib 2>&1
+    ls -A /etc/systemd/system /etc/systemd/system/kubelet.service.wants /usr/local/bin 2>&1
+    [ -e /var/lib/criguard ] && echo "/var/lib/criguard present"
     echo "kubelet $(systemctl is-active kubelet)"
     echo "criguard unit: $(systemctl list-unit-files criguard.service --no-legend | wc -l)"'
 }
