@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,9 +18,11 @@ import (
 
 // TestHostileRegistries: a registry that answers one byte every 2 seconds,
 // one that never answers, one that redirects forever, one that streams a
-// 1 GiB manifest, one whose signature listings are 1 GiB, and images carrying
-// 10,000 and 1,000 signatures. All are pulled through criguard at once, under
-// a policy with a 30 s verification timeout and failurePolicy Fail.
+// 1 GiB manifest, one whose signature listings are 1 GiB, two whose image
+// resolves but whose signature lookups never answer or dribble, and images
+// carrying 10,000 and 1,000 signatures. Each is pulled through criguard under
+// five tags (five digests), all 45 at once, under a policy with a 30 s
+// verification timeout and failurePolicy Fail.
 //
 // Each pull ends in a SignatureValidationFailed denial (never a hang: the
 // client's own deadline is 3 minutes), the 1 GiB bodies are cut after about
@@ -47,26 +50,35 @@ func TestHostileRegistries(t *testing.T) {
 	repos := []string{
 		harness.HostileSlow, harness.HostileHang, harness.HostileRedirect,
 		harness.HostileHugeManifest, harness.HostileHugeSignature,
+		harness.HostileHangSignature, harness.HostileSlowSignature,
 		harness.HostileSignatures(10000), harness.HostileSignatures(1000),
 	}
+	// Each repository under several tags, each tag its own digest: that many
+	// verifications at once, none shared.
+	const tags = 5
 	type verdict struct {
 		repo string
 		err  error
 		took time.Duration
 	}
 	var mu sync.Mutex
-	pending := map[string]bool{}
-	results := make(chan verdict, len(repos))
+	pending := map[string]int{}
+	results := make(chan verdict, len(repos)*tags)
 	for _, repo := range repos {
-		pending[repo] = true
-		go func() {
-			start := time.Now()
-			_, err := faultPull(t, conn, h.Ref(repo, "1.0"), nil)
-			mu.Lock()
-			delete(pending, repo)
-			mu.Unlock()
-			results <- verdict{repo, err, time.Since(start)}
-		}()
+		for i := range tags {
+			pending[repo]++
+			go func() {
+				start := time.Now()
+				_, err := faultPull(t, conn, h.Ref(repo, fmt.Sprintf("v%d", i)), nil)
+				mu.Lock()
+				pending[repo]--
+				if pending[repo] == 0 {
+					delete(pending, repo)
+				}
+				mu.Unlock()
+				results <- verdict{repo, err, time.Since(start)}
+			}()
+		}
 	}
 
 	// Other pulls proceed meanwhile.
@@ -82,36 +94,43 @@ func TestHostileRegistries(t *testing.T) {
 			still = append(still, r)
 		}
 		mu.Unlock()
-		t.Logf("signed pull %s allowed in %s while %d hostile verifications were pending %v",
+		slices.Sort(still)
+		t.Logf("signed pull %s allowed in %s while verifications of %d hostile repositories were pending %v",
 			ref, time.Since(start).Round(time.Millisecond), len(still), still)
 	}
 
-	for range repos {
+	slowest := map[string]time.Duration{}
+	reason := map[string]string{}
+	for range len(repos) * tags {
 		v := <-results
-		msg := status.Convert(v.err).Message()
 		if !faultDenied(v.err) {
 			t.Errorf("%s: %v after %s; want a SignatureValidationFailed denial", v.repo, v.err, v.took)
 			continue
 		}
-		if len(msg) > 600 {
-			msg = msg[:600] + "..."
+		slowest[v.repo] = max(slowest[v.repo], v.took)
+		msg := status.Convert(v.err).Message()
+		if len(msg) > 400 {
+			msg = msg[:400] + "..."
 		}
-		t.Logf("%-26s denied after %6s: %s", v.repo, v.took.Round(time.Millisecond), msg)
+		reason[v.repo] = msg
+	}
+	for _, repo := range repos {
+		t.Logf("%-24s %d pulls denied, slowest after %6s: %s", repo, tags, slowest[repo].Round(time.Millisecond), reason[repo])
 	}
 
 	for _, repo := range []string{harness.HostileHugeManifest, harness.HostileHugeSignature} {
 		sent := h.BytesSent(repo)
 		t.Logf("%s: %d bytes reached the wire (of 1 GiB offered)", repo, sent)
-		if sent > 64<<20 {
-			t.Errorf("%s: criguard read on to %d bytes; the read limit is 1 MiB", repo, sent)
+		if sent > tags*64<<20 {
+			t.Errorf("%s: criguard read on to %d bytes in %d verifications; the read limit is 1 MiB", repo, sent, tags)
 		}
 	}
 	for _, n := range []int{10000, 1000} {
 		repo := harness.HostileSignatures(n)
 		req := h.Requests(repo)
-		t.Logf("%s: %d requests, %d bytes for %d signatures", repo, req, h.BytesSent(repo), n)
-		if req > 100 {
-			t.Errorf("%s: %d registry requests for one verification: the work is not bounded", repo, req)
+		t.Logf("%s: %d requests, %d bytes for %d verifications of %d signatures each", repo, req, h.BytesSent(repo), tags, n)
+		if req > 100*tags {
+			t.Errorf("%s: %d registry requests for %d verifications: the work is not bounded", repo, req, tags)
 		}
 	}
 	hwm, rss := faultMemory(t, pid)
@@ -122,15 +141,15 @@ func TestHostileRegistries(t *testing.T) {
 	if e.holds(t, h.Host+"/hostile") {
 		t.Error("an image of the hostile registry reached containerd")
 	}
-	if got := metric(t, base, `criguard_decisions_total{operation="PullImage",result="deny"}`); got < float64(len(repos)) {
-		t.Errorf("denied pulls counted %v, want at least %d", got, len(repos))
+	if got := metric(t, base, `criguard_decisions_total{operation="PullImage",result="deny"}`); got < float64(len(repos)*tags) {
+		t.Errorf("denied pulls counted %v, want at least %d", got, len(repos)*tags)
 	}
 	if g.Exited() || criguardPid(t, g.Socket) != pid {
 		t.Fatal("criguard exited or restarted")
 	}
 	// The hostile verdicts are denials, cached at most 30 s; a second round is
 	// denied the same way (from the cache or anew), again without a hang.
-	_, err := faultPull(t, conn, h.Ref(harness.HostileRedirect, "1.0"), nil)
+	_, err := faultPull(t, conn, h.Ref(harness.HostileRedirect, "v0"), nil)
 	if !faultDenied(err) {
 		t.Errorf("second pull from the redirect loop: %v", err)
 	}

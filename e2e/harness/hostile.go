@@ -10,9 +10,11 @@ package harness
 //	    HostileRedirect    307 to a new URL of itself, forever
 //	    HostileHugeManifest  HEAD without a digest, GET streams a 1 GiB manifest (chunked, no length)
 //	    HostileHugeSignature a normal HEAD; referrers and the .sig tag stream 1 GiB (chunked / declared length)
+//	    HostileHangSignature a normal HEAD; every signature lookup never answers
+//	    HostileSlowSignature a normal HEAD; every signature lookup answers one byte per h.SlowDelay
 //	    HostileSignatures(n) a normal HEAD; n bundle referrers and an n-layer .sig manifest, generated lazily
 //	h.Requests(repo) int, h.BytesSent(repo) int64  // what criguard asked for and was sent
-//	h.Digest(repo) string                          // the digest HEAD answers for repo's tags
+//	h.Digest(repo, tag) string                     // the digest HEAD answers for repo:tag
 //
 //	f := harness.StartFrontRegistry(t, r)  // a reverse proxy in front of a Registry, on its own port
 //	f.Host, f.Ref(repo, tagOrDigest)
@@ -51,6 +53,8 @@ const (
 	HostileRedirect      = "hostile/redirect"
 	HostileHugeManifest  = "hostile/huge-manifest"
 	HostileHugeSignature = "hostile/huge-signature"
+	HostileHangSignature = "hostile/hang-signature"
+	HostileSlowSignature = "hostile/slow-signature"
 	hostileSigsPrefix    = "hostile/sigs-"
 	hostileHugeSize      = 1 << 30
 	ociManifest          = "application/vnd.oci.image.manifest.v1+json"
@@ -130,9 +134,10 @@ func (h *HostileRegistry) counter(repo string) *atomic.Int64 {
 	return c
 }
 
-// Digest is the manifest digest HEAD answers for every tag of repo.
-func (h *HostileRegistry) Digest(repo string) string {
-	s := sha256.Sum256([]byte("criguard hostile image " + repo))
+// Digest is the manifest digest HEAD answers for repo:tag (each tag its own,
+// so concurrent verifications of several tags share nothing).
+func (h *HostileRegistry) Digest(repo, tag string) string {
+	s := sha256.Sum256([]byte("criguard hostile image " + repo + ":" + tag))
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
@@ -167,7 +172,7 @@ func (h *HostileRegistry) serve(w http.ResponseWriter, r *http.Request) {
 	sent := h.counter(repo)
 	switch {
 	case repo == HostileSlow:
-		h.dribble(w, sent, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nDocker-Content-Digest: %s\r\nContent-Length: 2\r\n\r\n{}", ociManifest, h.Digest(repo)))
+		h.dribble(w, sent, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nDocker-Content-Digest: %s\r\nContent-Length: 2\r\n\r\n{}", ociManifest, h.Digest(repo, ref)))
 	case repo == HostileHang:
 		h.hang(w)
 	case repo == HostileRedirect:
@@ -181,6 +186,11 @@ func (h *HostileRegistry) serve(w http.ResponseWriter, r *http.Request) {
 			return // no digest: the client has to GET and hash it
 		}
 		stream(w, sent, `{"schemaVersion":2,"mediaType":"`+ociManifest+`","layers":[`, ` {"mediaType":"application/octet-stream","size":1,"digest":"sha256:`+strings.Repeat("0", 64)+`"},`, -1)
+	case (repo == HostileHangSignature || repo == HostileSlowSignature) && kind == "manifests" && h.headManifest(w, r, repo, ref):
+	case repo == HostileHangSignature:
+		h.hang(w)
+	case repo == HostileSlowSignature:
+		h.dribble(w, sent, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: 2\r\n\r\n{}", ociIndex))
 	case repo == HostileHugeSignature:
 		h.hugeSignature(w, r, repo, kind, ref, sent)
 	case strings.HasPrefix(repo, hostileSigsPrefix):
@@ -195,17 +205,18 @@ func (h *HostileRegistry) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// headManifest answers a tag or the image digest with the repo's digest.
+// headManifest answers a tag with its digest (and a digest with itself).
 func (h *HostileRegistry) headManifest(w http.ResponseWriter, r *http.Request, repo, ref string) bool {
 	if strings.HasPrefix(ref, "sha256-") { // a signature or fallback tag
 		return false
 	}
-	if strings.HasPrefix(ref, "sha256:") && ref != h.Digest(repo) {
-		return false
+	dg := ref
+	if !strings.HasPrefix(ref, "sha256:") {
+		dg = h.Digest(repo, ref)
 	}
 	body := `{"schemaVersion":2,"mediaType":"` + ociManifest + `","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}`
 	w.Header().Set("Content-Type", ociManifest)
-	w.Header().Set("Docker-Content-Digest", h.Digest(repo))
+	w.Header().Set("Docker-Content-Digest", dg)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	if r.Method != http.MethodHead {
 		_, _ = w.Write([]byte(body))
@@ -255,7 +266,7 @@ func (h *HostileRegistry) manySignatures(w http.ResponseWriter, r *http.Request,
 			}
 		}
 		_, _ = fmt.Fprint(cw, "]}")
-	case kind == "manifests" && ref == strings.Replace(h.Digest(repo), ":", "-", 1)+".sig":
+	case kind == "manifests" && strings.HasPrefix(ref, "sha256-") && strings.HasSuffix(ref, ".sig"):
 		w.Header().Set("Content-Type", ociManifest)
 		cw := &countingWriter{w: w, n: sent}
 		_, _ = fmt.Fprintf(cw, `{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[`, ociManifest)
