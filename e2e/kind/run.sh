@@ -135,7 +135,7 @@ node_state() {
       [ -e "$f" ] && sha256sum "$f" || echo "absent $f"
     done
     ls -A /etc/systemd/system /etc/systemd/system/kubelet.service.wants /usr/local/bin 2>&1
-    [ -e /var/lib/criguard ] && echo "/var/lib/criguard present"
+    if [ -e /var/lib/criguard ]; then echo "/var/lib/criguard present"; fi
     echo "kubelet $(systemctl is-active kubelet)"
     echo "criguard unit: $(systemctl list-unit-files criguard.service --no-legend | wc -l)"'
 }
