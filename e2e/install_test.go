@@ -97,7 +97,9 @@ spec:
 	}
 
 	// Install.
+	start := time.Now()
 	res, err := nodeinstall.Install(ctx, opts)
+	t.Logf("install took %s (criguard started, kubelet restarted through it, both ready)", time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("install: %v\n--- criguard log ---\n%s", err, svc.criguardLogs())
 	}
@@ -171,9 +173,11 @@ spec:
 	upOpts := opts
 	upOpts.Binary = upgraded
 	pidBefore := svc.criguardPID()
+	start = time.Now()
 	if _, err := nodeinstall.Install(ctx, upOpts); err != nil {
 		t.Fatalf("upgrade: %v\n%s", err, svc.criguardLogs())
 	}
+	t.Logf("upgrade took %s", time.Since(start).Round(time.Millisecond))
 	if calls := svc.takeCalls(); len(calls) != 1 || calls[0] != "restart criguard.service" {
 		t.Errorf("upgrade calls %q, want only a criguard restart", calls)
 	}
@@ -186,9 +190,11 @@ spec:
 
 	// Uninstall: kubelet goes back to containerd first; then criguard stops
 	// and its files go; the node's files are byte for byte what they were.
+	start = time.Now()
 	if _, err := nodeinstall.Uninstall(ctx, opts); err != nil {
 		t.Fatalf("uninstall: %v", err)
 	}
+	t.Logf("uninstall took %s", time.Since(start).Round(time.Millisecond))
 	if got := svc.kubeletEndpoints(); got != [2]string{ctd.Endpoint(), ctd.Endpoint()} {
 		t.Errorf("after uninstall kubelet runs on %q, want containerd %s", got, ctd.Endpoint())
 	}
