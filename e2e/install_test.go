@@ -30,7 +30,7 @@ import (
 // containerd. The node's host root is a temporary directory laid out like a
 // kubeadm node (kubelet's unit and drop-in, /var/lib/kubelet/config.yaml with
 // kubelet's real configuration); these machines have no systemd as PID 1, so
-// the ServiceManager is harnessServices: "starting criguard.service" runs the
+// the ServiceManager is nodeServices: "starting criguard.service" runs the
 // installed binary with the installed unit's ExecStart (paths mapped into the
 // root), and "restarting kubelet.service" restarts the harness kubelet with
 // the endpoints the installed config.yaml names. Everything else — the files,
@@ -56,10 +56,10 @@ func TestNodeInstall(t *testing.T) {
 
 	// The node: kubelet runs on containerd directly, as before any install.
 	root := harness.TempDir(t, "node")
-	svc := newHarnessServices(t, root, ctd)
+	svc := newNodeServices(t, root, ctd)
 	svc.startKubelet(t, ctd.Endpoint(), ctd.Endpoint())
 	layOutNode(t, root, svc.kubelet.ConfigPath)
-	before := hostSnapshot(t, root)
+	before := nodeSnapshot(t, root)
 
 	// The policy, as the DaemonSet mounts it (a ConfigMap directory). Keys are
 	// inline: a key file path would name the real host's /etc/criguard.
@@ -82,7 +82,7 @@ spec:
       entries:
       - key:
           data: |
-%s`, reg.Host+"/e2e/*", indent(string(pubPEM), 12))
+%s`, reg.Host+"/e2e/*", nodeIndent(string(pubPEM), 12))
 	harness.WriteFile(t, filepath.Join(policyDir, "policy.yaml"), policy)
 
 	binary := harness.CriguardBinary(t)
@@ -91,9 +91,9 @@ spec:
 		Binary:       binary,
 		PolicyDir:    policyDir,
 		Services:     svc,
-		Ready:        harnessReady{root: root, svc: svc},
+		Ready:        nodeReady{root: root, svc: svc},
 		ReadyTimeout: 90 * time.Second,
-		Log:          testLog{t},
+		Log:          nodeTestLog{t},
 	}
 
 	// Install.
@@ -133,7 +133,7 @@ spec:
 	svc.kubelet.WriteStaticPod(t, "unsigned", harness.StaticPod("unsigned", "default", unsignedImage))
 	t.Run("signed static pod runs through criguard", func(t *testing.T) {
 		harness.Eventually(t, 120*time.Second, "the signed static pod's container running", func() error {
-			return podRunning(t, ctd.Endpoint(), "signed-"+node)
+			return nodePodRunning(t, ctd.Endpoint(), "signed-"+node)
 		})
 	})
 	t.Run("unsigned static pod refused", func(t *testing.T) {
@@ -143,7 +143,7 @@ spec:
 			}
 			return nil
 		})
-		if err := podRunning(t, ctd.Endpoint(), "unsigned-"+node); err == nil {
+		if err := nodePodRunning(t, ctd.Endpoint(), "unsigned-"+node); err == nil {
 			t.Error("the unsigned static pod has a running container")
 		}
 		if !strings.Contains(svc.criguardLogs(), "e2e/unsigned") {
@@ -185,7 +185,7 @@ spec:
 		t.Errorf("upgrade: kubelet starts %d -> %d, criguard pid %d -> %d", restarts, svc.kubeletStarts, pidBefore, svc.criguardPID())
 	}
 	harness.Eventually(t, 60*time.Second, "the signed pod still running after criguard's restart", func() error {
-		return podRunning(t, ctd.Endpoint(), "signed-"+node)
+		return nodePodRunning(t, ctd.Endpoint(), "signed-"+node)
 	})
 
 	// Uninstall: kubelet goes back to containerd first; then criguard stops
@@ -201,8 +201,8 @@ spec:
 	if svc.criguardRunning() {
 		t.Error("criguard still runs after uninstall")
 	}
-	after := hostSnapshot(t, root, systemd.ConfigDir)
-	if d := diffHost(before, after); len(d) > 0 {
+	after := nodeSnapshot(t, root, systemd.ConfigDir)
+	if d := nodeSnapshotDiff(before, after); len(d) > 0 {
 		t.Errorf("uninstall left the node different: %v", d)
 	}
 	if err := nodeinstall.Uninstalled(ctx, opts); err != nil {
@@ -211,7 +211,7 @@ spec:
 	// kubelet talks to containerd directly again: nothing judges the
 	// unsigned image any more, so its static pod finally runs.
 	harness.Eventually(t, 120*time.Second, "the unsigned static pod running with kubelet on containerd directly", func() error {
-		return podRunning(t, ctd.Endpoint(), "unsigned-"+node)
+		return nodePodRunning(t, ctd.Endpoint(), "unsigned-"+node)
 	})
 }
 
@@ -247,7 +247,7 @@ func TestNodeInstallCLIDryRun(t *testing.T) {
 	}
 	policyDir := harness.TempDir(t, "clipol")
 	harness.WriteFile(t, filepath.Join(policyDir, "policy.yaml"), "apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec: {unmatchedImages: Deny}\n")
-	before := hostSnapshot(t, root)
+	before := nodeSnapshot(t, root)
 
 	stdout, stderr, code := harness.RunCriguard(t, "node", "install", "--host-root", root, "--policy-dir", policyDir, "--dry-run")
 	if code != 0 {
@@ -277,7 +277,7 @@ func TestNodeInstallCLIDryRun(t *testing.T) {
 	if err := os.Remove(filepath.Join(root, "nsenter.log")); err != nil {
 		t.Fatal(err)
 	}
-	if d := diffHost(before, hostSnapshot(t, root)); len(d) > 0 {
+	if d := nodeSnapshotDiff(before, nodeSnapshot(t, root)); len(d) > 0 {
 		t.Errorf("dry run changed the host: %v", d)
 	}
 }
@@ -326,8 +326,8 @@ func layOutNode(t *testing.T, root, kubeletConfig string) {
 	}
 }
 
-// harnessServices is the node's systemd, played by the harness.
-type harnessServices struct {
+// nodeServices is the node's systemd, played by the harness.
+type nodeServices struct {
 	t    *testing.T
 	root string
 	ctd  *harness.Containerd
@@ -347,8 +347,8 @@ type harnessServices struct {
 	done     chan struct{}
 }
 
-func newHarnessServices(t *testing.T, root string, ctd *harness.Containerd) *harnessServices {
-	s := &harnessServices{
+func newNodeServices(t *testing.T, root string, ctd *harness.Containerd) *nodeServices {
+	s := &nodeServices{
 		t: t, root: root, ctd: ctd,
 		node:      "e2e-node-" + filepath.Base(root)[len("cg-node-"):],
 		staticDir: filepath.Join(harness.TempDir(t, "static"), "manifests"),
@@ -359,13 +359,13 @@ func newHarnessServices(t *testing.T, root string, ctd *harness.Containerd) *har
 	return s
 }
 
-func (s *harnessServices) record(c string) {
+func (s *nodeServices) record(c string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, c)
 }
 
-func (s *harnessServices) takeCalls() []string {
+func (s *nodeServices) takeCalls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.calls
@@ -373,7 +373,7 @@ func (s *harnessServices) takeCalls() []string {
 	return c
 }
 
-func (s *harnessServices) startKubelet(t *testing.T, runtimeEP, imageEP string) {
+func (s *nodeServices) startKubelet(t *testing.T, runtimeEP, imageEP string) {
 	if s.kubelet != nil {
 		s.kubelet.Stop(t)
 	}
@@ -384,11 +384,11 @@ func (s *harnessServices) startKubelet(t *testing.T, runtimeEP, imageEP string) 
 	s.kubeletStarts++
 }
 
-func (s *harnessServices) kubeletEndpoints() [2]string { return s.endpoints }
+func (s *nodeServices) kubeletEndpoints() [2]string { return s.endpoints }
 
 // hostToReal maps an endpoint written on the node to the socket that really
 // serves it: criguard's under the root, containerd's from the harness.
-func (s *harnessServices) hostToReal(ep string) (string, error) {
+func (s *nodeServices) hostToReal(ep string) (string, error) {
 	p := strings.TrimPrefix(ep, "unix://")
 	switch filepath.Clean(strings.Replace(p, "/var/run/", "/run/", 1)) {
 	case systemd.SocketPath:
@@ -399,12 +399,12 @@ func (s *harnessServices) hostToReal(ep string) (string, error) {
 	return "", fmt.Errorf("endpoint %q names no socket on this node", ep)
 }
 
-func (s *harnessServices) DaemonReload(context.Context) error {
+func (s *nodeServices) DaemonReload(context.Context) error {
 	s.record("daemon-reload")
 	return nil
 }
 
-func (s *harnessServices) Enable(_ context.Context, unit string) error {
+func (s *nodeServices) Enable(_ context.Context, unit string) error {
 	s.record("enable " + unit)
 	link := filepath.Join(s.root, systemd.WantsLink)
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
@@ -413,17 +413,17 @@ func (s *harnessServices) Enable(_ context.Context, unit string) error {
 	return os.Symlink(systemd.UnitPath, link)
 }
 
-func (s *harnessServices) Disable(_ context.Context, unit string) error {
+func (s *nodeServices) Disable(_ context.Context, unit string) error {
 	s.record("disable " + unit)
 	return os.Remove(filepath.Join(s.root, systemd.WantsLink))
 }
 
-func (s *harnessServices) Start(ctx context.Context, unit string) error {
+func (s *nodeServices) Start(ctx context.Context, unit string) error {
 	s.record("start " + unit)
 	return s.start(unit)
 }
 
-func (s *harnessServices) Restart(ctx context.Context, unit string) error {
+func (s *nodeServices) Restart(ctx context.Context, unit string) error {
 	s.record("restart " + unit)
 	if unit == systemd.UnitName {
 		s.stopGuard()
@@ -431,7 +431,7 @@ func (s *harnessServices) Restart(ctx context.Context, unit string) error {
 	return s.start(unit)
 }
 
-func (s *harnessServices) start(unit string) error {
+func (s *nodeServices) start(unit string) error {
 	switch unit {
 	case systemd.KubeletUnit:
 		b, err := os.ReadFile(filepath.Join(s.root, nodeinstall.DefaultKubeletConfig))
@@ -466,7 +466,7 @@ func (s *harnessServices) start(unit string) error {
 
 // startGuard runs the installed unit's ExecStart, paths mapped into the root,
 // the way systemd would (RuntimeDirectory created first).
-func (s *harnessServices) startGuard() error {
+func (s *nodeServices) startGuard() error {
 	if s.criguardRunning() {
 		return nil
 	}
@@ -516,7 +516,7 @@ func (s *harnessServices) startGuard() error {
 	return nil
 }
 
-func (s *harnessServices) stopGuard() {
+func (s *nodeServices) stopGuard() {
 	s.mu.Lock()
 	cmd, done := s.guard, s.done
 	s.guard = nil
@@ -533,7 +533,7 @@ func (s *harnessServices) stopGuard() {
 	}
 }
 
-func (s *harnessServices) Stop(_ context.Context, unit string) error {
+func (s *nodeServices) Stop(_ context.Context, unit string) error {
 	s.record("stop " + unit)
 	if unit != systemd.UnitName {
 		return fmt.Errorf("stop %s: not expected in this test", unit)
@@ -543,14 +543,14 @@ func (s *harnessServices) Stop(_ context.Context, unit string) error {
 	return os.RemoveAll(filepath.Join(s.root, systemd.RuntimeDir))
 }
 
-func (s *harnessServices) IsActive(_ context.Context, unit string) (bool, error) {
+func (s *nodeServices) IsActive(_ context.Context, unit string) (bool, error) {
 	if unit == systemd.KubeletUnit {
 		return s.kubelet != nil && !s.kubelet.Exited(), nil
 	}
 	return s.criguardRunning(), nil
 }
 
-func (s *harnessServices) criguardRunning() bool {
+func (s *nodeServices) criguardRunning() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.guard == nil {
@@ -564,7 +564,7 @@ func (s *harnessServices) criguardRunning() bool {
 	}
 }
 
-func (s *harnessServices) criguardPID() int {
+func (s *nodeServices) criguardPID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.guard == nil {
@@ -573,28 +573,28 @@ func (s *harnessServices) criguardPID() int {
 	return s.guard.Process.Pid
 }
 
-func (s *harnessServices) criguardLogs() string {
+func (s *nodeServices) criguardLogs() string {
 	b, _ := os.ReadFile(s.guardLog)
 	return string(b)
 }
 
-// harnessReady: criguard through its real socket under the root, kubelet
+// nodeReady: criguard through its real socket under the root, kubelet
 // through the running harness kubelet's healthz.
-type harnessReady struct {
+type nodeReady struct {
 	root string
-	svc  *harnessServices
+	svc  *nodeServices
 }
 
-func (r harnessReady) CriguardReady(ctx context.Context) error {
+func (r nodeReady) CriguardReady(ctx context.Context) error {
 	return nodeinstall.CRIReady(ctx, filepath.Join(r.root, systemd.SocketPath))
 }
 
-func (r harnessReady) KubeletReady(ctx context.Context) error {
+func (r nodeReady) KubeletReady(ctx context.Context) error {
 	return (&nodeinstall.DefaultReadiness{HostRoot: "/", KubeletConfig: r.svc.kubelet.ConfigPath}).KubeletReady(ctx)
 }
 
 // podRunning reports whether the pod sandbox named name has a running container.
-func podRunning(t *testing.T, endpoint, name string) error {
+func nodePodRunning(t *testing.T, endpoint, name string) error {
 	pods, err := harness.Crictl(t, endpoint, "pods", "--name", "^"+name+"$", "--state", "ready", "-q")
 	if err != nil {
 		return err
@@ -611,7 +611,7 @@ func podRunning(t *testing.T, endpoint, name string) error {
 	return fmt.Errorf("no running container in pod %s", name)
 }
 
-func indent(s string, n int) string {
+func nodeIndent(s string, n int) string {
 	pad := strings.Repeat(" ", n)
 	var b strings.Builder
 	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
@@ -620,15 +620,15 @@ func indent(s string, n int) string {
 	return b.String()
 }
 
-type testLog struct{ t *testing.T }
+type nodeTestLog struct{ t *testing.T }
 
-func (l testLog) Write(p []byte) (int, error) {
+func (l nodeTestLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
 // hostSnapshot digests every file, link and directory under root.
-func hostSnapshot(t *testing.T, root string, skip ...string) map[string]string {
+func nodeSnapshot(t *testing.T, root string, skip ...string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -672,7 +672,7 @@ func hostSnapshot(t *testing.T, root string, skip ...string) map[string]string {
 	return out
 }
 
-func diffHost(a, b map[string]string) []string {
+func nodeSnapshotDiff(a, b map[string]string) []string {
 	var d []string
 	for k, v := range a {
 		if w, ok := b[k]; !ok {
