@@ -388,7 +388,10 @@ func (s *loadSigner) push(ctx context.Context, host, repo, tag string) (string, 
 //     stay <= maxEntries);
 //   - the criguard binary, `criguard verify --policy P IMAGE...` over all of
 //     them: throughput, and peak RSS (the kernel's high-water mark of the
-//     process, getrusage ru_maxrss == VmHWM; target < 100 MiB).
+//     process, getrusage ru_maxrss == VmHWM; target < 100 MiB);
+//   - criguard serve in front of containerd 2.x: every image pulled through
+//     it (4 at a time), throughput, VmHWM from /proc/<pid>/status, and the
+//     criguard_verdict_cache_entries gauge (must stay <= maxEntries).
 func BenchmarkLoadVerify(b *testing.B) {
 	n := benchEnvInt("CRIGUARD_LOAD_IMAGES", 1000)
 	const maxEntries = 500
@@ -438,12 +441,34 @@ spec:
 	}
 	b.Logf("pushed and signed %d images in %.1f s", n, time.Since(pushStart).Seconds())
 	bin := harness.CriguardBinary(b)
+	// The proxy: criguard serve in front of containerd 2.x, judging PullImage.
+	c := harness.StartContainerd(b, harness.ContainerdOptions{Version: "2", Registry: r})
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
+	g := harness.StartCriguard(b, c.Socket, "--policy", pol, "--metrics-address", metricsAddr, "--log-format", "json")
+	base := "http://" + metricsAddr
+	ready := func() {
+		harness.Eventually(b, 20*time.Second, "criguard ready", func() error {
+			code, body, err := httpGet(ctx, base+"/readyz")
+			if err == nil && code != 200 {
+				err = fmt.Errorf("/readyz %d: %s", code, body)
+			}
+			return err
+		})
+	}
+	ready()
+	pullClient := runtimeapi.NewImageServiceClient(harness.DialCRI(b, g.Socket))
 
-	var inproc, cli []time.Duration
-	var maxCache int
+	med := func(s []time.Duration) time.Duration {
+		s = slices.Clone(s)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	var inproc, cli, serve []time.Duration
+	var maxCache, maxServeCache int
 	var maxRSS int64
+	var serveHWM int
 	b.ResetTimer()
-	for range b.N {
+	for it := range b.N {
 		// In process: a new engine and verifier (cold: no cache, no connection).
 		set, err := policy.Load(pol)
 		if err != nil {
@@ -509,15 +534,59 @@ spec:
 			b.Fatal("no rusage for criguard verify")
 		}
 		maxRSS = max(maxRSS, ru.Maxrss) // KiB on Linux
+
+		// Through the proxy: every image pulled through criguard serve (tag
+		// resolution, verification, digest pull into containerd, tag), 4 at a
+		// time; the verdict cache size read from /metrics every 50 pulls.
+		if it > 0 {
+			g.Restart(b) // a cold cache
+			ready()
+		}
+		pid := loadFindPid(b, "criguard", func(a []string) bool {
+			return len(a) > 1 && a[1] == "serve" && slices.ContainsFunc(a, func(s string) bool { return strings.Contains(s, g.Socket) })
+		})
+		start = time.Now()
+		pg, pctx := errgroup.WithContext(ctx)
+		pg.SetLimit(4)
+		for i, ref := range refs {
+			pg.Go(func() error {
+				if _, err := pullClient.PullImage(pctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+					return fmt.Errorf("PullImage %s through criguard: %w", ref, err)
+				}
+				if i%50 == 49 {
+					l := int(metric(b, base, "criguard_verdict_cache_entries"))
+					mu.Lock()
+					maxServeCache = max(maxServeCache, l)
+					mu.Unlock()
+				}
+				return nil
+			})
+		}
+		if err := pg.Wait(); err != nil {
+			b.Fatalf("%v\ncriguard logs (tail): %s", err, loadTail(g.Logs(), 10))
+		}
+		serve = append(serve, time.Since(start))
+		l := int(metric(b, base, "criguard_verdict_cache_entries"))
+		maxServeCache = max(maxServeCache, l)
+		if l == 0 || maxServeCache > maxEntries {
+			b.Fatalf("criguard serve's verdict cache: %d entries at the end, %d at most, configured maxEntries %d", l, maxServeCache, maxEntries)
+		}
+		if allowed := metric(b, base, `criguard_decisions_total{operation="PullImage",result="allow"}`); int(allowed) < n {
+			b.Fatalf("criguard serve allowed %v pulls, want %d", allowed, n)
+		}
+		hwm, _ := faultMemory(b, pid)
+		serveHWM = max(serveHWM, hwm)
 	}
 	b.StopTimer()
+	serveRate := float64(n) / med(serve).Seconds()
+	serveMiB := float64(serveHWM) / 1024
+	b.ReportMetric(serveRate, "serve-pulls/s")
+	b.ReportMetric(serveMiB, "serve-peak-rss-MiB")
+	b.ReportMetric(float64(maxServeCache), "serve-cache-max-entries")
+	b.Logf("criguard serve: %d signed images pulled through it into containerd, 4 at a time, %.0f pulls/s (%.1f s); peak RSS (VmHWM) %.1f MiB; verdict cache at most %d entries (maxEntries %d)",
+		n, serveRate, med(serve).Seconds(), serveMiB, maxServeCache, maxEntries)
 	if maxCache > maxEntries {
 		b.Fatalf("verdict cache reached %d entries, configured maxEntries %d", maxCache, maxEntries)
-	}
-	med := func(s []time.Duration) time.Duration {
-		s = slices.Clone(s)
-		slices.Sort(s)
-		return s[len(s)/2]
 	}
 	inRate := float64(n) / med(inproc).Seconds()
 	cliRate := float64(n) / med(cli).Seconds()
