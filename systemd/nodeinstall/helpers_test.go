@@ -302,11 +302,18 @@ func (f *fakeServices) IsActive(_ context.Context, unit string) (bool, error) {
 type fakeReady struct {
 	svc        *fakeServices
 	kubeletErr error
+	// badBinary, when set, is binary content that never serves (a broken release).
+	badBinary string
 }
 
 func (r *fakeReady) CriguardReady(ctx context.Context) error {
 	if ok, _ := r.svc.IsActive(ctx, systemd.UnitName); !ok {
 		return errors.New("criguard.service not active")
+	}
+	if r.badBinary != "" {
+		if b, _ := os.ReadFile(filepath.Join(r.svc.root, systemd.BinaryPath)); string(b) == r.badBinary {
+			return errors.New("connection refused")
+		}
 	}
 	return nil
 }

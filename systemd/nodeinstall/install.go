@@ -188,6 +188,15 @@ func install(ctx context.Context, o *Options, h *host) error {
 			return err
 		}
 	}
+	// The running version's bytes, to go back to if the new one does not serve.
+	oldBin, hadBin, err := h.readFile(systemd.BinaryPath, maxBinary)
+	if err != nil {
+		return err
+	}
+	oldUnit, hadUnit, err := h.readFile(systemd.UnitPath, maxHostFile)
+	if err != nil {
+		return err
+	}
 	binChanged, err := h.ensureFile(systemd.BinaryPath, bin, 0o755, "criguard binary")
 	if err != nil {
 		return err
@@ -223,12 +232,13 @@ func install(ctx context.Context, o *Options, h *host) error {
 	if err != nil {
 		return fmt.Errorf("ask systemd whether %s runs: %w", systemd.UnitName, err)
 	}
+	upgrade := active && (binChanged || unitChanged)
 	switch {
 	case !active:
 		if err := service(o, h, "systemctl start "+systemd.UnitName, func() error { return o.Services.Start(ctx, systemd.UnitName) }); err != nil {
 			return err
 		}
-	case binChanged || unitChanged:
+	case upgrade:
 		// Upgrade: only criguard restarts; kubelet reconnects by itself.
 		if err := service(o, h, "systemctl restart "+systemd.UnitName, func() error { return o.Services.Restart(ctx, systemd.UnitName) }); err != nil {
 			return err
@@ -236,8 +246,12 @@ func install(ctx context.Context, o *Options, h *host) error {
 	}
 	if !o.DryRun {
 		if err := wait(ctx, o.timeout(), o.Ready.CriguardReady); err != nil {
-			return fmt.Errorf("criguard did not serve CRI on %s within %s: %w (see `journalctl -u %s` on the node); kubelet was not touched",
+			err = fmt.Errorf("criguard did not serve CRI on %s within %s: %w (see `journalctl -u %s` on the node); kubelet's files were not changed",
 				systemd.SocketPath, o.timeout(), err, systemd.UnitName)
+			if upgrade && hadBin && hadUnit {
+				return downgrade(ctx, o, h, oldBin, oldUnit, unitChanged, err)
+			}
+			return err
 		}
 	}
 
@@ -283,6 +297,33 @@ func install(ctx context.Context, o *Options, h *host) error {
 	}
 	st.KubeletRestartPending = false
 	return saveState(h, st)
+}
+
+// downgrade puts the previous binary and unit back after an upgrade that did
+// not serve, so a kubelet already pointed at criguard keeps working.
+func downgrade(ctx context.Context, o *Options, h *host, oldBin, oldUnit []byte, unitChanged bool, cause error) error {
+	o.logf("upgrade failed: %v; going back to the previous criguard", cause)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout()+time.Minute)
+	defer cancel()
+	var errs []error
+	if _, err := h.ensureFile(systemd.BinaryPath, oldBin, 0o755, "previous criguard binary (upgrade rolled back)"); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := h.ensureFile(systemd.UnitPath, oldUnit, 0o644, "previous systemd unit (upgrade rolled back)"); err != nil {
+		errs = append(errs, err)
+	}
+	if unitChanged {
+		errs = append(errs, service(o, h, "systemctl daemon-reload", func() error { return o.Services.DaemonReload(ctx) }))
+	}
+	errs = append(errs, service(o, h, "systemctl restart "+systemd.UnitName, func() error { return o.Services.Restart(ctx, systemd.UnitName) }))
+	if err := errors.Join(errs...); err == nil {
+		err = wait(ctx, o.timeout(), o.Ready.CriguardReady)
+		if err == nil {
+			return fmt.Errorf("%w; the previous criguard was restored and serves again", cause)
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%w; going back to the previous criguard failed too: %v", cause, errors.Join(errs...))
 }
 
 // rollback restores kubelet's files from the bytes read before the edit and

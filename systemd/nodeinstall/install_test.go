@@ -716,3 +716,30 @@ func TestInterruptedRunsFinishTheJob(t *testing.T) {
 		}
 	})
 }
+
+func TestBrokenUpgradeGoesBack(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, nodes[0])
+	if _, err := Install(ctx, f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Calls()
+	kubeletFiles := snapshot(t, f.root, systemd.BinaryPath)
+	f.ready.badBinary = "\x7fELF criguard broken"
+	writeFile(t, f.binary, f.ready.badBinary)
+	o := f.opts()
+	o.ReadyTimeout = 300 * time.Millisecond
+	_, err := Install(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), "previous criguard was restored") {
+		t.Fatalf("broken upgrade: %v", err)
+	}
+	if got := readHost(t, f.root, systemd.BinaryPath); got != "\x7fELF criguard v1" {
+		t.Errorf("binary after a broken upgrade = %q", got)
+	}
+	if got, want := f.svc.Calls(), []string{"restart criguard.service", "restart criguard.service"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("calls %q, want %q (kubelet untouched)", got, want)
+	}
+	if d := diffSnapshots(kubeletFiles, snapshot(t, f.root, systemd.BinaryPath)); len(d) > 0 {
+		t.Errorf("broken upgrade changed %v", d)
+	}
+}
