@@ -365,3 +365,87 @@ func TestSecurityUnknownFields(t *testing.T) {
 		t.Error("criguard did not log the refused request")
 	}
 }
+
+// TestSecurityUserSpecifiedImageMismatch: CreateContainer names an unsigned
+// image by its ID and claims, in user_specified_image, a repository the
+// policy allows without verification, although containerd knows the image
+// under no such name. kubelet never sends such a pair (it resolves the pod's
+// image name to the ID it passes); a client that does must not get the
+// unsigned image run under the allowed name. The consistent pair (the allowed
+// image's own ID) is allowed.
+func TestSecurityUserSpecifiedImageMismatch(t *testing.T) {
+	e := newEnforceEnv(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: mismatch}
+spec:
+  mode: Enforce
+  unmatchedImages: Deny
+  rules:
+  - name: trusted-without-signature
+    images: ["%[1]s/allowed/*"]
+    action: Allow
+  - name: everything-else-signed
+    images: ["%[1]s/*"]
+    excludeImages: ["%[1]s/allowed/*"]
+    action: Verify
+    attestors:
+      entries:
+      - key: {file: %[2]s}
+`, e.r.Host, e.pub))
+	g, _ := e.guard(t, pol)
+	conn := harness.DialCRI(t, g.Socket)
+	img := runtimeapi.NewImageServiceClient(conn)
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	allowedRef, _ := e.unsigned(t, "allowed/app")
+	evilRef, _ := e.unsigned(t, "evil/app")
+	if _, err := faultPull(t, conn, allowedRef, nil); err != nil {
+		t.Fatalf("pull of the allowed repository: %v", err)
+	}
+	harness.MustCrictl(t, e.c.Endpoint(), "pull", evilRef) // behind criguard's back
+	idOf := func(ref string) string {
+		st, err := img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		if err != nil || st.GetImage() == nil {
+			t.Fatalf("ImageStatus %s: %v", ref, err)
+		}
+		return st.GetImage().GetId()
+	}
+	evilID, allowedID := idOf(evilRef), idOf(allowedRef)
+
+	pod := benchPodConfig("mismatch", "uid-mismatch")
+	pod.Metadata.Namespace = "default"
+	podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	create := func(name, id, claimed string) error {
+		_, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+			PodSandboxId: podResp.GetPodSandboxId(), SandboxConfig: pod,
+			Config: &runtimeapi.ContainerConfig{
+				Metadata: &runtimeapi.ContainerMetadata{Name: name},
+				Image:    &runtimeapi.ImageSpec{Image: id, UserSpecifiedImage: claimed},
+				Linux:    &runtimeapi.LinuxContainerConfig{},
+			},
+		})
+		return err
+	}
+	if err := create("consistent", allowedID, allowedRef); err != nil {
+		t.Errorf("the allowed image by its own ID and name: %v", err)
+	}
+	if err := create("by-id", evilID, ""); !faultDenied(err) {
+		t.Errorf("the unsigned image by ID alone: %v; want a denial", err)
+	}
+	err = create("mismatch", evilID, allowedRef)
+	if !faultDenied(err) {
+		t.Errorf("the unsigned image by ID, claimed to be %s: %v; want a denial (containerd knows it under no such name)", allowedRef, err)
+	}
+	for _, c := range faultContainers(t, e.c) {
+		if c.ImageRef == evilID {
+			t.Errorf("a container of the unsigned image exists: %+v", c)
+		}
+	}
+}
