@@ -65,7 +65,7 @@ func proxyScript(t *testing.T, ep, cross, image, name string, full bool) []proxy
 				e2 = proxyCrictlErr(err2)
 			}
 			c := newProxyNormalizer()
-			if a, b := c.apply(out)+e1, c.apply(out2)+e2; a != b {
+			if a, b := c.apply(out+e1), c.apply(out2+e2); a != b {
 				// Two reads a moment apart may legitimately differ only in times, which
 				// the normalizer hides; anything else is a proxy that changed an answer.
 				t.Errorf("%s: criguard and containerd answer differently on the same runtime:\n--- through %s\n%s\n--- straight at %s\n%s",
@@ -476,7 +476,7 @@ func TestProxyBadUpstream(t *testing.T) {
 	}
 
 	t.Run("unsupported scheme", func(t *testing.T) {
-		_, stderr, code := harness.RunCriguard(t, "serve", "--listen", filepath.Join(dir, "x.sock"), "--upstream", "tcp://127.0.0.1:1")
+		_, stderr, code := harness.RunCriguard(t, "serve", "--listen", filepath.Join(dir, "x.sock"), "--upstream", "tcp://127.0.0.1:1", "--metrics-address=")
 		if code == 0 || !strings.Contains(stderr, "tcp://127.0.0.1:1") {
 			t.Errorf("criguard serve --upstream tcp://...: exit %d, stderr %q; want a failure naming the endpoint", code, stderr)
 		}
@@ -490,7 +490,7 @@ func proxyExpectUnavailableOrError(t *testing.T, upstream, mention string) {
 	t.Helper()
 	dir := harness.TempDir(t, "bad")
 	sock := filepath.Join(dir, "criguard.sock")
-	cmd := exec.Command(harness.CriguardBinary(t), "serve", "--listen", "unix://"+sock, "--upstream", upstream)
+	cmd := exec.Command(harness.CriguardBinary(t), "serve", "--listen", "unix://"+sock, "--upstream", upstream, "--metrics-address=")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -598,7 +598,7 @@ func TestProxyUnusableListenDir(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			args := []string{bin, "serve", "--listen", "unix://" + tc.listen, "--upstream", fwd.Endpoint()}
+			args := []string{bin, "serve", "--listen", "unix://" + tc.listen, "--upstream", fwd.Endpoint(), "--metrics-address="}
 			if tc.asUser {
 				args = append([]string{setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups", "--"}, args...)
 			}
@@ -637,17 +637,20 @@ func TestProxyHarnessTeardown(t *testing.T) {
 			c := harness.StartContainerd(t, harness.ContainerdOptions{Version: "2", Registry: r})
 			g := harness.StartCriguard(t, c.Socket)
 			k := harness.StartKubelet(t, harness.KubeletOptions{RuntimeEndpoint: g.Endpoint()})
-			dirs = []string{c.Dir, g.Dir, k.Dir}
 			k.WriteStaticPod(t, "keep", harness.StaticPod("keep", "default", image))
 			proxyWaitRunning(t, c, "keep-"+k.NodeName, 2*time.Minute)
+			// A second runtime with a pod made by crictl (not beside the kubelet,
+			// which would remove a pod it does not know).
+			c2 := harness.StartContainerd(t, harness.ContainerdOptions{Version: "2", Registry: r})
 			logDir := harness.TempDir(t, "tdlogs")
-			dirs = append(dirs, logDir)
+			dirs = []string{c.Dir, g.Dir, k.Dir, c2.Dir, logDir}
 			pod := filepath.Join(logDir, "pod.json")
 			ctr := filepath.Join(logDir, "ctr.json")
 			harness.WriteFile(t, pod, harness.HostNetworkPod("extra", "default", logDir))
 			harness.WriteFile(t, ctr, harness.ContainerConfig("extra", image))
-			harness.MustCrictl(t, g.Endpoint(), "run", ctr, pod)
+			harness.MustCrictl(t, c2.Endpoint(), "run", ctr, pod)
 			if down {
+				c2.Stop(t)
 				k.Stop(t)
 				c.Stop(t)
 			}

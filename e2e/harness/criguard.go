@@ -93,6 +93,9 @@ type Criguard struct {
 	Upstream string
 	// Dir is its temporary directory (socket and log).
 	Dir string
+	// MetricsAddress is --metrics-address: the caller's, or a free loopback
+	// port the harness picked so parallel criguards do not fight over the default.
+	MetricsAddress string
 
 	proc *process
 }
@@ -108,13 +111,30 @@ func (g *Criguard) Exited() bool { return g.proc.exited() }
 
 // StartCriguard runs `criguard serve --listen unix://<tmp>/criguard.sock
 // --upstream unix://<upstream> extraArgs...` and waits until its socket accepts
-// connections. It is stopped with SIGTERM at cleanup.
+// connections. Unless extraArgs set --metrics-address, the harness adds one on
+// a free loopback port. It is stopped with SIGTERM at cleanup.
 func StartCriguard(t T, upstream string, extraArgs ...string) *Criguard {
 	t.Helper()
 	bin := CriguardBinary(t)
 	dir := TempDir(t, "guard")
 	g := &Criguard{Socket: filepath.Join(dir, "criguard.sock"), Upstream: socketPath(upstream), Dir: dir}
-	args := append([]string{"serve", "--listen", "unix://" + g.Socket, "--upstream", endpoint(upstream)}, extraArgs...)
+	args := []string{"serve", "--listen", "unix://" + g.Socket, "--upstream", endpoint(upstream)}
+	for i, a := range extraArgs {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "metrics-address" {
+			if hasVal {
+				g.MetricsAddress = val
+			} else if i+1 < len(extraArgs) {
+				g.MetricsAddress = extraArgs[i+1]
+			}
+			break
+		}
+	}
+	if g.MetricsAddress == "" {
+		g.MetricsAddress = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		args = append(args, "--metrics-address", g.MetricsAddress)
+	}
+	args = append(args, extraArgs...)
 	g.proc = startProcess(t, "criguard", filepath.Join(dir, "criguard.log"), os.Environ(), bin, args...)
 	t.Cleanup(func() { g.proc.stop(10 * time.Second) })
 	dumpOnFailure(t, g.proc, 40)

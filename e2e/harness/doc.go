@@ -58,6 +58,7 @@
 // criguard:
 //
 //	g := harness.StartCriguard(t, c.Socket, extraArgs...) // criguard serve --listen unix://<tmp>/criguard.sock --upstream unix://<c.Socket> extraArgs...
+//	                                                      // (+ --metrics-address 127.0.0.1:<free> unless extraArgs set it; g.MetricsAddress)
 //	g.Socket, g.Endpoint(), g.Logs() string, g.Stop(t) (SIGTERM), g.Kill(t) (SIGKILL), g.Restart(t)
 //	g.Exited() bool, g.ExitCode(timeout) int
 //	harness.RunCriguard(t, args...) (stdout, stderr string, exitCode int) // one-shot subcommand (verify, policy, version, ...)

@@ -21,6 +21,8 @@ package harness
 //	f.AddTo(t, c)                           // certs.d hosts.toml so containerd c pulls through it
 //	f.SetDown(t, true|false)                // listener closed (connection refused) / open again, same port
 //	f.RequireAuth(user, password, token)    // Basic user:password or Bearer token required; "" turns it off
+//	f.RequireTokenAuth(user, password, identityToken) (issued string) // the token flow of most registries:
+//	                                        // Bearer challenge, realm /token on the front itself
 //	f.DelayBlobs(d, digests...) <-chan string // GETs of those blobs wait d; each such request is announced
 //	f.Requests() int, f.AuthFailures() int
 //
@@ -29,6 +31,7 @@ package harness
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -399,12 +402,17 @@ type FrontRegistry struct {
 	user     string
 	password string
 	token    string
-	delay    time.Duration
-	delayed  map[string]bool
-	notify   chan string
-	requests int
-	authFail int
-	closed   bool
+	// token flow (RequireTokenAuth): the realm at /token issues issued for
+	// Basic user:password, or for identity as a refresh token.
+	tokenFlow bool
+	identity  string
+	issued    string
+	delay     time.Duration
+	delayed   map[string]bool
+	notify    chan string
+	requests  int
+	authFail  int
+	closed    bool
 }
 
 // StartFrontRegistry serves a proxy to r until the test ends.
@@ -492,6 +500,50 @@ func (f *FrontRegistry) RequireAuth(user, password, token string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.user, f.password, f.token = user, password, token
+	f.tokenFlow = false
+}
+
+// RequireTokenAuth switches to the flow most registries use: /v2/ requests
+// need "Bearer <issued>", and a 401 names the front's own /token endpoint as the
+// realm, which hands out issued for Basic user:password (GET) or for a POSTed
+// password grant or identityToken refresh token. It returns issued, a secret
+// too.
+func (f *FrontRegistry) RequireTokenAuth(user, password, identityToken string) string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.user, f.password, f.token = user, password, ""
+	f.tokenFlow, f.identity, f.issued = true, identityToken, "issued-"+hex.EncodeToString(b)
+	return f.issued
+}
+
+// serveToken is the token endpoint of RequireTokenAuth.
+func (f *FrontRegistry) serveToken(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	user, password, identity, issued := f.user, f.password, f.identity, f.issued
+	f.mu.Unlock()
+	ok := false
+	if u, p, basic := r.BasicAuth(); basic && u == user && p == password {
+		ok = true
+	}
+	if r.Method == http.MethodPost && r.ParseForm() == nil {
+		switch r.PostForm.Get("grant_type") {
+		case "password":
+			ok = ok || (r.PostForm.Get("username") == user && r.PostForm.Get("password") == password)
+		case "refresh_token":
+			ok = ok || (identity != "" && r.PostForm.Get("refresh_token") == identity)
+		}
+	}
+	if !ok {
+		f.mu.Lock()
+		f.authFail++
+		f.mu.Unlock()
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}`, http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"token":%q,"access_token":%q,"expires_in":300}`, issued, issued)
 }
 
 // DelayBlobs makes GETs of the given blob digests wait d before they are
@@ -524,6 +576,9 @@ func (f *FrontRegistry) AuthFailures() int {
 }
 
 func (f *FrontRegistry) authorized(r *http.Request) bool {
+	if f.tokenFlow {
+		return r.Header.Get("Authorization") == "Bearer "+f.issued
+	}
 	if f.user == "" && f.token == "" {
 		return true
 	}
@@ -537,6 +592,10 @@ func (f *FrontRegistry) authorized(r *http.Request) bool {
 }
 
 func (f *FrontRegistry) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/token" {
+		f.serveToken(w, r)
+		return
+	}
 	f.mu.Lock()
 	f.requests++
 	ok := f.authorized(r)
@@ -547,9 +606,14 @@ func (f *FrontRegistry) serve(w http.ResponseWriter, r *http.Request) {
 	if _, kind, ref, isV2 := splitV2(r.URL.Path); isV2 && kind == "blobs" && r.Method == http.MethodGet && f.delayed[ref] {
 		delay = f.delay
 	}
+	tokenFlow := f.tokenFlow
 	f.mu.Unlock()
 	if !ok {
-		w.Header().Set("WWW-Authenticate", `Basic realm="criguard-e2e"`)
+		if tokenFlow {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="%s"`, f.Host, f.Host))
+		} else {
+			w.Header().Set("WWW-Authenticate", `Basic realm="criguard-e2e"`)
+		}
 		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 		return
 	}
