@@ -177,13 +177,16 @@ func securitySecret(prefix string) string {
 }
 
 // TestSecurityCredentialsNeverLogged: a registry that requires credentials
-// (Basic user:password or a Bearer token) sits in front of the images;
-// criguard runs at debug log level and kubelet-like pulls carry the password,
-// the docker-config "auth" form, a registry token, and a wrong password; a
-// container is created from an image pulled around criguard, so criguard
-// verifies it with the credentials it remembered. No secret (password, wrong
-// password, token, base64 user:password) appears in criguard's log, in
-// /metrics, or in any error criguard returned (which kubelet would log).
+// sits in front of the images, first with Basic auth (user:password, or a
+// Bearer token), then with the token flow most registries use (a Bearer
+// challenge whose realm issues a token for user:password or for an identity
+// token). criguard runs at debug log level; kubelet-like pulls carry the
+// password, the docker-config "auth" form, a registry token, an identity
+// token and a wrong password; a container is created from an image pulled
+// around criguard, so criguard verifies it with the credentials it remembered.
+// No secret (password, wrong password, tokens, issued token, base64
+// user:password) appears in criguard's log, in /metrics, or in any error
+// criguard returned (which kubelet would log).
 func TestSecurityCredentialsNeverLogged(t *testing.T) {
 	e := newEnforceEnv(t)
 	front := harness.StartFrontRegistry(t, e.r)
@@ -192,78 +195,93 @@ func TestSecurityCredentialsNeverLogged(t *testing.T) {
 	writePolicy(t, pol, faultPolicy("Fail", "20s", e.pub, front.Host))
 	g, base := e.guard(t, pol, "--log-level", "debug")
 	conn := harness.DialCRI(t, g.Socket)
-
-	sign := func(repo string) string {
-		dg := e.r.PushImage(t, repo, "1.0")
-		e.cs.Sign(t, e.key, front.Ref(repo, dg), false)
-		return front.Ref(repo, "1.0")
-	}
-	withPassword, withAuth, withToken, sideloaded := sign("creds/password"), sign("creds/auth"), sign("creds/token"), sign("creds/sideloaded")
-	signedWrong := sign("creds/wrong")
-	unsigned := front.Ref("creds/unsigned", "1.0")
-	e.r.PushImage(t, "creds/unsigned", "1.0")
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
 
 	const user = "e2e-user"
-	password, wrong, token := securitySecret("pw-"), securitySecret("wrong-"), securitySecret("tok-")
-	authField := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
-	secrets := map[string]string{
-		"password": password, "wrong password": wrong, "registry token": token, "auth field": authField,
-		"wrong auth field": base64.StdEncoding.EncodeToString([]byte(user + ":" + wrong)),
-	}
-	front.RequireAuth(user, password, token)
-
+	secrets := map[string]string{}
 	var returned []string
-	pull := func(ref string, auth *runtimeapi.AuthConfig, wantAllowed bool) {
-		t.Helper()
-		_, err := faultPull(t, conn, ref, auth)
-		if err != nil {
+	for _, mode := range []string{"basic", "token"} {
+		front.RequireAuth("", "", "") // cosign signs without credentials
+		sign := func(repo string) string {
+			dg := e.r.PushImage(t, mode+"/"+repo, "1.0")
+			e.cs.Sign(t, e.key, front.Ref(mode+"/"+repo, dg), false)
+			return front.Ref(mode+"/"+repo, "1.0")
+		}
+		withPassword, withAuth, withToken, withIdentity := sign("password"), sign("auth"), sign("token"), sign("identity")
+		sideloaded, signedWrong := sign("sideloaded"), sign("wrong")
+		unsigned := front.Ref(mode+"/unsigned", "1.0")
+		e.r.PushImage(t, mode+"/unsigned", "1.0")
+
+		password, wrong, token, identity := securitySecret("pw-"), securitySecret("wrong-"), securitySecret("tok-"), securitySecret("idt-")
+		authField := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+		for what, v := range map[string]string{"password": password, "wrong password": wrong, "registry token": token,
+			"identity token": identity, "auth field": authField,
+			"wrong auth field": base64.StdEncoding.EncodeToString([]byte(user + ":" + wrong))} {
+			secrets[mode+" "+what] = v
+		}
+		if mode == "basic" {
+			front.RequireAuth(user, password, token)
+		} else {
+			token = front.RequireTokenAuth(user, password, identity)
+			secrets[mode+" issued token"] = token
+		}
+		challenged := front.AuthFailures()
+
+		pull := func(ref string, auth *runtimeapi.AuthConfig, wantAllowed bool) {
+			t.Helper()
+			_, err := faultPull(t, conn, ref, auth)
+			if err != nil {
+				returned = append(returned, err.Error())
+			}
+			switch {
+			case wantAllowed && err != nil:
+				t.Errorf("%s: pull %s with credentials: %v", mode, ref, err)
+			case !wantAllowed && !faultDenied(err):
+				t.Errorf("%s: pull %s: %v; want a denial", mode, ref, err)
+			}
+		}
+		pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: password}, true)
+		pull(withAuth, &runtimeapi.AuthConfig{Auth: authField}, true)
+		pull(unsigned, &runtimeapi.AuthConfig{Username: user, Password: password}, false)
+		// A wrong password: the tag cannot even be resolved (the verdict cache
+		// holds digests, and the registry refuses the HEAD), so both are refused.
+		pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
+		pull(signedWrong, &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
+		if mode == "token" {
+			// containerd uses an identity token as the refresh token, as criguard does.
+			pull(withIdentity, &runtimeapi.AuthConfig{IdentityToken: identity}, true)
+		}
+		// containerd's CRI does not use registry_token, so its pull may fail
+		// after criguard verified with the token; either way nothing may leak.
+		_, err := faultPull(t, conn, withToken, &runtimeapi.AuthConfig{RegistryToken: token})
+		if faultDenied(err) {
+			t.Errorf("%s: pull with a registry token refused by criguard: %v", mode, err)
+		} else if err != nil {
 			returned = append(returned, err.Error())
+			t.Logf("%s: pull with a registry token: criguard allowed, containerd said: %v", mode, err)
 		}
-		switch {
-		case wantAllowed && err != nil:
-			t.Errorf("pull %s with credentials: %v", ref, err)
-		case !wantAllowed && !faultDenied(err):
-			t.Errorf("pull %s: %v; want a denial", ref, err)
+
+		// A container from an image pulled around criguard: criguard verifies
+		// it with the credentials last sent for this registry.
+		pull(sideloaded+"-absent", &runtimeapi.AuthConfig{Username: user, Password: password}, false) // remember good credentials
+		harness.MustCrictl(t, e.c.Endpoint(), "pull", "--creds", user+":"+password, sideloaded)
+		pod := benchPodConfig("creds-"+mode, "uid-creds-"+mode)
+		pod.Metadata.Namespace = "default"
+		podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+		if err != nil {
+			t.Fatalf("RunPodSandbox: %v", err)
 		}
-	}
-	pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: password}, true)
-	pull(withAuth, &runtimeapi.AuthConfig{Auth: authField}, true)
-	pull(unsigned, &runtimeapi.AuthConfig{Username: user, Password: password}, false)
-	// A wrong password: the tag cannot even be resolved (the verdict cache
-	// holds digests, and the registry refuses the HEAD), so both are refused.
-	pull(withPassword, &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
-	pull(signedWrong, &runtimeapi.AuthConfig{Username: user, Password: wrong}, false)
-	// containerd's CRI does not use registry_token, so its pull may fail after
-	// criguard verified with the token; either way nothing may leak.
-	_, err := faultPull(t, conn, withToken, &runtimeapi.AuthConfig{RegistryToken: token})
-	if faultDenied(err) {
-		t.Errorf("pull with a registry token refused by criguard: %v", err)
-	} else if err != nil {
-		returned = append(returned, err.Error())
-		t.Logf("pull with a registry token: criguard allowed, containerd said: %v", err)
+		if _, err := faultCreate(ctx, rt, podResp.GetPodSandboxId(), pod, "sideloaded", 0, sideloaded); err != nil {
+			returned = append(returned, err.Error())
+			t.Errorf("%s: create from the sideloaded signed image (verified with remembered credentials): %v", mode, err)
+		}
+		if front.AuthFailures() == challenged {
+			t.Fatalf("%s: the registry never challenged a request: credentials were not exercised", mode)
+		}
 	}
 
-	// A container from an image pulled around criguard: criguard verifies it
-	// with the credentials last sent for this registry.
-	pull(sideloaded+"-absent", &runtimeapi.AuthConfig{Username: user, Password: password}, false) // remember good credentials
-	harness.MustCrictl(t, e.c.Endpoint(), "pull", "--creds", user+":"+password, sideloaded)
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	pod := benchPodConfig("creds", "uid-creds")
-	pod.Metadata.Namespace = "default"
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
-	}
-	if _, err := faultCreate(ctx, rt, podResp.GetPodSandboxId(), pod, "sideloaded", 0, sideloaded); err != nil {
-		returned = append(returned, err.Error())
-		t.Errorf("create from the sideloaded signed image (verified with remembered credentials): %v", err)
-	}
-
-	if front.AuthFailures() == 0 {
-		t.Fatal("the registry never challenged a request: credentials were not exercised")
-	}
 	logs := g.Logs()
 	if !strings.Contains(logs, `"level":"DEBUG"`) || !strings.Contains(logs, `"decision":"allow"`) || !strings.Contains(logs, `"decision":"deny"`) {
 		t.Fatalf("criguard's log lacks debug lines or decisions; the grep below would prove nothing:\n%s", logs)
@@ -280,8 +298,8 @@ func TestSecurityCredentialsNeverLogged(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("checked %d log bytes, %d metrics bytes, %d returned errors; registry challenges: %d",
-		len(logs), len(metrics), len(returned), front.AuthFailures())
+	t.Logf("checked %d secrets in %d log bytes, %d metrics bytes, %d returned errors; registry challenges: %d",
+		len(secrets), len(logs), len(metrics), len(returned), front.AuthFailures())
 }
 
 // securityUnknown appends field num (length-delimited) to m's unknown fields.
