@@ -467,3 +467,61 @@ spec:
 		}
 	}
 }
+
+// TestSecurityCredentialsStayWithTheirRegistry: kubelet's credentials in a
+// PullImage are those of the image's registry. When the policy keeps
+// signatures in another registry (signatureRepository) that asks for
+// credentials, criguard must not hand it the image registry's password: that
+// would leak one registry's secret to another operator. The signature
+// registry is expected to get its own credentials (the node's docker config)
+// or none.
+func TestSecurityCredentialsStayWithTheirRegistry(t *testing.T) {
+	e := newEnforceEnv(t)
+	images := harness.StartFrontRegistry(t, e.r)
+	sigs := harness.StartFrontRegistry(t, e.r)
+	images.AddTo(t, e.c)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: sigrepo}
+spec:
+  mode: Enforce
+  unmatchedImages: Deny
+  failurePolicy: Fail
+  verificationTimeout: 20s
+  rules:
+  - name: private
+    images: ["%s/*"]
+    action: Verify
+    signatureRepository: %s/signatures/store
+    attestors:
+      entries:
+      - key: {file: %s}
+`, images.Host, sigs.Host, e.pub))
+	g, _ := e.guard(t, pol, "--log-level", "debug")
+	conn := harness.DialCRI(t, g.Socket)
+
+	dg := e.r.PushImage(t, "private/app", "1.0")
+	t.Setenv("COSIGN_REPOSITORY", sigs.Host+"/signatures/store")
+	e.cs.Sign(t, e.key, images.Ref("private/app", dg), false)
+
+	const user = "image-registry-user"
+	password := securitySecret("image-pw-")
+	images.RequireAuth(user, password, "")
+	sigs.RequireAuth("signature-registry-user", securitySecret("sig-pw-"), "")
+	basic := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+
+	_, err := faultPull(t, conn, images.Ref("private/app", "1.0"), &runtimeapi.AuthConfig{Username: user, Password: password})
+	t.Logf("pull with the image registry's credentials, signatures in a registry that wants others: %v", err)
+	if err == nil {
+		t.Errorf("allowed although the signature registry refused every request")
+	}
+	if images.AuthFailures() == 0 || sigs.AuthFailures() == 0 {
+		t.Fatalf("the registries were not both asked (image registry challenges %d, signature registry %d)", images.AuthFailures(), sigs.AuthFailures())
+	}
+	for _, a := range sigs.SeenAuthorization() {
+		if strings.Contains(a, basic) || strings.Contains(a, password) {
+			t.Errorf("criguard sent the image registry's credentials to the signature registry %s: Authorization %q", sigs.Host, a)
+		}
+	}
+}

@@ -24,7 +24,7 @@ package harness
 //	f.RequireTokenAuth(user, password, identityToken) (issued string) // the token flow of most registries:
 //	                                        // Bearer challenge, realm /token on the front itself
 //	f.DelayBlobs(d, digests...) <-chan string // GETs of those blobs wait d; each such request is announced
-//	f.Requests() int, f.AuthFailures() int
+//	f.Requests() int, f.AuthFailures() int, f.SeenAuthorization() []string
 //
 // Nothing here allocates what it streams: the 1 GiB bodies come from one small
 // buffer written again and again, and stop when the client hangs up.
@@ -413,6 +413,7 @@ type FrontRegistry struct {
 	requests  int
 	authFail  int
 	closed    bool
+	seenAuth  map[string]bool // Authorization header values received
 }
 
 // StartFrontRegistry serves a proxy to r until the test ends.
@@ -568,6 +569,18 @@ func (f *FrontRegistry) Requests() int {
 	return f.requests
 }
 
+// SeenAuthorization lists every distinct Authorization header value the front
+// registry received (credentials sent to it, rightly or not).
+func (f *FrontRegistry) SeenAuthorization() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for a := range f.seenAuth {
+		out = append(out, a)
+	}
+	return out
+}
+
 // AuthFailures is how many requests it refused for missing or wrong credentials.
 func (f *FrontRegistry) AuthFailures() int {
 	f.mu.Lock()
@@ -592,6 +605,14 @@ func (f *FrontRegistry) authorized(r *http.Request) bool {
 }
 
 func (f *FrontRegistry) serve(w http.ResponseWriter, r *http.Request) {
+	if a := r.Header.Get("Authorization"); a != "" {
+		f.mu.Lock()
+		if f.seenAuth == nil {
+			f.seenAuth = map[string]bool{}
+		}
+		f.seenAuth[a] = true
+		f.mu.Unlock()
+	}
 	if r.URL.Path == "/token" {
 		f.serveToken(w, r)
 		return
