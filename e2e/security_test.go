@@ -525,3 +525,47 @@ spec:
 		}
 	}
 }
+
+// TestSecurityCredentialsNotFollowingRedirects: the image registry answers
+// blob downloads with a redirect to another host (as registries backed by a
+// CDN or object store do). criguard follows it for the signature blobs but
+// sends kubelet's credentials only to the registry they are for; the
+// verification still succeeds.
+func TestSecurityCredentialsNotFollowingRedirects(t *testing.T) {
+	e := newEnforceEnv(t)
+	images := harness.StartFrontRegistry(t, e.r)
+	cdn := harness.StartFrontRegistry(t, e.r)
+	images.AddTo(t, e.c)
+	cdn.AddTo(t, e.c)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "20s", e.pub, images.Host))
+	g, _ := e.guard(t, pol, "--log-level", "debug")
+	conn := harness.DialCRI(t, g.Socket)
+
+	const user = "image-registry-user"
+	password := securitySecret("image-pw-")
+	basic := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	for i, legacy := range []bool{false, true} {
+		repo := fmt.Sprintf("redirected/app%d", i)
+		images.RequireAuth("", "", "")
+		dg := e.r.PushImage(t, repo, "1.0")
+		e.cs.Sign(t, e.key, images.Ref(repo, dg), legacy)
+		images.RequireAuth(user, password, "")
+		// Another host name for the same loopback address: Go's HTTP client
+		// treats two ports of one host name as one host.
+		images.RedirectBlobs("localhost:" + cdn.Host[strings.LastIndex(cdn.Host, ":")+1:])
+		before := cdn.Requests()
+		if _, err := faultPull(t, conn, images.Ref(repo, "1.0"), &runtimeapi.AuthConfig{Username: user, Password: password}); err != nil {
+			t.Errorf("signed pull (legacy %v) with blobs behind a redirect: %v", legacy, err)
+		}
+		if cdn.Requests() == before {
+			t.Errorf("legacy %v: nothing was fetched through the redirect; the test proves nothing", legacy)
+		}
+	}
+	for _, a := range cdn.SeenAuthorization() {
+		if strings.Contains(a, basic) || strings.Contains(a, password) {
+			t.Errorf("kubelet's credentials for %s followed a redirect to %s: Authorization %q", images.Host, cdn.Host, a)
+		}
+	}
+	t.Logf("the redirect target got %d requests, Authorization values %q", cdn.Requests(), cdn.SeenAuthorization())
+}

@@ -24,6 +24,7 @@ package harness
 //	f.RequireTokenAuth(user, password, identityToken) (issued string) // the token flow of most registries:
 //	                                        // Bearer challenge, realm /token on the front itself
 //	f.DelayBlobs(d, digests...) <-chan string // GETs of those blobs wait d; each such request is announced
+//	f.RedirectBlobs(host)                   // blob GETs answered 307 to host (a CDN, say)
 //	f.Requests() int, f.AuthFailures() int, f.SeenAuthorization() []string
 //
 // Nothing here allocates what it streams: the 1 GiB bodies come from one small
@@ -414,6 +415,7 @@ type FrontRegistry struct {
 	authFail  int
 	closed    bool
 	seenAuth  map[string]bool // Authorization header values received
+	blobsTo   string          // RedirectBlobs: host blob GETs are redirected to
 }
 
 // StartFrontRegistry serves a proxy to r until the test ends.
@@ -569,6 +571,15 @@ func (f *FrontRegistry) Requests() int {
 	return f.requests
 }
 
+// RedirectBlobs answers every blob GET with a 307 to the same path on host
+// (another front registry: a CDN or object store), as large registries do.
+// "" turns it off.
+func (f *FrontRegistry) RedirectBlobs(host string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.blobsTo = host
+}
+
 // SeenAuthorization lists every distinct Authorization header value the front
 // registry received (credentials sent to it, rightly or not).
 func (f *FrontRegistry) SeenAuthorization() []string {
@@ -636,6 +647,13 @@ func (f *FrontRegistry) serve(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="criguard-e2e"`)
 		}
 		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+		return
+	}
+	f.mu.Lock()
+	blobsTo := f.blobsTo
+	f.mu.Unlock()
+	if _, kind, _, isV2 := splitV2(r.URL.Path); isV2 && kind == "blobs" && r.Method == http.MethodGet && blobsTo != "" {
+		http.Redirect(w, r, "http://"+blobsTo+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		return
 	}
 	if delay > 0 {
