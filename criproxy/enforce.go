@@ -230,14 +230,18 @@ func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateCo
 //
 // Which name is judged: containerd may know one image (one image ID) under
 // several repositories. When kubelet says which one the user asked for
-// (user_specified_image, or config.image itself when it is a reference), that
-// repository is judged, as the pull would have been; if containerd has no digest
-// for it (imported, tagged locally) the image is judged as Local. When nothing
-// says which name was meant (an image ID alone), every repository the image is
-// known under must allow it: any of them could be the name a restrictive rule
-// was written for, and the content is the same, so the strictest verdict is the
-// safe one. Within one repository, any of its digests allowing suffices: they
-// all name this same image content (same config, hence same layers).
+// (user_specified_image, or config.image itself when it is a reference) and
+// containerd does know the image by that name (the tag among its tags, or the
+// digest among its repository digests), that repository is judged, as the pull
+// would have been; if containerd has no digest for it (imported, tagged
+// locally) the image is judged as Local. The claim is checked because it comes
+// from the client: an unsigned image's ID paired with the name of a repository
+// an Allow rule admits must not run under that name. When nothing (true) says
+// which name was meant, every name the image is known under must allow it: any
+// of them could be the name a restrictive rule was written for, and the content
+// is the same, so the strictest verdict is the safe one. Within one repository,
+// any of its digests allowing suffices: they all name this same image content
+// (same config, hence same layers).
 func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec) error {
 	start := time.Now()
 	image := spec.GetImage()
@@ -271,17 +275,30 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 			e.record(OpCreateContainer, ns, pod, asked, d, start)
 			return denial(codes.PermissionDenied, asked, d)
 		}
-		digests := groups[ref.name]
-		if ref.digest != "" && contains(digests, ref.digest) {
-			digests = []string{ref.digest}
+		if claimHolds(ref, img.GetRepoTags(), groups) {
+			digests := groups[ref.name]
+			if ref.digest != "" {
+				digests = []string{ref.digest}
+			}
+			candidates = append(candidates, e.inputs(ns, pod, asked, ref.host, digests))
+		} else {
+			e.log.WarnContext(ctx, "the image is not known to containerd by the name the request claims; judging every name it has",
+				"image", image, "claimed", asked, "repo_tags", img.GetRepoTags(), "repo_digests", img.GetRepoDigests())
+			asked = ""
 		}
-		candidates = append(candidates, e.inputs(ns, pod, asked, ref.host, digests))
-	} else {
+	}
+	if asked == "" {
 		for _, name := range order {
 			candidates = append(candidates, e.inputs(ns, pod, nameForGroup(name, img.GetRepoTags()), hostOf(name), groups[name]))
 		}
-		if len(order) == 0 {
-			candidates = append(candidates, e.inputs(ns, pod, localName(img), "", nil))
+		// Tags in repositories containerd holds no digest for are names too.
+		for _, t := range img.GetRepoTags() {
+			if r, err := parseImageRef(t); err != nil || len(groups[r.name]) == 0 {
+				candidates = append(candidates, e.inputs(ns, pod, t, "", nil))
+			}
+		}
+		if len(candidates) == 0 { // no name at all: judged (and refused) by its ID
+			candidates = append(candidates, e.inputs(ns, pod, img.GetId(), "", nil))
 		}
 	}
 
@@ -360,11 +377,18 @@ func nameForGroup(name string, repoTags []string) string {
 	return name
 }
 
-func localName(img *runtimeapi.Image) string {
-	if tags := img.GetRepoTags(); len(tags) > 0 {
-		return tags[0]
+// claimHolds reports whether containerd knows the image by ref: its digest
+// among the repository's digests, else its tag among the image's tags.
+func claimHolds(ref imageRef, repoTags []string, groups map[string][]string) bool {
+	if ref.digest != "" {
+		return contains(groups[ref.name], ref.digest)
 	}
-	return img.GetId()
+	for _, t := range repoTags {
+		if r, err := parseImageRef(t); err == nil && r.name == ref.name && r.tag == ref.tag && r.digest == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func hostOf(name string) string {

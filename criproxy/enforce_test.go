@@ -450,9 +450,35 @@ func TestCreateContainer(t *testing.T) {
 			want: []want{{"docker.io/library/imported:1", "", true}},
 		},
 		{
-			name: "asked repository has no digest though another has: local", images: map[string]*runtimeapi.Image{imID: app},
+			name: "asked repository has no digest though another has: local",
+			images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoTags: []string{reg + "/team/app:1.0", "docker.io/retagged/app:1"},
+				RepoDigests: []string{reg + "/team/app@" + dgA}}},
 			req: createReq(imID, "retagged/app:1"), decide: allowLocalOnly,
 			want: []want{{"retagged/app:1", "", true}},
+		},
+		{
+			// A client pairs an image's ID with the name of a repository an
+			// Allow rule admits; containerd knows the image by no such name.
+			name: "claimed name containerd does not know: the image's own names judged", images: map[string]*runtimeapi.Image{imID: app},
+			req: createReq(imID, reg+"/allowed/app:1"), decide: allowLocalOnly,
+			want: []want{{reg + "/team/app:1.0", dgA, false}}, wantCode: codes.PermissionDenied,
+		},
+		{
+			name: "claimed tag the image does not carry: the image's own names judged", images: map[string]*runtimeapi.Image{imID: app},
+			req: createReq(imID, reg+"/team/app:2.0"), decide: allowAs(""),
+			want: []want{{reg + "/team/app:1.0", dgA, false}},
+		},
+		{
+			name: "claimed digest the image does not have: the image's own names judged", images: map[string]*runtimeapi.Image{imID: app},
+			req: createReq(imID, reg+"/team/app@"+dgB), decide: allowAs(""),
+			want: []want{{reg + "/team/app:1.0", dgA, false}},
+		},
+		{
+			name: "no claim: digest-less tags are judged too, as local",
+			images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoTags: []string{reg + "/team/app:1.0", "local.example/x:1"},
+				RepoDigests: []string{reg + "/team/app@" + dgA}}},
+			req: createReq(imID, ""), decide: allowAs(""),
+			want: []want{{reg + "/team/app:1.0", dgA, false}, {"local.example/x:1", "", true}},
 		},
 		{
 			name:   "asked digest among several of one repository: that one judged",
@@ -462,7 +488,7 @@ func TestCreateContainer(t *testing.T) {
 		},
 		{
 			name:   "several digests of the asked repository: any allowing suffices",
-			images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoDigests: []string{reg + "/team/app@" + dgA, reg + "/team/app@" + dgB}}},
+			images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoTags: []string{reg + "/team/app:1.0"}, RepoDigests: []string{reg + "/team/app@" + dgA, reg + "/team/app@" + dgB}}},
 			req:    createReq(imID, reg+"/team/app:1.0"),
 			decide: func(in policy.Input) policy.Decision {
 				if in.Digest == dgB {
