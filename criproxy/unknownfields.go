@@ -2,6 +2,8 @@ package criproxy
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -21,19 +23,32 @@ func UnknownField(m protoreflect.ProtoMessage) string {
 	if m == nil {
 		return ""
 	}
-	return unknownIn(m.ProtoReflect(), "")
-}
-
-func unknownIn(m protoreflect.Message, path string) string {
-	if !m.IsValid() {
+	// The path is built only when something is found: every judged request
+	// pays for the walk, so the clean case allocates nothing.
+	rev, found := unknownIn(m.ProtoReflect())
+	if !found {
 		return ""
 	}
-	if raw := m.GetUnknown(); len(raw) > 0 {
-		return join(path, "#"+firstFieldNumber(raw))
+	var b strings.Builder
+	for i := len(rev) - 1; i >= 0; i-- {
+		if b.Len() > 0 && !strings.HasPrefix(rev[i], "[") {
+			b.WriteByte('.')
+		}
+		b.WriteString(rev[i])
 	}
-	var found string
+	return b.String()
+}
+
+// unknownIn reports whether m holds an unknown field, with its path as
+// segments from the innermost out.
+func unknownIn(m protoreflect.Message) (rev []string, found bool) {
+	if !m.IsValid() {
+		return nil, false
+	}
+	if raw := m.GetUnknown(); len(raw) > 0 {
+		return []string{"#" + firstFieldNumber(raw)}, true
+	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		name := string(fd.Name())
 		switch {
 		case fd.IsList():
 			if fd.Message() == nil {
@@ -41,7 +56,8 @@ func unknownIn(m protoreflect.Message, path string) string {
 			}
 			l := v.List()
 			for i := 0; i < l.Len(); i++ {
-				if found = unknownIn(l.Get(i).Message(), fmt.Sprintf("%s[%d]", join(path, name), i)); found != "" {
+				if rev, found = unknownIn(l.Get(i).Message()); found {
+					rev = append(rev, "["+strconv.Itoa(i)+"]", string(fd.Name()))
 					return false
 				}
 			}
@@ -50,22 +66,19 @@ func unknownIn(m protoreflect.Message, path string) string {
 				return true
 			}
 			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				found = unknownIn(mv.Message(), fmt.Sprintf("%s[%q]", join(path, name), k.String()))
-				return found == ""
+				if rev, found = unknownIn(mv.Message()); found {
+					rev = append(rev, "["+strconv.Quote(k.String())+"]", string(fd.Name()))
+				}
+				return !found
 			})
 		case fd.Message() != nil:
-			found = unknownIn(v.Message(), join(path, name))
+			if rev, found = unknownIn(v.Message()); found {
+				rev = append(rev, string(fd.Name()))
+			}
 		}
-		return found == ""
+		return !found
 	})
-	return found
-}
-
-func join(path, name string) string {
-	if path == "" {
-		return name
-	}
-	return path + "." + name
+	return rev, found
 }
 
 // firstFieldNumber names the first unknown field by its number (the wire format
