@@ -40,7 +40,7 @@ func UnknownField(m protoreflect.ProtoMessage) string {
 }
 
 // unknownIn reports whether m holds an unknown field, with its path as
-// segments from the innermost out.
+// segments from the innermost out. Only message-typed fields can hold more.
 func unknownIn(m protoreflect.Message) (rev []string, found bool) {
 	if !m.IsValid() {
 		return nil, false
@@ -48,37 +48,40 @@ func unknownIn(m protoreflect.Message) (rev []string, found bool) {
 	if raw := m.GetUnknown(); len(raw) > 0 {
 		return []string{"#" + firstFieldNumber(raw)}, true
 	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
 		switch {
-		case fd.IsList():
-			if fd.Message() == nil {
-				return true
-			}
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				if rev, found = unknownIn(l.Get(i).Message()); found {
-					rev = append(rev, "["+strconv.Itoa(i)+"]", string(fd.Name()))
-					return false
-				}
-			}
 		case fd.IsMap():
-			if fd.MapValue().Message() == nil {
-				return true
+			if fd.MapValue().Message() == nil || !m.Has(fd) {
+				continue
 			}
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+			m.Get(fd).Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
 				if rev, found = unknownIn(mv.Message()); found {
 					rev = append(rev, "["+strconv.Quote(k.String())+"]", string(fd.Name()))
 				}
 				return !found
 			})
-		case fd.Message() != nil:
-			if rev, found = unknownIn(v.Message()); found {
+		case fd.Message() == nil || !m.Has(fd):
+			continue
+		case fd.IsList():
+			l := m.Get(fd).List()
+			for j := 0; j < l.Len(); j++ {
+				if rev, found = unknownIn(l.Get(j).Message()); found {
+					rev = append(rev, "["+strconv.Itoa(j)+"]", string(fd.Name()))
+					break
+				}
+			}
+		default:
+			if rev, found = unknownIn(m.Get(fd).Message()); found {
 				rev = append(rev, string(fd.Name()))
 			}
 		}
-		return !found
-	})
-	return rev, found
+		if found {
+			return rev, true
+		}
+	}
+	return nil, false
 }
 
 // firstFieldNumber names the first unknown field by its number (the wire format
