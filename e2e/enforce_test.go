@@ -532,8 +532,11 @@ func TestKubeletStaticPods(t *testing.T) {
 		}
 		return fmt.Errorf("no running container of the signed pod: %+v", containers())
 	})
+	// kubelet recognizes the prefix (its pull error becomes the pod's
+	// SignatureValidationFailed reason) only when the status code is Unknown.
 	harness.Eventually(t, 90*time.Second, "kubelet reports SignatureValidationFailed", func() error {
-		if !strings.Contains(k.Logs(), "SignatureValidationFailed") {
+		logs := k.Logs()
+		if !strings.Contains(logs, "SignatureValidationFailed") || !strings.Contains(logs, "because the signature validation failed") {
 			return fmt.Errorf("not in kubelet's log yet")
 		}
 		return nil
