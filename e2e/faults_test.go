@@ -577,6 +577,17 @@ func TestFaultRegistryDown(t *testing.T) {
 	default:
 		t.Logf("registry down, Ignore: pull by digest let through by criguard, then failed in containerd: %v", err)
 	}
+	// By tag: no digest can be resolved; criguard lets it through as asked
+	// (or refuses it), and containerd cannot pull it either.
+	_, err = faultPull(t, conn, newRef, nil)
+	switch {
+	case err == nil:
+		t.Errorf("pull by tag succeeded although the registry is down")
+	case faultDenied(err):
+		t.Logf("registry down, Ignore: pull by tag refused by criguard: %s", status.Convert(err).Message())
+	default:
+		t.Logf("registry down, Ignore: pull by tag let through by criguard, then failed in containerd: %v", err)
+	}
 	if got := metric(t, base, pullFailedOpen); got < 1 {
 		t.Errorf("the failed-open pull was not counted (%s = %v)", pullFailedOpen, got)
 	}
