@@ -84,6 +84,9 @@ func (c *Credentials) For(host string) *verifier.Auth {
 
 // Len reports how many hosts are remembered.
 func (c *Credentials) Len() int {
+	if c == nil {
+		return 0
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.byKey)
