@@ -18,10 +18,11 @@ import (
 
 // TestHostileRegistries: a registry that answers one byte every 2 seconds,
 // one that never answers, one that redirects forever, one that streams a
-// 1 GiB manifest, one whose signature listings are 1 GiB, two whose image
+// 1 GiB manifest, one whose signature listings are 1 GiB, one whose response
+// headers are 1 GiB, two whose image
 // resolves but whose signature lookups never answer or dribble, and images
 // carrying 10,000 and 1,000 signatures. Each is pulled through criguard under
-// five tags (five digests), all 45 at once, under a policy with a 30 s
+// five tags (five digests), all 50 at once, under a policy with a 30 s
 // verification timeout and failurePolicy Fail.
 //
 // Each pull ends in a SignatureValidationFailed denial (never a hang: the
@@ -50,7 +51,7 @@ func TestHostileRegistries(t *testing.T) {
 	repos := []string{
 		harness.HostileSlow, harness.HostileHang, harness.HostileRedirect,
 		harness.HostileHugeManifest, harness.HostileHugeSignature,
-		harness.HostileHangSignature, harness.HostileSlowSignature,
+		harness.HostileHangSignature, harness.HostileSlowSignature, harness.HostileHugeHeaders,
 		harness.HostileSignatures(10000), harness.HostileSignatures(1000),
 	}
 	// Each repository under several tags, each tag its own digest: that many
@@ -118,7 +119,7 @@ func TestHostileRegistries(t *testing.T) {
 		t.Logf("%-24s %d pulls denied, slowest after %6s: %s", repo, tags, slowest[repo].Round(time.Millisecond), reason[repo])
 	}
 
-	for _, repo := range []string{harness.HostileHugeManifest, harness.HostileHugeSignature} {
+	for _, repo := range []string{harness.HostileHugeManifest, harness.HostileHugeSignature, harness.HostileHugeHeaders} {
 		sent := h.BytesSent(repo)
 		t.Logf("%s: %d bytes reached the wire (of 1 GiB offered)", repo, sent)
 		if sent > tags*64<<20 {
@@ -155,5 +156,39 @@ func TestHostileRegistries(t *testing.T) {
 	}
 	if !strings.Contains(g.Logs(), `"decision":"deny"`) {
 		t.Error("criguard logged no denial")
+	}
+}
+
+// TestHostileHugeHeadersConcurrent: 30 verifications at once against a
+// registry whose responses carry endless headers (30 pods created at once
+// from its images, say). Each must be denied, and criguard's peak RSS must
+// stay under 200 MiB: the header read has to be bounded far below Go's
+// default of 10 MiB per response, which 30 concurrent reads turn into ~380 MiB.
+func TestHostileHugeHeadersConcurrent(t *testing.T) {
+	e := newEnforceEnv(t)
+	h := harness.StartHostileRegistry(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "30s", e.pub, h.Host))
+	g, _ := e.guard(t, pol)
+	pid := criguardPid(t, g.Socket)
+	conn := harness.DialCRI(t, g.Socket)
+
+	const n = 30
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := faultPull(t, conn, h.Ref(harness.HostileHugeHeaders, fmt.Sprintf("v%d", i)), nil)
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; !faultDenied(err) {
+			t.Errorf("pull from the huge-headers registry: %v; want a denial", err)
+		}
+	}
+	hwm, rss := faultMemory(t, pid)
+	t.Logf("%d concurrent huge-header verifications: VmHWM %d KiB, VmRSS %d KiB, %d bytes sent", n, hwm, rss, h.BytesSent(harness.HostileHugeHeaders))
+	if hwm > 200<<10 {
+		t.Errorf("criguard's peak RSS is %d KiB, over the 200 MiB bound: response headers are read unbounded", hwm)
 	}
 }

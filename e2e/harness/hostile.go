@@ -12,6 +12,7 @@ package harness
 //	    HostileHugeSignature a normal HEAD; referrers and the .sig tag stream 1 GiB (chunked / declared length)
 //	    HostileHangSignature a normal HEAD; every signature lookup never answers
 //	    HostileSlowSignature a normal HEAD; every signature lookup answers one byte per h.SlowDelay
+//	    HostileHugeHeaders   every response carries 1 GiB of headers (streamed until the client hangs up)
 //	    HostileSignatures(n) a normal HEAD; n bundle referrers and an n-layer .sig manifest, generated lazily
 //	h.Requests(repo) int, h.BytesSent(repo) int64  // what criguard asked for and was sent
 //	h.Digest(repo, tag) string                     // the digest HEAD answers for repo:tag
@@ -59,6 +60,7 @@ const (
 	HostileHugeSignature = "hostile/huge-signature"
 	HostileHangSignature = "hostile/hang-signature"
 	HostileSlowSignature = "hostile/slow-signature"
+	HostileHugeHeaders   = "hostile/huge-headers"
 	hostileSigsPrefix    = "hostile/sigs-"
 	hostileHugeSize      = 1 << 30
 	ociManifest          = "application/vnd.oci.image.manifest.v1+json"
@@ -179,6 +181,8 @@ func (h *HostileRegistry) serve(w http.ResponseWriter, r *http.Request) {
 		h.dribble(w, sent, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nDocker-Content-Digest: %s\r\nContent-Length: 2\r\n\r\n{}", ociManifest, h.Digest(repo, ref)))
 	case repo == HostileHang:
 		h.hang(w)
+	case repo == HostileHugeHeaders:
+		h.hugeHeaders(w, sent)
 	case repo == HostileRedirect:
 		n, _ := strconv.Atoi(r.URL.Query().Get("r"))
 		u := *r.URL
@@ -363,6 +367,35 @@ func (h *HostileRegistry) dribble(w http.ResponseWriter, sent *atomic.Int64, raw
 		case <-h.done:
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// hugeHeaders answers with a status line and then header lines, 1 GiB of
+// them, written as fast as the client reads.
+func (h *HostileRegistry) hugeHeaders(w http.ResponseWriter, sent *atomic.Int64) {
+	c := h.hijack(w)
+	if c == nil {
+		return
+	}
+	defer h.release(c)
+	if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: " + ociManifest + "\r\n")); err != nil {
+		return
+	}
+	var buf []byte
+	for i := 0; len(buf) < 32<<10; i++ {
+		buf = fmt.Appendf(buf, "X-Hostile-%d: %s\r\n", i, strings.Repeat("h", 200))
+	}
+	for written := 0; written < hostileHugeSize; written += len(buf) {
+		n, err := c.Write(buf)
+		sent.Add(int64(n))
+		if err != nil {
+			return
+		}
+		select {
+		case <-h.done:
+			return
+		default:
 		}
 	}
 }
