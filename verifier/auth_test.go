@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/criguard/criguard/verifier"
@@ -154,5 +155,83 @@ func TestTokenReuse(t *testing.T) {
 	}
 	if _, err := verify(&verifier.Auth{IdentityToken: "stolen"}); !errors.Is(err, verifier.ErrIncomplete) {
 		t.Fatalf("another credential reused the cached token: %v", err)
+	}
+}
+
+// TestSignatureRepositoryCredentialsStayWithTheirRegistry: the credentials that
+// came with the image (kubelet's, for the image's registry) never go to a
+// signature repository on another registry; that registry gets the node's docker
+// config entry for it, or nothing.
+func TestSignatureRepositoryCredentialsStayWithTheirRegistry(t *testing.T) {
+	imgReg := fixtureregistry.Serve(t, true, guarded(false))
+	var mu sync.Mutex
+	var seen []string
+	sigAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte("sig-user:sig-pw"))
+	sigReg := fixtureregistry.Serve(t, true, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a := r.Header.Get("Authorization")
+			mu.Lock()
+			seen = append(seen, a)
+			mu.Unlock()
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				if a != sigAuth {
+					w.Header().Set("WWW-Authenticate", `Basic realm="sigs"`)
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	s := newSigner(t, "trusted")
+	d := imgReg.Tags[imgRepo]["1.0"]
+	p := simpleSigning(d)
+	pd, err := sigReg.PushBlob("sigs/store", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := layer{MediaType: ssMediaType, Size: int64(len(p)), Digest: pd, Annotations: map[string]string{sigAnnot: b64(s.sign(t, p))}}
+	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": ociManifest, "config": json.RawMessage(emptyConfig), "layers": []layer{l}})
+	if _, err := sigReg.PutManifest("sigs/store", strings.Replace(d, ":", "-", 1)+".sig", ociManifest, m); err != nil {
+		t.Fatal(err)
+	}
+	imageCreds := &verifier.Auth{Username: "user", Password: "s3cr3t-pw"}
+	imageBasic := base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))
+	req := verifier.Request{Image: imgReg.Ref(imgRepo, "1.0"), Auth: imageCreds, Keys: []*keys.Key{s.key}, SignatureRepository: sigReg.Host + "/sigs/store"}
+
+	cases := []struct {
+		name       string
+		dockerAuth map[string]any // the node's docker config
+		allowed    bool
+	}{
+		{"no node credentials for the signature registry", map[string]any{}, false},
+		{"node credentials for the signature registry", map[string]any{sigReg.Host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte("sig-user:sig-pw"))}}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			dir := t.TempDir()
+			cfg, _ := json.Marshal(map[string]any{"auths": c.dockerAuth})
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("DOCKER_CONFIG", dir)
+			res, err := verifier.New(verifier.Options{}).Verify(context.Background(), req)
+			if c.allowed && (err != nil || !res.Allowed) {
+				t.Fatalf("want allowed with the node's own credentials for the signature registry: %+v %v", res, err)
+			}
+			if !c.allowed && !errors.Is(err, verifier.ErrIncomplete) {
+				t.Fatalf("want ErrIncomplete (signature registry refused), got %+v %v", res, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, a := range seen {
+				if strings.Contains(a, imageBasic) {
+					t.Fatalf("the image registry's credentials were sent to the signature registry: %q", a)
+				}
+			}
+		})
 	}
 }

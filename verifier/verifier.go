@@ -212,7 +212,14 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("signature repository %q: %w", req.SignatureRepository, err)
 		}
-		sigRepo = v.repo(ctx, r, req.Auth)
+		// kubelet's credentials are the image registry's: a signature repository
+		// on another registry gets the node's own credentials for that registry,
+		// never a password meant for someone else's server.
+		auth := req.Auth
+		if r.RegistryStr() != ref.Context().RegistryStr() {
+			auth = nil
+		}
+		sigRepo = v.repo(ctx, r, auth)
 	}
 
 	j := &judgement{v: v, repo: sigRepo, digest: digest, keys: req.Keys, budget: v.maxSigs}
