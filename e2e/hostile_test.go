@@ -4,8 +4,10 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -191,4 +193,59 @@ func TestHostileHugeHeadersConcurrent(t *testing.T) {
 	if hwm > 200<<10 {
 		t.Errorf("criguard's peak RSS is %d KiB, over the 200 MiB bound: response headers are read unbounded", hwm)
 	}
+}
+
+// BenchmarkHostileConcurrentMemory reports criguard's peak RSS (VmHWM, MiB)
+// after CRIGUARD_BENCH_HOSTILE_N (default 100) concurrent verifications
+// against one kind of hostile repository, a fresh criguard process per kind:
+//
+//	go test -tags e2e -run '^$' -bench HostileConcurrentMemory -benchtime 1x ./e2e/
+func BenchmarkHostileConcurrentMemory(b *testing.B) {
+	e := newEnforceEnv(b)
+	h := harness.StartHostileRegistry(b)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(b, pol, faultPolicy("Fail", "30s", e.pub, h.Host))
+	g, _ := e.guard(b, pol)
+	n := benchEnvInt("CRIGUARD_BENCH_HOSTILE_N", 100)
+	for b.Loop() {
+		for _, repo := range []string{harness.HostileHugeManifest, harness.HostileHugeSignature, harness.HostileHugeHeaders,
+			harness.HostileSignatures(10000), harness.HostileSignatures(1000)} {
+			g.Restart(b)
+			pid := criguardPidTB(b, g.Socket)
+			conn := harness.DialCRI(b, g.Socket)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, _ = faultPull(b, conn, h.Ref(repo, fmt.Sprintf("b%d", i)), nil)
+				}()
+			}
+			wg.Wait()
+			hwm, _ := faultMemory(b, pid)
+			b.ReportMetric(float64(hwm)/1024, strings.TrimPrefix(repo, "hostile/")+"-peak-MiB")
+		}
+	}
+}
+
+// criguardPidTB is criguardPid for benchmarks.
+func criguardPidTB(tb testing.TB, socket string) int {
+	tb.Helper()
+	var pid int
+	harness.Eventually(tb, 10*time.Second, "criguard's pid", func() error {
+		entries, _ := os.ReadDir("/proc")
+		for _, d := range entries {
+			b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+			if err != nil {
+				continue
+			}
+			args := strings.Split(string(b), "\x00")
+			if len(args) > 1 && args[1] == "serve" && strings.Contains(string(b), socket) {
+				pid, _ = strconv.Atoi(d.Name())
+				return nil
+			}
+		}
+		return fmt.Errorf("no criguard serving %s", socket)
+	})
+	return pid
 }
