@@ -130,7 +130,8 @@ func faultContainers(t testing.TB, c *harness.Containerd) []faultContainer {
 	return list.Containers
 }
 
-// faultImageID is containerd's image ID for ref (asked straight), or "".
+// faultImageID lists the IDs of the images containerd holds under repository
+// repo (asked straight).
 func faultImageID(t testing.TB, e *enforceEnv, repo string) []string {
 	t.Helper()
 	var ids []string
@@ -299,13 +300,12 @@ func TestFaultContainerdRestart(t *testing.T) {
 		okAfter := 0
 		for attempt := uint32(0); time.Now().Before(deadline); attempt++ {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-			id, err := faultCreate(ctx, rt, podID, pod, "signed", attempt, signedImage)
+			_, err := faultCreate(ctx, rt, podID, pod, "signed", attempt, signedImage)
 			_, uerr := faultCreate(ctx, rt, podID, pod, "unsigned", attempt, unsignedRef)
 			cancel()
 			mu.Lock()
 			if err == nil {
 				signedOK++
-				_ = id
 			} else {
 				signedErr[status.Code(err).String()]++
 			}
