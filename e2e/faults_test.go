@@ -697,3 +697,69 @@ func TestFaultPolicyBroken(t *testing.T) {
 		t.Fatal("criguard exited")
 	}
 }
+
+// TestFaultContainerdDownAtStart: criguard (with a policy) starts before
+// containerd, as it may at boot. It serves anyway: /readyz says not ready and
+// why, a signed pull is judged and then fails with Unavailable (nothing is
+// allowed without the runtime), an unsigned one is denied. When containerd's
+// socket appears, the same criguard process becomes ready and pulls and tags
+// through it.
+func TestFaultContainerdDownAtStart(t *testing.T) {
+	e := newEnforceEnv(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, e.nativePolicy("Enforce"))
+	link := filepath.Join(harness.TempDir(t, "late"), "containerd.sock") // not there yet
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	g := harness.StartCriguard(t, link, "--policy", pol, "--metrics-address", addr, "--log-format", "json")
+	base := "http://" + addr
+	pid := criguardPid(t, g.Socket)
+	conn := harness.DialCRI(t, g.Socket)
+
+	harness.Eventually(t, 30*time.Second, "/readyz answering not ready", func() error {
+		code, body, err := httpGet(t.Context(), base+"/readyz")
+		if err != nil {
+			return err
+		}
+		if code != 503 {
+			return fmt.Errorf("/readyz %d: %s", code, body)
+		}
+		return nil
+	})
+	signedRef, signedDg := e.signed(t, "late/signed", false)
+	unsignedRef, _ := e.unsigned(t, "late/unsigned")
+	_, err := faultPull(t, conn, signedRef, nil)
+	if err == nil || faultDenied(err) {
+		t.Fatalf("signed pull with containerd down: %v; want a failure that is not a policy denial", err)
+	}
+	t.Logf("containerd down at start: signed pull failed with %v", err)
+	if _, err := faultPull(t, conn, unsignedRef, nil); !faultDenied(err) {
+		t.Fatalf("unsigned pull with containerd down: %v; want a denial", err)
+	}
+
+	if err := os.Symlink(e.c.Socket, link); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, time.Minute, "criguard ready once containerd's socket is there", func() error {
+		code, body, err := httpGet(t.Context(), base+"/readyz")
+		if err != nil {
+			return err
+		}
+		if code != 200 {
+			return fmt.Errorf("/readyz %d: %s", code, body)
+		}
+		return nil
+	})
+	harness.Eventually(t, time.Minute, "a signed pull through the same criguard", func() error {
+		_, err := faultPull(t, conn, signedRef, nil)
+		return err
+	})
+	if err := e.hasTag(t, signedRef, signedDg); err != nil {
+		t.Error(err)
+	}
+	if _, err := faultPull(t, conn, unsignedRef, nil); !faultDenied(err) {
+		t.Errorf("unsigned pull once containerd is up: %v; want a denial", err)
+	}
+	if g.Exited() || criguardPid(t, g.Socket) != pid {
+		t.Fatal("criguard exited or restarted")
+	}
+}
