@@ -62,7 +62,9 @@ func BenchmarkProxyUnary(b *testing.B) {
 	r.PushImage(b, "bench/app", "1")
 	image := r.Ref("bench/app", "1")
 	c := harness.StartContainerd(b, harness.ContainerdOptions{Version: "2", Registry: r})
-	g := harness.StartCriguard(b, c.Socket)
+	// CRIGUARD_BENCH_CRIGUARD_ARGS adds serve flags, e.g. "--metrics-address=" to
+	// see what metrics cost.
+	g := harness.StartCriguard(b, c.Socket, strings.Fields(os.Getenv("CRIGUARD_BENCH_CRIGUARD_ARGS"))...)
 	plain := harness.StartBareForwarder(b, c.Socket, "plain")
 	cp := harness.StartBareForwarder(b, c.Socket, "criproxy")
 	ts := benchTargets(b, map[string]string{"direct": c.Socket, "criguard": g.Socket, "bare": plain.Socket, "bare-criproxy": cp.Socket},
