@@ -342,7 +342,9 @@ func TestProxyKubeletSurvivesContainerdRestart(t *testing.T) {
 	r.PushImage(t, "kubelet/app", "1")
 	image := r.Ref("kubelet/app", "1")
 	c := harness.StartContainerd(t, harness.ContainerdOptions{Version: "2", Registry: r})
-	g := harness.StartCriguard(t, c.Socket)
+	// Debug logging lists every CRI call criguard forwards: proof that kubelet's
+	// calls go through it.
+	g := harness.StartCriguard(t, c.Socket, "--log-level", "debug")
 	k := harness.StartKubelet(t, harness.KubeletOptions{RuntimeEndpoint: g.Endpoint()})
 
 	k.WriteStaticPod(t, "web", harness.StaticPod("web", "default", image))
@@ -350,6 +352,7 @@ func TestProxyKubeletSurvivesContainerdRestart(t *testing.T) {
 	pidBefore := proxyContainerPid(t, c, first)
 
 	c.Restart(t)
+	logMark := len(g.Logs())
 
 	// kubelet notices the runtime came back and goes on syncing: a new static
 	// pod, written after the restart, comes up through criguard.
@@ -369,6 +372,13 @@ func TestProxyKubeletSurvivesContainerdRestart(t *testing.T) {
 	out := harness.MustCrictl(t, c.Endpoint(), "ps", "-a", "--name", "main", "-o", "json")
 	if n := strings.Count(out, `"attempt": 1`); n > 0 {
 		t.Errorf("kubelet restarted a container after the containerd restart:\n%s", out)
+	}
+	// The second pod was made by kubelet's calls through criguard after the restart.
+	since := g.Logs()[logMark:]
+	for _, m := range []string{"RunPodSandbox", "CreateContainer", "StartContainer", "ListPodSandbox"} {
+		if !strings.Contains(since, m) {
+			t.Errorf("criguard forwarded no %s after the containerd restart; its log since then:\n%s", m, since)
+		}
 	}
 	if g.Exited() || k.Exited() {
 		t.Fatalf("criguard exited: %v, kubelet exited: %v", g.Exited(), k.Exited())
