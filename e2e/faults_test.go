@@ -106,6 +106,7 @@ func faultMemory(t testing.TB, pid int) (hwm, rss int) {
 // faultContainers lists every container containerd holds (asked straight).
 type faultContainer struct {
 	ID       string `json:"id"`
+	PodID    string `json:"podSandboxId"`
 	State    string `json:"state"`
 	ImageRef string `json:"imageRef"`
 	Image    struct {
@@ -363,14 +364,21 @@ func TestFaultContainerdRestart(t *testing.T) {
 	// What containerd holds: only containers of the signed image.
 	signedIDs := faultImageID(t, e, front.Host+"/"+repo)
 	unsignedIDs := faultImageID(t, e, e.r.Host+"/restart/unsigned")
+	inPod := 0
 	for _, c := range faultContainers(t, e.c) {
-		if c.Labels["io.kubernetes.pod.name"] != "restart-create" {
+		if c.PodID != podID {
 			continue
 		}
+		inPod++
 		if c.Metadata.Name != "signed" || slices.Contains(unsignedIDs, c.ImageRef) || !slices.Contains(signedIDs, c.ImageRef) {
 			t.Errorf("containerd holds a container criguard should not have let through: %+v (signed image IDs %v, unsigned %v)", c, signedIDs, unsignedIDs)
 		}
 	}
+	mu.Lock()
+	if inPod != signedOK {
+		t.Errorf("containerd holds %d containers in the pod; criguard allowed %d creates", inPod, signedOK)
+	}
+	mu.Unlock()
 	// criguard: same process, no restart, still judging.
 	if g.Exited() || criguardPid(t, g.Socket) != pid {
 		t.Fatalf("criguard restarted or exited across the containerd restarts\n%s", g.Logs())

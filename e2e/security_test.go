@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/criguard/criguard/criproxy"
 	"github.com/criguard/criguard/e2e/harness"
 )
 
@@ -370,14 +372,23 @@ func TestSecurityUnknownFields(t *testing.T) {
 	} else {
 		t.Logf("CreateContainer with an unknown field in a mount: %v", err)
 	}
-	for _, c := range faultContainers(t, e.c) {
-		if c.Labels["io.kubernetes.pod.name"] == "unknown" {
-			t.Errorf("a container was created from a request with an unknown field: %+v", c)
+	inPod := func() int {
+		n := 0
+		for _, c := range faultContainers(t, e.c) {
+			if c.PodID == podResp.GetPodSandboxId() {
+				n++
+			}
 		}
+		return n
+	}
+	if n := inPod(); n != 0 {
+		t.Errorf("%d containers were created from a request with an unknown field", n)
 	}
 	cfg.Mounts[0].ProtoReflect().SetUnknown(nil)
 	if _, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podResp.GetPodSandboxId(), Config: cfg, SandboxConfig: pod}); err != nil {
 		t.Errorf("the same create without the unknown field: %v", err)
+	} else if n := inPod(); n != 1 {
+		t.Errorf("after the clean create the pod holds %d containers, want 1", n)
 	}
 	if !strings.Contains(g.Logs(), "unknown to criguard") {
 		t.Error("criguard did not log the refused request")
@@ -568,4 +579,116 @@ func TestSecurityCredentialsNotFollowingRedirects(t *testing.T) {
 		}
 	}
 	t.Logf("the redirect target got %d requests, Authorization values %q", cdn.Requests(), cdn.SeenAuthorization())
+}
+
+// securityRetag is the Guard of an interposer between criguard and
+// containerd: when a CreateContainer names tag, it first moves tag to target
+// in containerd (and waits until the CRI plugin resolves it so), then
+// forwards. It makes certain the window between criguard's judgement of a tag
+// name and containerd's own resolution of it.
+type securityRetag struct {
+	tagger           *criproxy.ContainerdTagger
+	images           runtimeapi.ImageServiceClient
+	tag, target, tid string
+	moved            atomic.Bool
+}
+
+func (s *securityRetag) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest, next criproxy.PullFunc) (*runtimeapi.PullImageResponse, error) {
+	return next(ctx, r)
+}
+
+func (s *securityRetag) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest, next criproxy.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
+	if r.GetConfig().GetImage().GetImage() == s.tag && !s.moved.Swap(true) {
+		if err := s.tagger.Tag(ctx, s.tag, s.target); err != nil {
+			return nil, status.Errorf(codes.Internal, "interposer: retag: %v", err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			st, err := s.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: s.tag}})
+			if err == nil && st.GetImage().GetId() == s.tid {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, status.Errorf(codes.Internal, "interposer: containerd never resolved %s to %s (%v)", s.tag, s.tid, err)
+			}
+			time.Sleep(50 * time.Millisecond) // polling containerd's event-driven image store
+		}
+	}
+	return next(ctx, r)
+}
+
+// TestSecurityCreateByTagMovedAfterJudgement: a CreateContainer names its
+// image by tag (as crictl does; kubelet passes the image ID). criguard judges
+// what the tag names at that moment, a signed image; the tag then moves to an
+// unsigned image of the same repository before containerd resolves it (made
+// certain here by an interposer). What runs must be what was judged: the
+// container is created from the signed image, or not at all.
+func TestSecurityCreateByTagMovedAfterJudgement(t *testing.T) {
+	e := newEnforceEnv(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, e.nativePolicy("Enforce"))
+	const repo = "toctou/app"
+	signedRef, signedDg := e.signed(t, repo, false)
+	evilDg := e.r.PushImage(t, repo, "evil")
+	harness.MustCrictl(t, e.c.Endpoint(), "pull", signedRef) // on the node already
+	harness.MustCrictl(t, e.c.Endpoint(), "pull", e.r.Ref(repo, evilDg))
+
+	up, err := criproxy.Dial(t.Context(), e.c.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	tagger, err := criproxy.NewContainerdTagger(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := runtimeapi.NewImageServiceClient(up)
+	idOf := func(ref string) string {
+		st, err := images.ImageStatus(t.Context(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		if err != nil || st.GetImage() == nil {
+			t.Fatalf("ImageStatus %s: %v", ref, err)
+		}
+		return st.GetImage().GetId()
+	}
+	signedID, evilID := idOf(e.r.Ref(repo, signedDg)), idOf(e.r.Ref(repo, evilDg))
+	retag := &securityRetag{tagger: tagger, images: images, tag: signedRef, target: e.r.Ref(repo, evilDg), tid: evilID}
+	srv, err := criproxy.NewServer(criproxy.Options{Upstream: up, Guard: retag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(harness.TempDir(t, "ipose"), "interposer.sock")
+	lis, err := criproxy.ListenUnix(t.Context(), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, lis); close(served) }()
+	t.Cleanup(func() { cancel(); <-served })
+
+	g := harness.StartCriguard(t, sock, "--policy", pol, "--metrics-address", "")
+	conn := harness.DialCRI(t, g.Socket)
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	pod := benchPodConfig("toctou", "uid-toctou")
+	pod.Metadata.Namespace = "default"
+	cctx, ccancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer ccancel()
+	podResp, err := rt.RunPodSandbox(cctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	id, err := faultCreate(cctx, rt, podResp.GetPodSandboxId(), pod, "main", 0, signedRef)
+	t.Logf("create of %s (judged as %s, tag moved to %s before containerd resolved it): id %q, %v", signedRef, signedID, evilID, id, err)
+	if !retag.moved.Load() && err == nil {
+		t.Logf("criguard did not forward the tag name (the interposer had nothing to move)")
+	}
+	for _, c := range faultContainers(t, e.c) {
+		if c.PodID != podResp.GetPodSandboxId() {
+			continue
+		}
+		t.Logf("container %s: image %s, imageRef %s", c.ID, c.Image.Image, c.ImageRef)
+		if c.ImageRef != signedID {
+			t.Errorf("criguard judged %s (%s) but containerd created the container from %s: the tag was resolved again after the judgement", signedRef, signedID, c.ImageRef)
+		}
+	}
 }
