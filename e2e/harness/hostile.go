@@ -38,6 +38,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -456,7 +458,9 @@ func StartFrontRegistry(t T, r *Registry) *FrontRegistry {
 	t.Helper()
 	backend := &url.URL{Scheme: "http", Host: r.Host}
 	f := &FrontRegistry{backend: backend, proxy: httputil.NewSingleHostReverseProxy(backend)}
-	f.proxy.ErrorLog = nil
+	// The backend going away mid-test is expected; its errors are answered
+	// 502 to the client and need no log line.
+	f.proxy.ErrorLog = log.New(io.Discard, "", 0)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("harness: front registry listen: %v", err)
@@ -511,6 +515,10 @@ func (f *FrontRegistry) AddTo(t T, c *Containerd) {
 func (f *FrontRegistry) SetDown(t T, down bool) {
 	t.Helper()
 	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
 	srv := f.srv
 	if down {
 		f.srv = nil
