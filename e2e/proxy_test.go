@@ -701,3 +701,62 @@ func proxyPidsMentioning(s string) []string {
 	}
 	return out
 }
+
+// TestProxyLifecycle: the listen socket is 0660; SIGTERM lets an in-flight
+// call (a 3s exec) finish before criguard exits 0; after a SIGKILL the stale
+// socket file is replaced by the next start.
+func TestProxyLifecycle(t *testing.T) {
+	harness.RequireRoot(t)
+	r := harness.StartRegistry(t, true)
+	r.PushImage(t, "life/app", "1")
+	image := r.Ref("life/app", "1")
+	c := harness.StartContainerd(t, harness.ContainerdOptions{Version: "2", Registry: r})
+	g := harness.StartCriguard(t, c.Socket)
+
+	st, err := os.Stat(g.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o660 {
+		t.Errorf("listen socket %s has mode %v, want a socket with 0660", g.Socket, st.Mode())
+	}
+
+	dir := harness.TempDir(t, "life")
+	pod, ctr := filepath.Join(dir, "pod.json"), filepath.Join(dir, "ctr.json")
+	harness.WriteFile(t, pod, harness.HostNetworkPod("life", "default", dir))
+	harness.WriteFile(t, ctr, harness.ContainerConfig("life", image))
+	harness.MustCrictl(t, g.Endpoint(), "pull", image)
+	id := strings.TrimSpace(harness.MustCrictl(t, g.Endpoint(), "run", ctr, pod))
+
+	type result struct {
+		out string
+		err error
+		d   time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		out, err := harness.Crictl(t, g.Endpoint(), "exec", "-s", id, "sh", "-c", "sleep 3; echo drained-ok")
+		done <- result{out, err, time.Since(start)}
+	}()
+	time.Sleep(time.Second) // the exec is in flight
+	g.Stop(t)               // SIGTERM; fails the test if criguard does not exit within 10s
+	res := <-done
+	if res.err != nil || !strings.Contains(res.out, "drained-ok") {
+		t.Errorf("an exec in flight at SIGTERM was cut: %q %v", res.out, res.err)
+	}
+	if code := g.ExitCode(0); code != 0 {
+		t.Errorf("criguard exited %d after SIGTERM, want 0", code)
+	}
+
+	g.Restart(t)
+	harness.MustCrictl(t, g.Endpoint(), "version")
+	g.Kill(t)
+	if _, err := os.Stat(g.Socket); err != nil {
+		t.Fatalf("after SIGKILL the socket file should be left behind (that is the stale case): %v", err)
+	}
+	g.Restart(t)
+	if out, err := harness.Crictl(t, g.Endpoint(), "ps", "--id", id, "-q"); err != nil || strings.TrimSpace(out) != id {
+		t.Errorf("criguard restarted over a stale socket does not answer: %q %v", out, err)
+	}
+}

@@ -108,6 +108,11 @@ func (p *process) wait(d time.Duration) bool {
 	select {
 	case <-done:
 		return true
+	default:
+	}
+	select {
+	case <-done:
+		return true
 	case <-time.After(d):
 		return false
 	}
