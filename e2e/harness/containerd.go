@@ -88,8 +88,8 @@ func StartContainerd(t T, opts ContainerdOptions) *Containerd {
 	env := os.Environ()
 	switch opts.Version {
 	case "2":
-		bin = Tool(t, "containerd")
-		shim := Tool(t, "containerd-shim-runc-v2")
+		bin = tool(t, "containerd", false)
+		shim := tool(t, "containerd-shim-runc-v2", false)
 		// The v2 shim must come before Debian's 1.6 shim in containerd's PATH.
 		env = withPath(env, filepath.Dir(shim))
 		cfg = containerd2Config(c, opts.PauseImage, certs)

@@ -67,11 +67,18 @@ func CacheDir(t T) string {
 // first, then PATH. A missing tool fails the test with the command that installs it.
 func Tool(t T, name string) string {
 	t.Helper()
+	return tool(t, name, true)
+}
+
+// tool is Tool; usePath=false insists on the cache (containerd 2.x and its
+// shim, whose names Debian's 1.6 packages also put on PATH).
+func tool(t T, name string, usePath bool) string {
+	t.Helper()
 	p := filepath.Join(CacheDir(t), "bin", name)
 	if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
 		return p
 	}
-	if p, err := exec.LookPath(name); err == nil {
+	if p, err := exec.LookPath(name); err == nil && usePath {
 		return p
 	}
 	t.Fatalf("harness: tool %q is not installed (looked in %s and PATH); run `make tools` (e2e/tools/install.sh) first",
