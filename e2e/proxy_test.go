@@ -263,6 +263,9 @@ func TestProxyCrictlParity(t *testing.T) {
 		})
 	}
 
+	if !strings.Contains(proxied[0].out, "RuntimeVersion:  2.") {
+		t.Errorf("version through criguard does not name containerd 2.x: %q", proxied[0].out)
+	}
 	for _, s := range proxied {
 		if s.name == "exec -s" && !strings.Contains(s.out, "exec-ok") {
 			t.Errorf("exec -s through criguard printed %q, want exec-ok", s.out)
