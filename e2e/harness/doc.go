@@ -20,7 +20,7 @@
 //
 //	harness.RequireRoot(t)                    // fails unless euid 0
 //	harness.Tool(t, "crictl") string          // path from .cache/e2e/bin, then PATH; fails with the `make tools` hint
-//	harness.CriguardBinary(t) string          // $CRIGUARD_E2E_BINARY, else built from ./cmd/criguard into the cache (reused while newer than every .go file)
+//	harness.CriguardBinary(t) string          // $CRIGUARD_E2E_BINARY, else built from ./cmd/criguard into the cache (reused while newer than every non-test .go file, go.mod, go.sum)
 //	harness.RepoRoot(t) string                // directory holding go.mod
 //	harness.CacheDir(t) string                // $CRIGUARD_E2E_CACHE or <repo>/.cache/e2e
 //	harness.FixturesDir(t) string             // $CRIGUARD_COSIGN_FIXTURES or <repo>/../shared/fixtures/cosign
