@@ -374,9 +374,15 @@ func TestFaultContainerdRestart(t *testing.T) {
 			t.Errorf("containerd holds a container criguard should not have let through: %+v (signed image IDs %v, unsigned %v)", c, signedIDs, unsignedIDs)
 		}
 	}
+	// A create judged and forwarded just as containerd went down may have
+	// been done by containerd without its answer getting back: more
+	// containers than successful calls is fine, fewer is not; all of them
+	// are of the signed image (checked above).
 	mu.Lock()
-	if inPod != signedOK {
-		t.Errorf("containerd holds %d containers in the pod; criguard allowed %d creates", inPod, signedOK)
+	if inPod < signedOK {
+		t.Errorf("containerd holds %d containers in the pod; criguard reported %d creates done", inPod, signedOK)
+	} else if inPod > signedOK {
+		t.Logf("containerd holds %d containers in the pod for %d creates reported done: %d finished as containerd went down, their answers lost", inPod, signedOK, inPod-signedOK)
 	}
 	mu.Unlock()
 	// criguard: same process, no restart, still judging.
