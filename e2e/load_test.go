@@ -229,6 +229,23 @@ func BenchmarkLoadPods(b *testing.B) {
 		}
 	}
 
+	// CPU seconds criguard and containerd spend in each batch: where the
+	// difference between the two paths goes.
+	guardPid := loadFindPid(b, "criguard", func(a []string) bool {
+		return len(a) > 1 && a[1] == "serve" && slices.ContainsFunc(a, func(s string) bool { return strings.Contains(s, g.Socket) })
+	})
+	ctrdPid := loadFindPid(b, "containerd", func(a []string) bool {
+		return filepath.Base(a[0]) == "containerd" && slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, e.c.Dir) })
+	})
+	cpu := map[string]float64{} // "<target>/<process>" -> CPU seconds
+	ticks := func(pid int) int64 {
+		t, err := loadCPUTicks(pid)
+		if err != nil {
+			b.Fatalf("CPU time of %d: %v", pid, err)
+		}
+		return t
+	}
+
 	samples := map[string]map[string][]time.Duration{"direct": {}, "criguard": {}}
 	totals := map[string][]time.Duration{}
 	b.ResetTimer()
@@ -244,9 +261,12 @@ func BenchmarkLoadPods(b *testing.B) {
 				return imgs[(i/2)%len(imgs)]
 			}
 			bctx, cancel := context.WithTimeout(ctx, capTime)
+			g0, c0 := ticks(guardPid), ticks(ctrdPid)
 			res, err := loadRunPods(bctx, conns[target].rt, conns[target].img, fmt.Sprintf("%s%d", target, round), pods, workers, image)
 			cancel()
 			b.StopTimer()
+			cpu[target+"/criguard"] += float64(ticks(guardPid)-g0) / loadUserHZ
+			cpu[target+"/containerd"] += float64(ticks(ctrdPid)-c0) / loadUserHZ
 			running, rerr := loadRunning(ctx, direct, res.pods)
 			if cerr := loadRemovePods(ctx, direct, res.pods); cerr != nil {
 				b.Errorf("cleaning up pods: %v", cerr)
@@ -289,6 +309,11 @@ func BenchmarkLoadPods(b *testing.B) {
 		b.ReportMetric(g99/d99, call+"-ratio-p99")
 		fmt.Fprintf(&sb, "  %-16s %9.1f %9.1f %9.1f %9.1f %7.2f %7.2f\n", call, d50, g50, d99, g99, g50/d50, g99/d99)
 	}
+	for _, k := range []string{"direct/containerd", "criguard/containerd", "criguard/criguard"} {
+		b.ReportMetric(cpu[k]/batches, strings.ReplaceAll(k, "/", "-")+"-cpu-s")
+	}
+	fmt.Fprintf(&sb, "  CPU per batch: direct batch containerd %.1f s; criguard batch containerd %.1f s + criguard %.1f s\n",
+		cpu["direct/containerd"]/batches, cpu["criguard/containerd"]/batches, cpu["criguard/criguard"]/batches)
 	slices.Sort(signTimes)
 	b.ReportMetric(signTimes[len(signTimes)/2].Seconds(), "cosign-sign-p50-s")
 	fmt.Fprintf(&sb, "  total per batch: direct %.1f s, criguard %.1f s, ratio %.2f (batches: direct %v, criguard %v); cosign sign p50 %.2f s per image (%d images, untimed)",
