@@ -208,15 +208,30 @@ func checkDigest(d policy.Decision, pinned string) policy.Decision {
 func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
 	ns, pod := podOf(req.GetSandboxConfig())
 	cfg := req.GetConfig()
-	if err := e.judgeLocal(ctx, ns, pod, cfg.GetImage()); err != nil {
+	// ids are the image IDs judged: containerd is handed those, not names, so
+	// that a tag moved after the judgement cannot swap what runs.
+	id, err := e.judgeLocal(ctx, ns, pod, cfg.GetImage())
+	if err != nil {
 		return nil, err
 	}
-	for _, m := range cfg.GetMounts() {
+	rewrite := id != cfg.GetImage().GetImage()
+	mountIDs := make([]string, len(cfg.GetMounts()))
+	for i, m := range cfg.GetMounts() {
 		if m.GetImage().GetImage() == "" {
 			continue
 		}
-		if err := e.judgeLocal(ctx, ns, pod, m.GetImage()); err != nil {
+		if mountIDs[i], err = e.judgeLocal(ctx, ns, pod, m.GetImage()); err != nil {
 			return nil, err
+		}
+		rewrite = rewrite || mountIDs[i] != m.GetImage().GetImage()
+	}
+	if rewrite {
+		req = proto.CloneOf(req)
+		pinImage(req.Config.Image, id)
+		for i, m := range req.Config.Mounts {
+			if mountIDs[i] != "" {
+				pinImage(m.Image, mountIDs[i])
+			}
 		}
 	}
 	resp, err := next(ctx, req)
@@ -226,7 +241,19 @@ func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateCo
 	return resp, err
 }
 
-// judgeLocal judges an image already on the node.
+// pinImage names an image by the ID that was judged, keeping the name the user
+// asked for in user_specified_image (what runtimes show).
+func pinImage(spec *runtimeapi.ImageSpec, id string) {
+	if spec.GetImage() == id {
+		return
+	}
+	if spec.UserSpecifiedImage == "" {
+		spec.UserSpecifiedImage = spec.Image
+	}
+	spec.Image = id
+}
+
+// judgeLocal judges an image already on the node and returns its image ID.
 //
 // Which name is judged: containerd may know one image (one image ID) under
 // several repositories. When kubelet says which one the user asked for
@@ -242,24 +269,24 @@ func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateCo
 // is the same, so the strictest verdict is the safe one. Within one repository,
 // any of its digests allowing suffices: they all name this same image content
 // (same config, hence same layers).
-func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec) error {
+func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec) (string, error) {
 	start := time.Now()
 	image := spec.GetImage()
 	if image == "" {
 		d := policy.Decision{Reason: "the container names no image"}
 		e.record(OpCreateContainer, ns, pod, image, d, start)
-		return denial(codes.PermissionDenied, image, d)
+		return "", denial(codes.PermissionDenied, image, d)
 	}
 	st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{
 		Image: image, Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler(),
 	}})
 	if err != nil {
 		e.metrics.upstreamError(opImageStatus)
-		return status.Errorf(status.Code(err), "criguard: cannot judge image %q: looking it up in containerd failed: %v", image, status.Convert(err).Message())
+		return "", status.Errorf(status.Code(err), "criguard: cannot judge image %q: looking it up in containerd failed: %v", image, status.Convert(err).Message())
 	}
 	img := st.GetImage()
 	if img == nil {
-		return status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
+		return "", status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
 	}
 
 	asked := spec.GetUserSpecifiedImage()
@@ -273,7 +300,7 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		if err != nil {
 			d := policy.Decision{Image: asked, Reason: err.Error()}
 			e.record(OpCreateContainer, ns, pod, asked, d, start)
-			return denial(codes.PermissionDenied, asked, d)
+			return "", denial(codes.PermissionDenied, asked, d)
 		}
 		if claimHolds(ref, img.GetRepoTags(), groups) {
 			digests := groups[ref.name]
@@ -323,11 +350,14 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		}
 		if !allowed {
 			e.record(OpCreateContainer, ns, pod, group[0].Image, first, start)
-			return denial(codes.PermissionDenied, group[0].Image, first)
+			return "", denial(codes.PermissionDenied, group[0].Image, first)
 		}
 		start = time.Now()
 	}
-	return nil
+	if img.GetId() == "" {
+		return image, nil // nothing better to pin to
+	}
+	return img.GetId(), nil
 }
 
 // inputs builds one policy input per repository digest, or a Local one when there is none.

@@ -382,6 +382,7 @@ func TestCreateContainer(t *testing.T) {
 	twoRepos := &runtimeapi.Image{Id: imID, RepoTags: []string{reg + "/team/app:1.0", reg + "/other/app:2"},
 		RepoDigests: []string{reg + "/team/app@" + dgA, reg + "/other/app@" + dgB}}
 	local := &runtimeapi.Image{Id: imID, RepoTags: []string{"docker.io/library/imported:1"}}
+	const dataID = "sha256:4444444444444444444444444444444444444444444444444444444444444444"
 	denyOther := func(in policy.Input) policy.Decision {
 		if strings.Contains(in.Image, "/other/") {
 			return denyAll(in)
@@ -499,6 +500,14 @@ func TestCreateContainer(t *testing.T) {
 			want: []want{{reg + "/team/app:1.0", dgA, false}, {reg + "/team/app:1.0", dgB, false}},
 		},
 		{
+			name: "image volume by name: judged and pinned to its ID",
+			images: map[string]*runtimeapi.Image{imID: app, reg + "/team/data:1": {Id: dataID, RepoTags: []string{reg + "/team/data:1"},
+				RepoDigests: []string{reg + "/team/data@" + dgB}}},
+			req:    createReq(imID, reg+"/team/app:1.0", &runtimeapi.ImageSpec{Image: reg + "/team/data:1"}),
+			decide: allowAs(""),
+			want:   []want{{reg + "/team/app:1.0", dgA, false}, {reg + "/team/data:1", dgB, false}},
+		},
+		{
 			name: "image volume judged the same way", images: map[string]*runtimeapi.Image{imID: app, "vol": twoRepos},
 			req:    createReq(imID, reg+"/team/app:1.0", &runtimeapi.ImageSpec{Image: "vol", UserSpecifiedImage: reg + "/other/app:2"}),
 			decide: denyOther,
@@ -523,7 +532,11 @@ func TestCreateContainer(t *testing.T) {
 			r := newRig(t, tc.decide)
 			r.images.images = tc.images
 			called := false
-			resp, err := r.e.CreateContainer(context.Background(), tc.req, okCreate(&called))
+			var forwarded *runtimeapi.CreateContainerRequest
+			resp, err := r.e.CreateContainer(context.Background(), tc.req, func(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+				forwarded = req
+				return okCreate(&called)(ctx, req)
+			})
 			// containerd is asked about the image exactly as the request names it.
 			if img := tc.req.GetConfig().GetImage().GetImage(); img != "" && (len(r.images.asked) == 0 || r.images.asked[0] != img) {
 				t.Errorf("ImageStatus asked for %v, want %q first", r.images.asked, img)
@@ -562,6 +575,27 @@ func TestCreateContainer(t *testing.T) {
 			}
 			if err != nil || !called || resp.GetContainerId() != "cid" {
 				t.Fatalf("CreateContainer = %v, %v (next called %v)", resp, err, called)
+			}
+			// containerd gets the judged image's ID, never a name it could
+			// resolve anew; the name the user asked for stays alongside.
+			specs := []*runtimeapi.ImageSpec{tc.req.GetConfig().GetImage()}
+			fwd := []*runtimeapi.ImageSpec{forwarded.GetConfig().GetImage()}
+			for i, m := range tc.req.GetConfig().GetMounts() {
+				specs = append(specs, m.GetImage())
+				fwd = append(fwd, forwarded.GetConfig().GetMounts()[i].GetImage())
+			}
+			for i, sp := range specs {
+				wantID := tc.images[sp.GetImage()].GetId()
+				wantAsked := sp.GetUserSpecifiedImage()
+				if wantAsked == "" && sp.GetImage() != wantID {
+					wantAsked = sp.GetImage()
+				}
+				if fwd[i].GetImage() != wantID || fwd[i].GetUserSpecifiedImage() != wantAsked {
+					t.Errorf("forwarded image %d = %q (asked %q), want %q (asked %q)", i, fwd[i].GetImage(), fwd[i].GetUserSpecifiedImage(), wantID, wantAsked)
+				}
+			}
+			if sp := tc.req.GetConfig().GetImage(); sp.GetImage() != tc.images[sp.GetImage()].GetId() && forwarded == tc.req {
+				t.Error("the caller's request was rewritten in place")
 			}
 		})
 	}
