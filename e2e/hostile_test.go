@@ -249,3 +249,43 @@ func criguardPidTB(tb testing.TB, socket string) int {
 	})
 	return pid
 }
+
+// TestHostileSplitView: the registry shows criguard one image for a tag (a
+// signed one) and containerd another (unsigned), telling them apart by
+// User-Agent. criguard pulls the digest it verified, so containerd never asks
+// the registry about the tag, and records the tag for the signed digest. The
+// control afterwards, straight at containerd, shows the registry really lies.
+func TestHostileSplitView(t *testing.T) {
+	e := newEnforceEnv(t)
+	front := harness.StartFrontRegistry(t, e.r)
+	front.AddTo(t, e.c)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "20s", e.pub, front.Host))
+	g, _ := e.guard(t, pol)
+	conn := harness.DialCRI(t, g.Socket)
+
+	const repo = "split/app"
+	signedDg := e.r.PushImage(t, repo, "1.0")
+	e.cs.Sign(t, e.key, front.Ref(repo, signedDg), false)
+	evilDg := e.r.PushImage(t, repo, "evil")
+	lied := front.SplitView(repo, "1.0", "containerd", evilDg)
+	ref := front.Ref(repo, "1.0")
+
+	if _, err := faultPull(t, conn, ref, nil); err != nil {
+		t.Fatalf("signed pull through criguard: %v", err)
+	}
+	if err := e.hasTag(t, ref, signedDg); err != nil {
+		t.Errorf("through criguard: %v", err)
+	}
+	if n := lied(); n != 0 {
+		t.Errorf("containerd asked the registry about the tag %d times during criguard's pull", n)
+	}
+	harness.MustCrictl(t, e.c.Endpoint(), "pull", ref) // the control, around criguard
+	if lied() == 0 {
+		t.Fatal("the registry never showed containerd the other image: the test proves nothing")
+	}
+	if err := e.hasTag(t, ref, evilDg); err != nil {
+		t.Errorf("control: containerd pulling the tag itself did not get the other image: %v", err)
+	}
+	t.Logf("through criguard the tag named %s (signed); straight at containerd, %s (the registry's other view)", signedDg, evilDg)
+}

@@ -26,6 +26,7 @@ package harness
 //	                                        // Bearer challenge, realm /token on the front itself
 //	f.DelayBlobs(d, digests...) <-chan string // GETs of those blobs wait d; each such request is announced
 //	f.RedirectBlobs(host)                   // blob GETs answered 307 to host (a CDN, say)
+//	f.SplitView(repo, tag, agent, digest) func() int // clients whose User-Agent has agent see tag as digest
 //	f.Requests() int, f.AuthFailures() int, f.SeenAuthorization() []string
 //
 // Nothing here allocates what it streams: the 1 GiB bodies come from one small
@@ -45,6 +46,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -451,6 +453,10 @@ type FrontRegistry struct {
 	closed    bool
 	seenAuth  map[string]bool // Authorization header values received
 	blobsTo   string          // RedirectBlobs: host blob GETs are redirected to
+	// SplitView: manifest requests for splitPath from a client whose
+	// User-Agent contains splitAgent are answered for splitDigest instead.
+	splitPath, splitAgent, splitDigest string
+	splitHits                          int
 }
 
 // StartFrontRegistry serves a proxy to r until the test ends.
@@ -621,6 +627,22 @@ func (f *FrontRegistry) RedirectBlobs(host string) {
 	f.blobsTo = host
 }
 
+// SplitView answers manifest requests for repo:tag from clients whose
+// User-Agent contains agent (say "containerd") with the manifest of digest
+// instead, while everyone else gets what the tag names: a registry showing
+// the verifier one image and the runtime another. It returns a func reporting
+// how many requests got the other view.
+func (f *FrontRegistry) SplitView(repo, tag, agent, digest string) func() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.splitPath, f.splitAgent, f.splitDigest = "/v2/"+repo+"/manifests/"+tag, agent, digest
+	return func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.splitHits
+	}
+}
+
 // SeenAuthorization lists every distinct Authorization header value the front
 // registry received (credentials sent to it, rightly or not).
 func (f *FrontRegistry) SeenAuthorization() []string {
@@ -692,6 +714,11 @@ func (f *FrontRegistry) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	blobsTo := f.blobsTo
+	if f.splitPath != "" && r.URL.Path == f.splitPath && strings.Contains(r.UserAgent(), f.splitAgent) {
+		f.splitHits++
+		r.URL.Path = strings.TrimSuffix(f.splitPath, path.Base(f.splitPath)) + f.splitDigest
+		r.URL.RawPath = ""
+	}
 	f.mu.Unlock()
 	if _, kind, _, isV2 := splitV2(r.URL.Path); isV2 && kind == "blobs" && r.Method == http.MethodGet && blobsTo != "" {
 		http.Redirect(w, r, "http://"+blobsTo+r.URL.RequestURI(), http.StatusTemporaryRedirect)
