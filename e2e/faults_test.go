@@ -777,3 +777,71 @@ func TestFaultContainerdDownAtStart(t *testing.T) {
 		t.Fatal("criguard exited or restarted")
 	}
 }
+
+// TestFaultCriguardStopDuringPull: criguard gets SIGTERM while a pull it
+// allowed is in flight in containerd (the registry holds a layer back). It
+// stops taking calls, lets the pull run for --drain-timeout (3 s here), then
+// cuts it: the caller gets an error well before the layer would have come, and
+// criguard exits cleanly. Started again, the same pull succeeds.
+func TestFaultCriguardStopDuringPull(t *testing.T) {
+	e := newEnforceEnv(t)
+	front := harness.StartFrontRegistry(t, e.r)
+	front.AddTo(t, e.c)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "20s", e.pub, front.Host))
+	g, _ := e.guard(t, pol, "--drain-timeout", "3s")
+
+	const repo = "drain/app"
+	dg := e.r.PushImage(t, repo, "1.0")
+	e.cs.Sign(t, e.key, front.Ref(repo, dg), false)
+	asked := front.DelayBlobs(2*time.Minute, faultLayers(t, e.r, e.r.Ref(repo, dg))...)
+	conn := harness.DialCRI(t, g.Socket)
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		_, err := faultPull(t, conn, front.Ref(repo, "1.0"), nil)
+		done <- result{err, time.Since(start)}
+	}()
+	select {
+	case <-asked:
+	case r := <-done:
+		t.Fatalf("the pull ended before containerd asked for a layer: %v", r.err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("containerd never asked for a layer")
+	}
+	stopAt := time.Now()
+	g.Stop(t) // fails the test if criguard takes over 10 s
+	stopped := time.Since(stopAt)
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the pull in flight was not ended by criguard's shutdown")
+	}
+	if r.err == nil {
+		t.Fatalf("the pull succeeded although its layer was held back for 2 minutes")
+	}
+	if code := g.ExitCode(time.Second); code != 0 {
+		t.Errorf("criguard exited %d after SIGTERM, want 0", code)
+	}
+	t.Logf("SIGTERM with a pull in flight: criguard exited after %s; the caller got %v after %s",
+		stopped.Round(time.Millisecond), status.Code(r.err), r.took.Round(time.Millisecond))
+	if !strings.Contains(g.Logs(), "drain timeout reached") {
+		t.Errorf("criguard's log does not say it cut calls at the drain timeout")
+	}
+
+	front.DelayBlobs(0)
+	g.Restart(t)
+	conn = harness.DialCRI(t, g.Socket)
+	harness.Eventually(t, 2*time.Minute, "the same pull after the restart", func() error {
+		_, err := faultPull(t, conn, front.Ref(repo, "1.0"), nil)
+		return err
+	})
+	if err := e.hasTag(t, front.Ref(repo, "1.0"), dg); err != nil {
+		t.Error(err)
+	}
+}
