@@ -134,6 +134,23 @@ spec:
 	say("containerd holds the signed image under its tag, and nothing of the unsigned one")
 	crictl(d.s, d.c.Endpoint(), "images")
 
+	say("the unsigned image pulled straight into containerd, behind criguard's back, still cannot run through it")
+	crictl(d.s, d.c.Endpoint(), "pull", d.r.Ref("team/unsigned", "1.0"))
+	dir2 := harness.TempDir(d.s, "demopod")
+	pod := filepath.Join(dir2, "pod.json")
+	harness.WriteFile(d.s, pod, harness.HostNetworkPod("enforced", "default", ""))
+	podID := crictl(d.s, ep, "runp", pod)
+	for _, name := range []string{"signed", "unsigned"} {
+		ctr := filepath.Join(dir2, name+".json")
+		harness.WriteFile(d.s, ctr, harness.ContainerConfig(name, d.r.Ref("team/"+name, "1.0")))
+		if name == "signed" {
+			crictl(d.s, ep, "create", podID, ctr, pod)
+		} else {
+			refused(d.s, ep, "create", podID, ctr, pod)
+		}
+	}
+	crictl(d.s, ep, "rmp", "-f", podID)
+
 	say("criguard's decisions:")
 	for _, line := range strings.Split(g.Logs(), "\n") {
 		if strings.Contains(line, "image decision") {
