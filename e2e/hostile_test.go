@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/e2e/harness"
 )
@@ -288,4 +289,53 @@ func TestHostileSplitView(t *testing.T) {
 		t.Errorf("control: containerd pulling the tag itself did not get the other image: %v", err)
 	}
 	t.Logf("through criguard the tag named %s (signed); straight at containerd, %s (the registry's other view)", signedDg, evilDg)
+}
+
+// faultCPU returns the CPU time (user + system) pid has used.
+func faultCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces) start after ") ".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// TestHostileAuthChallengeFlood: every request is answered 401, and the
+// registry's /v2/ (the ping every client makes before authenticating) answers
+// 401 with an endless body, which clients drain to reuse the connection. The
+// verification is denied within its timeout, and criguard reads a bounded
+// amount of that body rather than draining the flood until the deadline.
+func TestHostileAuthChallengeFlood(t *testing.T) {
+	e := newEnforceEnv(t)
+	h := harness.StartHostileRegistry(t)
+	h.PingFlood.Store(true)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "10s", e.pub, h.Host))
+	g, _ := e.guard(t, pol)
+	pid := criguardPid(t, g.Socket)
+	conn := harness.DialCRI(t, g.Socket)
+
+	cpu0 := faultCPU(t, pid)
+	start := time.Now()
+	_, err := faultPull(t, conn, h.Ref(harness.HostileAuthFlood, "v0"), &runtimeapi.AuthConfig{Username: "u", Password: "p"})
+	took := time.Since(start)
+	cpu := faultCPU(t, pid) - cpu0
+	if !faultDenied(err) {
+		t.Fatalf("pull from the auth-flood registry: %v; want a denial", err)
+	}
+	drained := h.BytesSent("/v2/")
+	hwm, _ := faultMemory(t, pid)
+	t.Logf("denied after %s, criguard CPU %s, %d ping requests, %d bytes of ping body sent, VmHWM %d KiB: %s",
+		took.Round(time.Millisecond), cpu, h.Requests("/v2/"), drained, hwm, status.Convert(err).Message())
+	if drained > 64<<20 {
+		t.Errorf("criguard drained %d bytes of the registry's ping answer: reads of registry answers must be bounded", drained)
+	}
+	if hwm > 200<<10 {
+		t.Errorf("criguard's peak RSS is %d KiB", hwm)
+	}
 }

@@ -13,6 +13,8 @@ package harness
 //	    HostileHangSignature a normal HEAD; every signature lookup never answers
 //	    HostileSlowSignature a normal HEAD; every signature lookup answers one byte per h.SlowDelay
 //	    HostileHugeHeaders   every response carries 1 GiB of headers (streamed until the client hangs up)
+//	    HostileAuthFlood     every request answered 401 (Basic challenge); with h.PingFlood set, so is /v2/,
+//	                         with an endless body (clients drain a ping's body to reuse the connection)
 //	    HostileSignatures(n) a normal HEAD; n bundle referrers and an n-layer .sig manifest, generated lazily
 //	h.Requests(repo) int, h.BytesSent(repo) int64  // what criguard asked for and was sent
 //	h.Digest(repo, tag) string                     // the digest HEAD answers for repo:tag
@@ -65,6 +67,7 @@ const (
 	HostileHangSignature = "hostile/hang-signature"
 	HostileSlowSignature = "hostile/slow-signature"
 	HostileHugeHeaders   = "hostile/huge-headers"
+	HostileAuthFlood     = "hostile/auth-flood"
 	hostileSigsPrefix    = "hostile/sigs-"
 	hostileHugeSize      = 1 << 30
 	ociManifest          = "application/vnd.oci.image.manifest.v1+json"
@@ -80,6 +83,8 @@ type HostileRegistry struct {
 	Host string
 	// SlowDelay is the pause between bytes of HostileSlow's responses.
 	SlowDelay time.Duration
+	// PingFlood makes /v2/ answer 401 with an endless body (see HostileAuthFlood).
+	PingFlood atomic.Bool
 
 	srv  *http.Server
 	done chan struct{}
@@ -167,6 +172,16 @@ func splitV2(p string) (repo, kind, ref string, ok bool) {
 
 func (h *HostileRegistry) serve(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/v2/" || r.URL.Path == "/v2" {
+		if h.PingFlood.Load() {
+			h.mu.Lock()
+			h.requests["/v2/"]++
+			h.mu.Unlock()
+			w.Header().Set("WWW-Authenticate", `Basic realm="criguard-hostile"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			stream(w, h.counter("/v2/"), "", strings.Repeat(" ", 64), -1)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte("{}"))
 		return
@@ -187,6 +202,9 @@ func (h *HostileRegistry) serve(w http.ResponseWriter, r *http.Request) {
 		h.hang(w)
 	case repo == HostileHugeHeaders:
 		h.hugeHeaders(w, sent)
+	case repo == HostileAuthFlood:
+		w.Header().Set("WWW-Authenticate", `Basic realm="criguard-hostile"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
 	case repo == HostileRedirect:
 		n, _ := strconv.Atoi(r.URL.Query().Get("r"))
 		u := *r.URL
