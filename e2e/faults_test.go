@@ -845,3 +845,60 @@ func TestFaultCriguardStopDuringPull(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestFaultSignatureLookupsFail: the registry serves images but its signature
+// lookups (referrers API, fallback and .sig tags) answer 503, a broken
+// signature store or one hiding signatures from the verifier. With
+// failurePolicy Fail a signed image and an unsigned one are both denied (no
+// verdict could be reached). With Ignore both are allowed, pulled by digest
+// and counted as failed_open: Ignore lets through whatever the registry can
+// keep criguard from verifying, which is why it is a trade (docs/reliability.md).
+func TestFaultSignatureLookupsFail(t *testing.T) {
+	e := newEnforceEnv(t)
+	front := harness.StartFrontRegistry(t, e.r)
+	front.AddTo(t, e.c)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, faultPolicy("Fail", "10s", e.pub, front.Host))
+	g, base := e.guard(t, pol)
+	conn := harness.DialCRI(t, g.Socket)
+
+	signedDg := e.r.PushImage(t, "sigfail/signed", "1.0")
+	e.cs.Sign(t, e.key, front.Ref("sigfail/signed", signedDg), false)
+	unsignedDg := e.r.PushImage(t, "sigfail/unsigned", "1.0")
+	front.FailSignatureLookups(true)
+
+	for _, ref := range []string{front.Ref("sigfail/signed", "1.0"), front.Ref("sigfail/unsigned", "1.0")} {
+		_, err := faultPull(t, conn, ref, nil)
+		if !faultDenied(err) {
+			t.Fatalf("Fail, signature lookups failing: pull %s: %v; want a denial", ref, err)
+		}
+		if msg := status.Convert(err).Message(); !strings.Contains(msg, "could not complete") {
+			t.Errorf("the denial of %s does not say the verification could not complete: %s", ref, msg)
+		}
+	}
+	if e.holds(t, front.Host+"/sigfail/unsigned") || e.holds(t, front.Host+"/sigfail/signed") {
+		t.Fatal("an image reached containerd under failurePolicy Fail")
+	}
+
+	okReloads := metric(t, base, `criguard_policy_reloads_total{result="ok"}`)
+	writePolicy(t, pol, faultPolicy("Ignore", "10s", e.pub, front.Host))
+	harness.Eventually(t, 30*time.Second, "the Ignore policy in force", func() error {
+		if metric(t, base, `criguard_policy_reloads_total{result="ok"}`) <= okReloads {
+			return errors.New("not reloaded yet")
+		}
+		return nil
+	})
+	for _, tc := range []struct{ repo, dg string }{{"sigfail/signed", signedDg}, {"sigfail/unsigned", unsignedDg}} {
+		ref := front.Ref(tc.repo, "1.0")
+		if _, err := faultPull(t, conn, ref, nil); err != nil {
+			t.Fatalf("Ignore, signature lookups failing: pull %s: %v", ref, err)
+		}
+		if err := e.hasTag(t, ref, tc.dg); err != nil {
+			t.Errorf("Ignore: %v", err)
+		}
+	}
+	if got := metric(t, base, `criguard_decisions_total{operation="PullImage",result="failed_open"}`); got != 2 {
+		t.Errorf("failed_open pulls counted %v, want 2", got)
+	}
+	t.Logf("signature store down: Fail denied both images; Ignore let both through by digest, counted failed_open")
+}

@@ -29,6 +29,7 @@ package harness
 //	f.DelayBlobs(d, digests...) <-chan string // GETs of those blobs wait d; each such request is announced
 //	f.RedirectBlobs(host)                   // blob GETs answered 307 to host (a CDN, say)
 //	f.SplitView(repo, tag, agent, digest) func() int // clients whose User-Agent has agent see tag as digest
+//	f.FailSignatureLookups(bool)            // referrers, fallback and .sig tags answer 503; images served as usual
 //	f.Requests() int, f.AuthFailures() int, f.SeenAuthorization() []string
 //
 // Nothing here allocates what it streams: the 1 GiB bodies come from one small
@@ -475,6 +476,7 @@ type FrontRegistry struct {
 	// User-Agent contains splitAgent are answered for splitDigest instead.
 	splitPath, splitAgent, splitDigest string
 	splitHits                          int
+	failSigs                           bool // FailSignatureLookups
 }
 
 // StartFrontRegistry serves a proxy to r until the test ends.
@@ -661,6 +663,16 @@ func (f *FrontRegistry) SplitView(repo, tag, agent, digest string) func() int {
 	}
 }
 
+// FailSignatureLookups answers every signature lookup (referrers API,
+// sha256-<hex> fallback and .sig tags) 503 while fail is true; images are
+// served as usual: a registry whose signature store is broken, or one that
+// hides signatures from the verifier on purpose.
+func (f *FrontRegistry) FailSignatureLookups(fail bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failSigs = fail
+}
+
 // SeenAuthorization lists every distinct Authorization header value the front
 // registry received (credentials sent to it, rightly or not).
 func (f *FrontRegistry) SeenAuthorization() []string {
@@ -728,6 +740,13 @@ func (f *FrontRegistry) serve(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="criguard-e2e"`)
 		}
 		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+		return
+	}
+	f.mu.Lock()
+	failSigs := f.failSigs
+	f.mu.Unlock()
+	if _, kind, ref, isV2 := splitV2(r.URL.Path); isV2 && failSigs && (kind == "referrers" || strings.HasPrefix(ref, "sha256-")) {
+		http.Error(w, `{"errors":[{"code":"UNAVAILABLE","message":"signature store down"}]}`, http.StatusServiceUnavailable)
 		return
 	}
 	f.mu.Lock()
