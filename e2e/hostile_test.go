@@ -22,9 +22,8 @@ import (
 // TestHostileRegistries: a registry that answers one byte every 2 seconds,
 // one that never answers, one that redirects forever, one that streams a
 // 1 GiB manifest, one whose signature listings are 1 GiB, one whose response
-// headers are 1 GiB, two whose image
-// resolves but whose signature lookups never answer or dribble, and images
-// carrying 10,000 and 1,000 signatures. Each is pulled through criguard under
+// headers are 1 GiB, two whose image resolves but whose signature lookups
+// never answer or dribble, and images carrying 10,000 and 1,000 signatures. Each is pulled through criguard under
 // five tags (five digests), all 50 at once, under a policy with a 30 s
 // verification timeout and failurePolicy Fail.
 //
