@@ -902,3 +902,61 @@ func TestFaultSignatureLookupsFail(t *testing.T) {
 	}
 	t.Logf("signature store down: Fail denied both images; Ignore let both through by digest, counted failed_open")
 }
+
+// TestFaultPolicyDirectoryReplaced: the policy is a directory, and it is
+// replaced as a whole (removed and created again, as `rm -rf && cp -r` or
+// some configuration tools do) with a stricter policy. The removal is a
+// refused reload (nothing to load); the new directory's policy must then take
+// effect like any edit, without a SIGHUP: an unsigned image that the old
+// policy allowed is refused.
+func TestFaultPolicyDirectoryReplaced(t *testing.T) {
+	e := newEnforceEnv(t)
+	dir := filepath.Join(e.dir, "policy.d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writePolicy(t, filepath.Join(dir, "policy.yaml"), fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: open}
+spec:
+  mode: Enforce
+  unmatchedImages: Deny
+  rules:
+  - name: everything-local
+    images: ["%s/*"]
+    action: Allow
+`, e.r.Host))
+	g, base := e.guard(t, dir)
+	conn := harness.DialCRI(t, g.Socket)
+	first, _ := e.unsigned(t, "replaced/first")
+	if _, err := faultPull(t, conn, first, nil); err != nil {
+		t.Fatalf("the permissive policy refused an unsigned image: %v", err)
+	}
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	failed := `criguard_policy_reloads_total{result="failed"}`
+	harness.Eventually(t, 30*time.Second, "the removal seen as a refused reload", func() error {
+		if metric(t, base, failed) < 1 {
+			return errors.New("no failed reload yet")
+		}
+		return nil
+	})
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writePolicy(t, filepath.Join(dir, "policy.yaml"), e.nativePolicy("Enforce"))
+	second, _ := e.unsigned(t, "replaced/second")
+	harness.Eventually(t, time.Minute, "the stricter policy of the new directory in force", func() error {
+		_, err := faultPull(t, conn, second, nil)
+		if !faultDenied(err) {
+			return fmt.Errorf("unsigned %s: %v (the old permissive policy still decides)", second, err)
+		}
+		return nil
+	})
+	signed, _ := e.signed(t, "replaced/signed", false)
+	if _, err := faultPull(t, conn, signed, nil); err != nil {
+		t.Errorf("signed pull under the new policy: %v", err)
+	}
+}
