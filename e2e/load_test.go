@@ -697,7 +697,8 @@ const loadUserHZ = 100
 //
 // Reported: criguard's CPU time (utime+stime from /proc/<pid>/stat) over the
 // wall time as % of one core (target < 2%), the same for containerd, and
-// call counts. Any failed call fails the benchmark.
+// call counts; and, measured first, criguard's CPU over
+// CRIGUARD_LOAD_IDLE_SECONDS (20) with no calls at all. Any failed call fails the benchmark.
 func BenchmarkLoadSteadyState(b *testing.B) {
 	pods := benchEnvInt("CRIGUARD_LOAD_STEADY_PODS", 110)
 	seconds := benchEnvInt("CRIGUARD_LOAD_STEADY_SECONDS", 60)
@@ -795,6 +796,11 @@ func BenchmarkLoadSteadyState(b *testing.B) {
 	var guardCPU, ctrdCPU float64
 	var wall time.Duration
 	time.Sleep(2 * time.Second) // let the pod starts' work settle
+	// criguard's own idle cost over the same pods, for comparison: no calls.
+	idle := time.Duration(benchEnvInt("CRIGUARD_LOAD_IDLE_SECONDS", 20)) * time.Second
+	g0, idleStart := ticks(guardPid), time.Now()
+	time.Sleep(idle)
+	idlePct := 100 * float64(ticks(guardPid)-g0) / loadUserHZ / time.Since(idleStart).Seconds()
 	b.ResetTimer()
 	for range b.N {
 		g0, c0, start := ticks(guardPid), ticks(ctrdPid), time.Now()
@@ -822,9 +828,10 @@ func BenchmarkLoadSteadyState(b *testing.B) {
 	}
 	b.ReportMetric(guardPct, "criguard-cpu-%core")
 	b.ReportMetric(ctrdPct, "containerd-cpu-%core")
+	b.ReportMetric(idlePct, "criguard-idle-cpu-%core")
 	b.ReportMetric(float64(total)/wall.Seconds(), "calls/s")
 	hwm, rss := faultMemory(b, guardPid)
 	b.ReportMetric(float64(rss)/1024, "criguard-rss-MiB")
-	b.Logf("%d pods, %.0f s of kubelet-like polling through criguard (%d calls: %v): criguard %.2f%% of one core (target < 2%%), containerd %.2f%%; criguard RSS %.1f MiB (peak %.1f)",
-		pods, wall.Seconds(), total, calls, guardPct, ctrdPct, float64(rss)/1024, float64(hwm)/1024)
+	b.Logf("%d pods, %.0f s of kubelet-like polling through criguard (%d calls: %v): criguard %.2f%% of one core (target < 2%%; %.2f%% idle over %.0f s without calls), containerd %.2f%%; criguard RSS %.1f MiB (peak %.1f)",
+		pods, wall.Seconds(), total, calls, guardPct, idlePct, idle.Seconds(), ctrdPct, float64(rss)/1024, float64(hwm)/1024)
 }
