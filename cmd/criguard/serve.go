@@ -160,22 +160,35 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy
 	})
 }
 
-// watchPolicy reloads store on file changes and on reload, until ctx ends. If
-// the file watch cannot run (inotify limits), SIGHUP still reloads: losing the
-// watch must not stop the node's runtime.
+// watchPolicy reloads store on file changes and on reload, until ctx ends. A
+// watch that stops (the watched directory replaced or removed, inotify
+// limits) is started again, after a reload that picks up what changed while
+// nothing watched; meanwhile SIGHUP still reloads. Losing the watch must never
+// stop the node's runtime nor leave an edit unnoticed for long.
 func watchPolicy(ctx context.Context, store *policy.Store, reload <-chan struct{}, log *slog.Logger) {
-	err := store.Watch(ctx, reload)
-	if err == nil || ctx.Err() != nil {
-		return
-	}
-	log.Error("policy file watch stopped; reloading only on SIGHUP now", "path", store.Path(), "error", err)
+	const maxBackoff = 30 * time.Second
+	backoff := time.Second
 	for {
+		started := time.Now()
+		err := store.Watch(ctx, reload)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > maxBackoff {
+			backoff = time.Second
+		}
+		log.Error("policy file watch stopped; watching again", "path", store.Path(), "error", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-reload:
-			_ = store.Reload()
+		case <-t.C:
 		}
+		t.Stop()
+		_ = store.Reload()
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
