@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,9 @@ type StoreOptions struct {
 	// Debounce is how long Watch waits for a burst of file events to settle
 	// (editors write, rename and chmod in quick succession); default 200ms.
 	Debounce time.Duration
+	// Retry is how often Watch tries again to watch a policy directory that
+	// is missing or could not be watched; default 2s.
+	Retry time.Duration
 }
 
 // Store holds the current policy set and replaces it atomically on reload.
@@ -122,6 +126,14 @@ func (s *Store) Reload() error {
 // ConfigMap swaps its "..data" symlink, and neither is seen by a watch on the
 // old file. Any event in the directory triggers a reload after a short quiet
 // period; a reload that finds the same content changes nothing.
+//
+// The directory itself may be removed, renamed or replaced as a whole (rm -rf
+// and cp -r, a tool renaming a new tree into place); its watch goes with the
+// old directory. So the parent is watched too, and the directory's watch is
+// re-established whenever the directory at the path is a different one. While
+// the path is missing, reloads fail (the last good policy stays, and each
+// failure is logged and reported) and Watch retries every Retry until it can
+// watch the path again: it never stops watching silently.
 func (s *Store) Watch(ctx context.Context, trigger <-chan struct{}) error {
 	if s.path == "" {
 		return errors.New("policy: this store has no path to watch")
@@ -131,35 +143,77 @@ func (s *Store) Watch(ctx context.Context, trigger <-chan struct{}) error {
 		return fmt.Errorf("policy: watching %s: %w", s.path, err)
 	}
 	defer w.Close()
-	dir := s.path
-	if st, err := os.Stat(s.path); err == nil && !st.IsDir() {
-		dir = filepath.Dir(s.path)
+	dir, err := filepath.Abs(s.path)
+	if err != nil {
+		return fmt.Errorf("policy: watching %s: %w", s.path, err)
 	}
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("policy: watching %s: %w", dir, err)
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		dir = filepath.Dir(dir)
 	}
-	// Whatever changed between the first load and this watch starting would
-	// otherwise go unnoticed until the next event.
-	_ = s.Reload()
+	pw := &pathWatch{w: w, dir: dir, parent: filepath.Dir(dir)}
 	debounce := s.opts.Debounce
 	if debounce <= 0 {
 		debounce = 200 * time.Millisecond
 	}
+	retryEvery := s.opts.Retry
+	if retryEvery <= 0 {
+		retryEvery = 2 * time.Second
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var lastErr string // the last watch failure logged, to log each once
+	// rewatch makes sure the directory is watched; it reports whether a new
+	// watch was set up (the directory may have changed unseen before it).
+	rewatch := func() (bool, error) {
+		added, err := pw.ensure()
+		if err != nil {
+			if err.Error() != lastErr {
+				lastErr = err.Error()
+				s.log.Error("policy: cannot watch the policy directory; the last good policy stays in force, retrying",
+					"path", s.path, "retry", retryEvery, "error", err)
+			}
+			retry.Reset(retryEvery)
+			return added, err
+		}
+		if lastErr != "" {
+			lastErr = ""
+			s.log.Info("policy: watching the policy directory again", "path", s.path, "dir", dir)
+		}
+		return added, nil
+	}
+	// At start the directory was just loaded: failing to watch it now is a
+	// setup problem (inotify limits) the caller reports. A parent that cannot
+	// be watched only costs seeing a replacement late, and is retried.
+	if _, err := rewatch(); pw.cur == nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	// Whatever changed between the first load and this watch starting would
+	// otherwise go unnoticed until the next event.
+	_ = s.Reload()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-trigger:
 			s.log.Info("policy: reload requested", "path", s.path)
+			rewatch()
 			_ = s.Reload()
 		case ev, ok := <-w.Events:
 			if !ok {
 				return errors.New("policy: file watcher closed")
 			}
-			_ = ev
+			if !pw.relevant(ev.Name) {
+				continue
+			}
+			// The directory itself changed (or is still missing): watch
+			// the new one now, so nothing written into it is missed.
+			if ev.Name == dir || lastErr != "" {
+				rewatch()
+			}
 			timer.Reset(debounce)
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -168,7 +222,61 @@ func (s *Store) Watch(ctx context.Context, trigger <-chan struct{}) error {
 			s.log.Error("policy: file watcher error; reloading to be safe", "error", err)
 			timer.Reset(debounce)
 		case <-timer.C:
+			rewatch()
 			_ = s.Reload()
+		case <-retry.C:
+			if added, _ := rewatch(); added {
+				_ = s.Reload()
+			}
 		}
 	}
+}
+
+// pathWatch keeps an fsnotify watch on a policy directory and its parent.
+type pathWatch struct {
+	w      *fsnotify.Watcher
+	dir    string
+	parent string
+	cur    os.FileInfo // the directory the current watch is on
+}
+
+// relevant reports whether an event on name concerns the policy directory:
+// the parent's other entries (say, the rest of /etc) do not.
+func (p *pathWatch) relevant(name string) bool {
+	return name == p.dir || filepath.Dir(name) == p.dir
+}
+
+func (p *pathWatch) watching(path string) bool {
+	return slices.Contains(p.w.WatchList(), path)
+}
+
+// ensure watches the parent and the directory now at p.dir, replacing a watch
+// on a directory that is no longer there. It reports whether it added the
+// directory's watch; an error means the directory is not watched (missing,
+// or the watch failed), and the caller retries.
+func (p *pathWatch) ensure() (bool, error) {
+	var errs []error
+	if p.parent != p.dir && !p.watching(p.parent) {
+		if err := p.w.Add(p.parent); err != nil {
+			// Not fatal while the directory's own watch works: only its
+			// replacement would go unseen until a retry.
+			errs = append(errs, fmt.Errorf("watching %s (to see %s replaced): %w", p.parent, p.dir, err))
+		}
+	}
+	st, err := os.Stat(p.dir)
+	if err != nil {
+		return false, errors.Join(append(errs, fmt.Errorf("policy directory %s: %w", p.dir, err))...)
+	}
+	if p.cur != nil && os.SameFile(p.cur, st) && p.watching(p.dir) {
+		return false, errors.Join(errs...)
+	}
+	// A watch still on the path belongs to a directory that was replaced
+	// (or never existed); drop it before watching the new one.
+	_ = p.w.Remove(p.dir)
+	p.cur = nil
+	if err := p.w.Add(p.dir); err != nil {
+		return false, errors.Join(append(errs, fmt.Errorf("watching %s: %w", p.dir, err))...)
+	}
+	p.cur = st
+	return true, errors.Join(errs...)
 }

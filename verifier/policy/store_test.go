@@ -203,3 +203,101 @@ func TestStoreReloadKeyFileChange(t *testing.T) {
 		t.Fatal("key change not seen")
 	}
 }
+
+// The policy directory replaced as a whole (rm -rf and mkdir, a new tree
+// renamed into place, the parent itself replaced): the watch goes with the
+// old directory, so the store must watch the new one, count the missing path
+// as a refused reload that keeps the last good policy, and load what the new
+// directory holds, again and again, without a trigger (SIGHUP).
+func TestStoreWatchDirectoryReplaced(t *testing.T) {
+	cases := []struct {
+		name string
+		file bool // the store's path is policy.yaml, not the directory
+		// remove takes the directory away; create puts the new one with
+		// image in place.
+		remove func(t *testing.T, top, dir string)
+		create func(t *testing.T, top, dir, image string)
+	}{
+		{
+			name:   "removed and created again",
+			remove: func(t *testing.T, _, dir string) { mustRemoveAll(t, dir) },
+			create: func(t *testing.T, _, dir, image string) { mkPolicyDir(t, dir, image) },
+		},
+		{
+			name:   "file path, its directory removed and created again",
+			file:   true,
+			remove: func(t *testing.T, _, dir string) { mustRemoveAll(t, dir) },
+			create: func(t *testing.T, _, dir, image string) { mkPolicyDir(t, dir, image) },
+		},
+		{
+			name: "renamed away, a new tree renamed into place",
+			remove: func(t *testing.T, top, dir string) {
+				if err := os.Rename(dir, filepath.Join(top, "old-"+time.Now().Format("150405.000000000"))); err != nil {
+					t.Fatal(err)
+				}
+			},
+			create: func(t *testing.T, top, dir, image string) {
+				tmp := filepath.Join(top, "new-"+image[:1])
+				mkPolicyDir(t, tmp, image)
+				if err := os.Rename(tmp, dir); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name:   "its parent removed and created again",
+			remove: func(t *testing.T, top, dir string) { mustRemoveAll(t, filepath.Dir(dir)) },
+			create: func(t *testing.T, _, dir, image string) { mkPolicyDir(t, dir, image) },
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			top := t.TempDir()
+			dir := filepath.Join(top, "etc", "policy.d")
+			mkPolicyDir(t, dir, "a/*")
+			path := dir
+			if tc.file {
+				path = filepath.Join(dir, "policy.yaml")
+			}
+			var rl reloads
+			s, err := NewStore(path, StoreOptions{OnReload: rl.add, Debounce: 20 * time.Millisecond, Retry: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			startWatch(t, s)
+			waitFor(t, "the watch to start (its initial reload)", func() bool {
+				rl.mu.Lock()
+				defer rl.mu.Unlock()
+				return len(rl.got) >= 1
+			})
+			for i, image := range []string{"b/*", "c/*"} {
+				failed := rl.failures()
+				tc.remove(t, top, dir)
+				waitFor(t, "the missing directory refused as a reload", func() bool { return rl.failures() > failed })
+				if got := rulesImages(s); got != []string{"a/*", "b/*"}[i] {
+					t.Fatalf("replacement %d: the last good policy was not kept while the directory was missing: %s", i+1, got)
+				}
+				tc.create(t, top, dir, image)
+				waitFor(t, "the new directory's policy "+image+" to load", func() bool { return rulesImages(s) == image })
+			}
+			// And the watch on the latest directory sees edits inside it.
+			writeFile(t, dir, "policy.yaml", policyWithImage("d/*"))
+			waitFor(t, "an edit in the new directory to load", func() bool { return rulesImages(s) == "d/*" })
+		})
+	}
+}
+
+func mkPolicyDir(t *testing.T, dir, image string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "policy.yaml", policyWithImage(image))
+}
+
+func mustRemoveAll(t *testing.T, path string) {
+	t.Helper()
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+}
