@@ -72,12 +72,73 @@ type Client struct {
 }
 
 // New returns a Client over base (nil means a clone of http.DefaultTransport).
+// Every response body that passes through it is bounded (see MaxBody).
 func New(base http.RoundTripper) *Client {
 	if base == nil {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
-	return &Client{base: base}
+	return &Client{base: &boundedTransport{base: base}}
 }
+
+// MaxBody bounds every response body this package does not read with a limit
+// of its own: go-containerregistry drains a ping's answer to reuse the
+// connection (an endless one would be read until the deadline), and reads
+// token and error answers. Past it, reads fail with ErrTooLarge and the
+// connection is dropped rather than drained.
+const MaxBody = 1 << 20
+
+// bodyLimitKey carries a request's own body bound (the caller's limit) to
+// boundedTransport, for the requests this package reads itself.
+type bodyLimitKey struct{}
+
+// boundedTransport bounds every response body: to the limit the request's
+// context carries, else MaxBody. Body reads stay under the request's context
+// (net/http ends them when it is done), so they are bounded in time too.
+type boundedTransport struct {
+	base http.RoundTripper
+}
+
+func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
+		return resp, err
+	}
+	limit := int64(MaxBody)
+	if n, ok := req.Context().Value(bodyLimitKey{}).(int64); ok && n > 0 {
+		limit = n
+	}
+	resp.Body = &boundedBody{rc: resp.Body, left: limit, limit: limit, url: req.URL.Redacted()}
+	return resp, nil
+}
+
+// boundedBody reads at most limit bytes of rc; one more byte is an error, not
+// a silent truncation a parser could take for the whole answer.
+type boundedBody struct {
+	rc    io.ReadCloser
+	left  int64
+	limit int64
+	url   string
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// At the limit: the answer is fine if it ends here.
+		var one [1]byte
+		n, err := b.rc.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("the answer to %s is over %d bytes: %w", b.url, b.limit, ErrTooLarge)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *boundedBody) Close() error { return b.rc.Close() }
 
 // Repo is read access to one repository with one credential. It authenticates
 // lazily: requests go out anonymously until the registry answers 401, then the
@@ -176,14 +237,21 @@ func (r *Repo) url(scheme, kind, ref string) string {
 
 const maxRedirects = 5
 
-// do sends one request, repeating it once with credentials after a 401.
-func (r *Repo) do(ctx context.Context, method, kind, ref, accept string) (*http.Response, error) {
+// do sends one request, repeating it once with credentials after a 401. A
+// limit over 0 is how much of the body the caller reads (readBody), and bounds
+// the body of the answer; otherwise MaxBody does.
+func (r *Repo) do(ctx context.Context, method, kind, ref, accept string, limit int64) (*http.Response, error) {
 	rt, scheme, err := r.state(ctx)
 	if err != nil {
 		return nil, err
 	}
+	reqCtx := ctx
+	if limit > 0 {
+		// readBody reads limit+1 bytes to tell "too large" from "just fits".
+		reqCtx = context.WithValue(ctx, bodyLimitKey{}, limit+1)
+	}
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, method, r.url(scheme, kind, ref), nil)
+		req, err := http.NewRequestWithContext(reqCtx, method, r.url(scheme, kind, ref), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -273,7 +341,7 @@ func ValidDigest(d string) bool {
 // Head resolves a tag or digest to the manifest's descriptor with one HEAD. When
 // the registry omits Docker-Content-Digest, the manifest is fetched and hashed.
 func (r *Repo) Head(ctx context.Context, ref string, limit int64) (Descriptor, error) {
-	resp, err := r.do(ctx, http.MethodHead, "manifests", ref, manifestAccept)
+	resp, err := r.do(ctx, http.MethodHead, "manifests", ref, manifestAccept, 0)
 	if err != nil {
 		return Descriptor{}, err
 	}
@@ -305,7 +373,7 @@ func (r *Repo) Manifest(ctx context.Context, ref string, limit int64) ([]byte, D
 }
 
 func (r *Repo) manifest(ctx context.Context, ref, accept string, limit int64) ([]byte, Descriptor, error) {
-	resp, err := r.do(ctx, http.MethodGet, "manifests", ref, accept)
+	resp, err := r.do(ctx, http.MethodGet, "manifests", ref, accept, limit)
 	if err != nil {
 		return nil, Descriptor{}, err
 	}
@@ -328,7 +396,7 @@ func (r *Repo) manifest(ctx context.Context, ref, accept string, limit int64) ([
 // has it, else the sha256-<hex> fallback tag. supported says which answered. A
 // missing fallback tag is an empty list, not an error.
 func (r *Repo) Referrers(ctx context.Context, digest string, limit int64) (index []byte, supported bool, err error) {
-	resp, err := r.do(ctx, http.MethodGet, "referrers", digest, OCIIndex)
+	resp, err := r.do(ctx, http.MethodGet, "referrers", digest, OCIIndex, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -370,7 +438,7 @@ func (r *Repo) Blob(ctx context.Context, digest string, size, limit int64) ([]by
 	if !ValidDigest(digest) {
 		return nil, fmt.Errorf("blob digest %q is not a sha256 digest: %w", digest, ErrBadContent)
 	}
-	resp, err := r.do(ctx, http.MethodGet, "blobs", digest, "")
+	resp, err := r.do(ctx, http.MethodGet, "blobs", digest, "", limit)
 	if err != nil {
 		return nil, err
 	}
