@@ -349,6 +349,28 @@ func TestLimitsAndFaults(t *testing.T) {
 				return true
 			})
 		}, timeout: 20 * time.Second, reason: "over 1048576 bytes"},
+		{name: "endless response headers cut at MaxHeaderBytes", setup: func(t *testing.T, reg *env, rc *recorder, d string) {
+			rc.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/manifests/sha256-") && !strings.Contains(r.URL.Path, "/referrers/") {
+					return false
+				}
+				conn, buf, err := w.(http.Hijacker).Hijack()
+				if err != nil {
+					t.Error(err)
+					return true
+				}
+				defer conn.Close()
+				buf.WriteString("HTTP/1.1 200 OK\r\n")
+				line := "X-Pad: " + strings.Repeat("x", 1<<10) + "\r\n"
+				for sent := 0; sent < 64<<20; sent += len(line) { // bounded, so a test without the bound ends
+					if _, err := buf.WriteString(line); err != nil {
+						break
+					}
+				}
+				buf.Flush()
+				return true
+			})
+		}, timeout: 20 * time.Second, incomplete: true, reason: fmt.Sprintf("headers exceeded %d bytes", verifier.MaxHeaderBytes)},
 		{name: "payload not matching its digest", setup: func(t *testing.T, reg *env, rc *recorder, d string) {
 			p := simpleSigning(d)
 			pushLegacy(t, reg, d, []layer{legacyLayer(t, reg, p, b64(s.sign(t, p)))})

@@ -26,6 +26,10 @@ const (
 	DefaultMaxSignatures = 32
 	// MaxContentSize bounds every manifest, index, payload and bundle read.
 	MaxContentSize = 1 << 20
+	// MaxHeaderBytes bounds the response headers of every registry answer
+	// (net/http's default is 10 MiB per answer, times every verification in
+	// flight); a registry's headers are a few hundred bytes.
+	MaxHeaderBytes = 64 << 10
 	// fetchParallelism bounds concurrent blob and manifest reads per image.
 	fetchParallelism = 4
 )
@@ -39,7 +43,8 @@ type Options struct {
 	// read per image. 0 means DefaultMaxSignatures.
 	MaxSignatures int
 	// Transport carries every registry request (tests count round trips with
-	// it). nil means a dedicated clone of http.DefaultTransport.
+	// it). nil means a dedicated clone of http.DefaultTransport whose response
+	// headers are bounded by MaxHeaderBytes.
 	Transport http.RoundTripper
 	// Keychain supplies credentials when a Request has no Auth. nil means the
 	// node's docker config (authn.DefaultKeychain).
@@ -73,6 +78,7 @@ func New(o Options) *Verifier {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 		t.MaxIdleConnsPerHost = 8
+		t.MaxResponseHeaderBytes = MaxHeaderBytes
 		o.Transport = t
 	}
 	return &Verifier{timeout: o.Timeout, maxSigs: o.MaxSignatures, keychain: o.Keychain, client: registry.New(o.Transport)}
