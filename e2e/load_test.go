@@ -44,12 +44,11 @@ import (
 
 // Load benchmarks (issue 6). Each has a fixed amount of work and a wall-time
 // cap, reports through b.ReportMetric and is meant for -benchtime 1x
-// (`make bench-load`). Sizes can be changed through the environment:
-// CRIGUARD_LOAD_PODS (200), CRIGUARD_LOAD_IMAGES (1000),
-// CRIGUARD_LOAD_STEADY_PODS (110), CRIGUARD_LOAD_STEADY_SECONDS (60).
-
-// loadCalls are the per-pod CRI calls, in kubelet's order.
-var loadCalls = []string{"RunPodSandbox", "PullImage", "CreateContainer", "StartContainer"}
+// (`make bench-load`; figures in docs/performance.md). Sizes can be changed
+// through the environment: CRIGUARD_LOAD_PODS (200), CRIGUARD_LOAD_ROUNDS (3),
+// CRIGUARD_LOAD_IMAGES (1000), CRIGUARD_LOAD_STEADY_PODS (110),
+// CRIGUARD_LOAD_STEADY_SECONDS (60), CRIGUARD_LOAD_IDLE_SECONDS (20), and the
+// cap CRIGUARD_LOAD_CAP_SECONDS (600, per batch or per phase).
 
 // loadPods is one batch of pod starts through one endpoint.
 type loadPods struct {
@@ -299,7 +298,7 @@ func BenchmarkLoadPods(b *testing.B) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%d pods per batch, %d in flight, %d batches each, interleaved (ms):\n  %-16s %9s %9s %9s %9s %7s %7s\n", pods, workers, b.N*rounds,
 		"call", "direct50", "guard50", "direct99", "guard99", "r50", "r99")
-	for _, call := range loadCalls {
+	for _, call := range []string{"RunPodSandbox", "PullImage", "CreateContainer", "StartContainer"} {
 		d, gd := samples["direct"][call], samples["criguard"][call]
 		d50, d99 := benchPercentile(d, 50)/1e3, benchPercentile(d, 99)/1e3
 		g50, g99 := benchPercentile(gd, 50)/1e3, benchPercentile(gd, 99)/1e3
