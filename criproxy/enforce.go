@@ -44,7 +44,16 @@ type EnforcerConfig struct {
 	Credentials *Credentials // nil: a new one of DefaultCredentialHosts
 	Metrics     *Metrics     // nil: no metrics
 	Logger      *slog.Logger // nil: decisions are not logged
+	// TagVisibleTimeout bounds the wait, after tagging, until containerd's CRI
+	// plugin serves the tag: it learns of a tag from the image event, a moment
+	// later, and a create by that tag right after the pull would otherwise fail
+	// with NotFound. 0 means DefaultTagVisibleTimeout; negative, no wait.
+	TagVisibleTimeout time.Duration
 }
+
+// DefaultTagVisibleTimeout is how long PullImage waits for a new tag to be
+// served by containerd's CRI plugin before returning anyway.
+const DefaultTagVisibleTimeout = 2 * time.Second
 
 // Enforcer is the Guard that enforces the image policy: a pull goes upstream
 // only as name@digest of a digest the policy allowed, and a container is created
@@ -56,6 +65,7 @@ type Enforcer struct {
 	creds   *Credentials
 	metrics *Metrics
 	log     *slog.Logger
+	tagWait time.Duration
 }
 
 var _ Guard = (*Enforcer)(nil)
@@ -68,7 +78,10 @@ func NewEnforcer(cfg EnforcerConfig) (*Enforcer, error) {
 	if cfg.Images == nil {
 		return nil, errors.New("criproxy: enforcer needs an upstream image service for ImageStatus")
 	}
-	e := &Enforcer{judge: cfg.Judge, images: cfg.Images, tagger: cfg.Tagger, creds: cfg.Credentials, metrics: cfg.Metrics, log: cfg.Logger}
+	e := &Enforcer{judge: cfg.Judge, images: cfg.Images, tagger: cfg.Tagger, creds: cfg.Credentials, metrics: cfg.Metrics, log: cfg.Logger, tagWait: cfg.TagVisibleTimeout}
+	if e.tagWait == 0 {
+		e.tagWait = DefaultTagVisibleTimeout
+	}
 	if e.creds == nil {
 		e.creds = NewCredentials(0)
 	}
@@ -186,8 +199,38 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 			e.log.ErrorContext(ctx, "recording the pulled tag failed", "image", tagRef, "digest", d.Digest, "error", err)
 			return nil, status.Errorf(codes.Unknown, "criguard: pulled %s but could not tag it %s in containerd: %v", digestRef, tagRef, err)
 		}
+		if !e.waitTagServed(ctx, tagRef, resp.GetImageRef()) {
+			// The tag is recorded in containerd's store; the CRI plugin will
+			// serve it once it has seen the event. Not an error to kubelet.
+			e.log.WarnContext(ctx, "containerd's CRI plugin does not serve the new tag yet", "image", tagRef, "digest", d.Digest, "waited", e.tagWait)
+		}
 	}
 	return resp, nil
+}
+
+// waitTagServed polls ImageStatus until tagRef names imageID (any image when
+// imageID is empty), for at most e.tagWait. It reports whether it did.
+func (e *Enforcer) waitTagServed(ctx context.Context, tagRef, imageID string) bool {
+	if e.tagWait < 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.tagWait)
+	defer cancel()
+	delay := time.Millisecond
+	for {
+		st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: tagRef}})
+		if err == nil && st.GetImage() != nil && (imageID == "" || st.GetImage().GetId() == imageID) {
+			return true
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
 }
 
 // checkDigest fails closed when an allow names another digest than the one

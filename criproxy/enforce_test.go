@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -54,12 +55,16 @@ func denyAll(in policy.Input) policy.Decision {
 }
 
 type fakeTagger struct {
-	calls [][2]string
-	err   error
+	calls  [][2]string
+	err    error
+	images *fakeImages // when set, a tag is served at once, as image imID
 }
 
 func (f *fakeTagger) Tag(_ context.Context, tagRef, digestRef string) error {
 	f.calls = append(f.calls, [2]string{tagRef, digestRef})
+	if f.err == nil && f.images != nil {
+		f.images.images[tagRef] = &runtimeapi.Image{Id: imID}
+	}
 	return f.err
 }
 
@@ -89,7 +94,8 @@ type rig struct {
 
 func newRig(t *testing.T, decide func(policy.Input) policy.Decision) *rig {
 	t.Helper()
-	r := &rig{judge: &fakeJudge{decide: decide}, tagger: &fakeTagger{}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, metrics: NewMetrics(), logs: &bytes.Buffer{}}
+	r := &rig{judge: &fakeJudge{decide: decide}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, metrics: NewMetrics(), logs: &bytes.Buffer{}}
+	r.tagger = &fakeTagger{images: r.images}
 	e, err := NewEnforcer(EnforcerConfig{
 		Judge: r.judge, Images: r.images, Tagger: r.tagger, Metrics: r.metrics,
 		Logger: slog.New(slog.NewJSONHandler(r.logs, nil)),
@@ -652,5 +658,55 @@ func TestNewEnforcerNeedsJudgeAndImages(t *testing.T) {
 	}
 	if _, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{}}); err == nil {
 		t.Error("no image service accepted")
+	}
+}
+
+// lateImages serves an image only from the n-th ImageStatus call on, as
+// containerd's CRI plugin serves a tag only once it has seen the image event.
+type lateImages struct {
+	n, calls int
+}
+
+func (l *lateImages) ImageStatus(_ context.Context, in *runtimeapi.ImageStatusRequest, _ ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error) {
+	l.calls++
+	if l.n > 0 && l.calls >= l.n {
+		return &runtimeapi.ImageStatusResponse{Image: &runtimeapi.Image{Id: imID}}, nil
+	}
+	return &runtimeapi.ImageStatusResponse{}, nil
+}
+
+// TestPullImageWaitsUntilTagServed: PullImage returns once the CRI plugin serves
+// the new tag (so `crictl pull` then `crictl create` by tag works), and returns
+// anyway, without an error, when it does not within the bound.
+func TestPullImageWaitsUntilTagServed(t *testing.T) {
+	tests := []struct {
+		name      string
+		servedAt  int // ImageStatus call from which the tag is served; 0 never
+		wait      time.Duration
+		wantCalls int // ImageStatus calls made (minimum when never served)
+	}{
+		{"served at once", 1, time.Minute, 1},
+		{"served on the fourth look", 4, time.Minute, 4},
+		{"never served: returns after the bound", 0, 30 * time.Millisecond, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			imgs := &lateImages{n: tt.servedAt}
+			e, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{decide: allowAs(dgA)}, Images: imgs, Tagger: &fakeTagger{}, TagVisibleTimeout: tt.wait})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got *runtimeapi.PullImageRequest
+			resp, err := e.PullImage(context.Background(), pullReq(reg+"/team/app:1.0", nil), recordingPull(&got))
+			if err != nil || resp.GetImageRef() != imID {
+				t.Fatalf("PullImage = %v, %v; want the image ref and no error", resp, err)
+			}
+			if tt.servedAt > 0 && imgs.calls != tt.wantCalls {
+				t.Errorf("ImageStatus calls = %d, want %d (stop as soon as the tag is served)", imgs.calls, tt.wantCalls)
+			}
+			if tt.servedAt == 0 && imgs.calls < tt.wantCalls {
+				t.Errorf("ImageStatus calls = %d, want at least %d before giving up", imgs.calls, tt.wantCalls)
+			}
+		})
 	}
 }
