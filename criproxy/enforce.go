@@ -49,7 +49,18 @@ type EnforcerConfig struct {
 	// later, and a create by that tag right after the pull would otherwise fail
 	// with NotFound. 0 means DefaultTagVisibleTimeout; negative, no wait.
 	TagVisibleTimeout time.Duration
+	// ImageNamesTTL is how long the names of an image judged at CreateContainer
+	// are remembered by image ID (see imageNames); 0 means
+	// DefaultImageNamesTTL, negative disables it.
+	ImageNamesTTL time.Duration
 }
+
+// DefaultImageNamesTTL bounds how long CreateContainer reuses the names
+// containerd gave for an image ID instead of asking again.
+const DefaultImageNamesTTL = time.Minute
+
+// maxImageNames bounds the image IDs remembered (a node holds far fewer images).
+const maxImageNames = 4096
 
 // DefaultTagVisibleTimeout is how long PullImage waits for a new tag to be
 // served by containerd's CRI plugin before returning anyway.
@@ -66,6 +77,7 @@ type Enforcer struct {
 	metrics *Metrics
 	log     *slog.Logger
 	tagWait time.Duration
+	names   *imageNames // nil: every CreateContainer asks containerd
 }
 
 var _ Guard = (*Enforcer)(nil)
@@ -81,6 +93,12 @@ func NewEnforcer(cfg EnforcerConfig) (*Enforcer, error) {
 	e := &Enforcer{judge: cfg.Judge, images: cfg.Images, tagger: cfg.Tagger, creds: cfg.Credentials, metrics: cfg.Metrics, log: cfg.Logger, tagWait: cfg.TagVisibleTimeout}
 	if e.tagWait == 0 {
 		e.tagWait = DefaultTagVisibleTimeout
+	}
+	switch ttl := cfg.ImageNamesTTL; {
+	case ttl == 0:
+		e.names = newImageNames(DefaultImageNamesTTL, maxImageNames)
+	case ttl > 0:
+		e.names = newImageNames(ttl, maxImageNames)
 	}
 	if e.creds == nil {
 		e.creds = NewCredentials(0)
@@ -320,6 +338,12 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		e.record(OpCreateContainer, ns, pod, image, d, start)
 		return "", denial(codes.PermissionDenied, image, d)
 	}
+	if img, ok := e.names.get(image, start); ok {
+		if id, allowed := e.allowRemembered(ctx, ns, pod, spec, img, start); allowed {
+			return id, nil
+		}
+		// The remembered names do not settle it: ask containerd afresh.
+	}
 	st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{
 		Image: image, Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler(),
 	}})
@@ -330,6 +354,9 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 	img := st.GetImage()
 	if img == nil {
 		return "", status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
+	}
+	if img.GetId() == image {
+		e.names.put(img, start)
 	}
 
 	asked := spec.GetUserSpecifiedImage()
@@ -401,6 +428,37 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		return image, nil // nothing better to pin to
 	}
 	return img.GetId(), nil
+}
+
+// allowRemembered judges an image by the names remembered for its ID, and
+// reports an allow only: the name the request claims must be among them and its
+// repository must allow. Anything else (no claim, an unknown name, a denial) is
+// left to a fresh lookup, which also records the decision.
+func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *runtimeapi.Image, start time.Time) (string, bool) {
+	asked := spec.GetUserSpecifiedImage()
+	if asked == "" {
+		return "", false
+	}
+	ref, err := parseImageRef(asked)
+	if err != nil {
+		return "", false
+	}
+	groups, _ := repoDigestGroups(img.GetRepoDigests())
+	if !claimHolds(ref, img.GetRepoTags(), groups) {
+		return "", false
+	}
+	digests := groups[ref.name]
+	if ref.digest != "" {
+		digests = []string{ref.digest}
+	}
+	for _, in := range e.inputs(ns, pod, asked, ref.host, digests) {
+		d := e.judge.Evaluate(ctx, in)
+		if d.Allowed && (in.Local || d.Digest == in.Digest) {
+			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+			return img.GetId(), true
+		}
+	}
+	return "", false
 }
 
 // inputs builds one policy input per repository digest, or a Local one when there is none.

@@ -710,3 +710,84 @@ func TestPullImageWaitsUntilTagServed(t *testing.T) {
 		})
 	}
 }
+
+// TestCreateContainerRemembersImageNames: kubelet's creates by image ID reuse
+// the names containerd gave for that ID, so a verified image costs no
+// ImageStatus round trip; a claim the remembered names do not hold, a denial, a
+// create without a claim, or an expired entry asks containerd afresh.
+func TestCreateContainerRemembersImageNames(t *testing.T) {
+	app := &runtimeapi.Image{Id: imID, RepoTags: []string{reg + "/team/app:1.0"}, RepoDigests: []string{reg + "/team/app@" + dgA}}
+	allowTeam := func(in policy.Input) policy.Decision {
+		if strings.Contains(in.Image, "/team/") {
+			return allowAs("")(in)
+		}
+		return denyAll(in)
+	}
+	type step struct {
+		req       *runtimeapi.CreateContainerRequest
+		decide    func(policy.Input) policy.Decision
+		wantErr   bool
+		wantAsked int // ImageStatus calls so far
+	}
+	tests := []struct {
+		name  string
+		ttl   time.Duration
+		steps []step
+	}{
+		{"second create by ID and claim: no lookup", 0, []step{
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 1},
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 1},
+		}},
+		{"claim not among the remembered names: looked up afresh", 0, []step{
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 1},
+			{createReq(imID, reg+"/other/app:2"), allowTeam, false, 2}, // not containerd's name either: the image's own names judged
+		}},
+		{"denial from remembered names: looked up afresh and recorded", 0, []step{
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 1},
+			{createReq(imID, reg+"/team/app:1.0"), denyAll, true, 2},
+		}},
+		{"no claim: looked up every time", 0, []step{
+			{createReq(imID, ""), allowTeam, false, 1},
+			{createReq(imID, ""), allowTeam, false, 2},
+		}},
+		{"create by name: looked up every time (tags move)", 0, []step{
+			{createReq(reg+"/team/app:1.0", ""), allowTeam, false, 1},
+			{createReq(reg+"/team/app:1.0", ""), allowTeam, false, 2},
+		}},
+		{"disabled: looked up every time", -1, []step{
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 1},
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 2},
+		}},
+		{"expired: looked up again", time.Nanosecond, []step{
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 1},
+			{createReq(imID, reg+"/team/app:1.0"), allowTeam, false, 2},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			judge := &fakeJudge{}
+			images := &fakeImages{images: map[string]*runtimeapi.Image{imID: app, reg + "/team/app:1.0": app}}
+			e, err := NewEnforcer(EnforcerConfig{Judge: judge, Images: images, ImageNamesTTL: tt.ttl})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range tt.steps {
+				judge.decide = s.decide
+				var got *runtimeapi.CreateContainerRequest
+				_, err := e.CreateContainer(context.Background(), s.req, func(_ context.Context, r *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+					got = r
+					return &runtimeapi.CreateContainerResponse{ContainerId: "c"}, nil
+				})
+				if s.wantErr != (err != nil) {
+					t.Fatalf("step %d: err = %v, want error %v", i, err, s.wantErr)
+				}
+				if err == nil && got.GetConfig().GetImage().GetImage() != imID {
+					t.Errorf("step %d: containerd was handed %q, want the judged ID %s", i, got.GetConfig().GetImage().GetImage(), imID)
+				}
+				if len(images.asked) != s.wantAsked {
+					t.Errorf("step %d: ImageStatus calls = %d %v, want %d", i, len(images.asked), images.asked, s.wantAsked)
+				}
+			}
+		})
+	}
+}
