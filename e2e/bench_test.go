@@ -203,8 +203,8 @@ func benchPodConfig(name, uid string) *runtimeapi.PodSandboxConfig {
 }
 
 // BenchmarkProxyPodStart: RunPodSandbox + CreateContainer + StartContainer
-// straight at containerd 2.x and through criguard, interleaved in random
-// order; ratio-p50 is criguard/direct (target <= 1.05), ratio-paired-median
+// straight at containerd 2.x, through criguard and through the plain bare
+// forwarder (the floor of any process hop), interleaved in random order; ratio-p50 is criguard/direct (target <= 1.05), ratio-paired-median
 // the median of criguard/direct within each round (adjacent samples share the
 // machine's noise). Pods are removed between samples, outside the timing.
 func BenchmarkProxyPodStart(b *testing.B) {
@@ -214,7 +214,10 @@ func BenchmarkProxyPodStart(b *testing.B) {
 	image := r.Ref("bench/app", "1")
 	c := harness.StartContainerd(b, harness.ContainerdOptions{Version: "2", Registry: r})
 	g := harness.StartCriguard(b, c.Socket)
-	ts := benchTargets(b, map[string]string{"direct": c.Socket, "criguard": g.Socket}, "direct", "criguard")
+	// The bare forwarder shows what any extra process hop costs a pod start on
+	// this machine (the hop waits for CPU while runc and the shim start).
+	bare := harness.StartBareForwarder(b, c.Socket, "plain")
+	ts := benchTargets(b, map[string]string{"direct": c.Socket, "criguard": g.Socket, "bare": bare.Socket}, "direct", "criguard", "bare")
 	ctx := b.Context()
 	if _, err := ts[0].img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		b.Fatalf("pull: %v", err)
@@ -276,7 +279,7 @@ func BenchmarkProxyPodStart(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		for range rounds {
-			var pair [2]time.Duration
+			var pair [3]time.Duration
 			for _, i := range rand.Perm(len(ts)) {
 				d, id, err := start(ts[i])
 				b.StopTimer()
@@ -311,8 +314,13 @@ func BenchmarkProxyPodStart(b *testing.B) {
 	b.ReportMetric(pairedMedian, "ratio-paired-median")
 	for _, call := range []string{"RunPodSandbox", "CreateContainer", "StartContainer"} {
 		d, g := benchPercentile(phases["direct/"+call], 50)/1e3, benchPercentile(phases["criguard/"+call], 50)/1e3
-		b.Logf("  %-16s p50 direct %7.2f ms, criguard %7.2f ms (%+.2f ms)", call, d, g, g-d)
+		f := benchPercentile(phases["bare/"+call], 50) / 1e3
+		b.Logf("  %-16s p50 direct %7.2f ms, criguard %7.2f ms (%+.2f ms), bare forwarder %7.2f ms (%+.2f ms)", call, d, g, g-d, f, f-d)
 	}
+	fp50 := benchPercentile(samples["bare"], 50) / 1e3
+	b.ReportMetric(fp50, "bare-p50-ms")
+	b.ReportMetric(fp50/dp50, "bare-ratio-p50")
+	b.Logf("bare forwarder: pod start p50 %.1f ms, ratio to direct %.3f (the floor of any proxy hop here)", fp50, fp50/dp50)
 	b.Logf("pod start (RunPodSandbox+CreateContainer+StartContainer), %d samples each: direct p50 %.1f ms, criguard p50 %.1f ms, ratio %.3f (target <= 1.05); means %.1f / %.1f ms; median of per-round ratios %.3f",
 		len(samples["direct"]), dp50, gp50, gp50/dp50, mean(samples["direct"]), mean(samples["criguard"]), pairedMedian)
 }
