@@ -14,6 +14,8 @@ FUZZTIME ?= 20s
 
 .PHONY: all build unit e2e test tools bench demo fuzz e2e-kind vet clean
 
+include daemonset/manifests.mk
+
 all: build
 
 build:
@@ -23,8 +25,9 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
 
-# Unit tests: no root, no network, no real components.
-unit:
+# Unit tests: no root, no network, no real components; plus the offline
+# validation of the DaemonSet manifests (a module of its own).
+unit: manifests
 	$(GO) test -count=1 ./...
 
 # Installs containerd, runc, busybox, crictl, crane, kubelet and cosign at pinned
@@ -42,8 +45,8 @@ test: vet unit e2e
 # Benchmarks against the real containerd, registry and cosign (root required).
 # They report percentiles through b.ReportMetric and take a fixed number of
 # interleaved samples per iteration (CRIGUARD_BENCH_ROUNDS, CRIGUARD_BENCH_POD_ROUNDS),
-# hence -benchtime 1x.
-BENCH ?= .
+# hence -benchtime 1x. The load benchmarks have their own target (bench-load).
+BENCH ?= ^Benchmark(Proxy|Verify|Enforce|Hostile)
 bench: tools build
 	$(E2E_ENV) $(GO) test -tags e2e -run '^$$' -bench '$(BENCH)' -benchtime 1x -count 1 -timeout 60m ./e2e/...
 
