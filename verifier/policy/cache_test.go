@@ -310,3 +310,66 @@ func TestFailOpenNotOnCancel(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 }
+
+// TestMaxConcurrentVerifications: distinct verifications beyond the limit wait
+// for a turn (memory stays bounded under a flood), and a caller whose deadline
+// passes while waiting is denied.
+func TestMaxConcurrentVerifications(t *testing.T) {
+	const limit, n = 3, 6 // digests a..f: digestOf needs hex
+	e := newEnv(t)
+	for i := range n {
+		e.v.sign(cacheRepo+"@"+digestOf(byte('a'+i)), e.fpA)
+	}
+	eng := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(limit))
+	e.v.gate = make(chan struct{})
+	e.v.entered = make(chan struct{}, n)
+	results := make([]Decision, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = eval(eng, cacheRepo+"@"+digestOf(byte('a'+i)), "")
+		}()
+	}
+	for range limit {
+		<-e.v.entered
+	}
+	// The limit is reached: nobody else may enter while the gate is shut.
+	select {
+	case <-e.v.entered:
+		t.Fatalf("a verification started beyond the limit of %d", limit)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(e.v.gate)
+	wg.Wait()
+	if got := e.v.verifies.Load(); got != n {
+		t.Fatalf("verify calls = %d, want %d", got, n)
+	}
+	for i, d := range results {
+		if !d.Allowed {
+			t.Fatalf("result %d denied after waiting for a turn: %s", i, d.Reason)
+		}
+	}
+
+	// No turn within the timeout: incomplete, denied under failurePolicy Fail.
+	// The first holds the only turn (its timeout is long); the second caller's
+	// own deadline ends its wait.
+	short := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("  verificationTimeout: 30s\n", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(1))
+	e.v.gate = make(chan struct{})
+	e.v.entered = make(chan struct{}, 2)
+	first := make(chan Decision)
+	go func() { first <- eval(short, cacheRepo+"@"+digestOf('a'), "") }()
+	<-e.v.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	d := short.Evaluate(ctx, Input{Image: cacheRepo + "@" + digestOf('b')})
+	if d.Allowed {
+		t.Fatalf("a verification that got no turn within the caller's deadline was allowed: %+v", d)
+	}
+	if got := e.v.verifies.Load(); got != n+1 {
+		t.Fatalf("verify calls = %d, want %d: the second started while the first held the only turn", got, n+1)
+	}
+	close(e.v.gate)
+	<-first
+}

@@ -113,6 +113,10 @@ type Engine struct {
 	now    func() time.Time
 	cache  *verdictCache
 	flight singleflight.Group
+	// slots bounds the signature verifications running at once: each may hold
+	// up to MaxSignatures bounded reads, so memory under a flood of distinct
+	// images (or a hostile registry answering slowly) stays bounded too.
+	slots chan struct{}
 	// waitHook, when set (tests), runs when a caller starts waiting for a
 	// shared verification.
 	waitHook func()
@@ -124,12 +128,29 @@ type EngineOption func(*Engine)
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) EngineOption { return func(e *Engine) { e.now = now } }
 
+// DefaultMaxConcurrentVerifications bounds the signature verifications an
+// Engine runs at once; identical ones are shared and do not count twice.
+const DefaultMaxConcurrentVerifications = 16
+
+// WithMaxConcurrentVerifications sets how many signature verifications run at
+// once (n < 1 means DefaultMaxConcurrentVerifications). A verification waits for
+// a turn within its own timeout; one that gets none is incomplete, and the
+// rule's failurePolicy decides, as for a registry that did not answer.
+func WithMaxConcurrentVerifications(n int) EngineOption {
+	return func(e *Engine) {
+		if n < 1 {
+			n = DefaultMaxConcurrentVerifications
+		}
+		e.slots = make(chan struct{}, n)
+	}
+}
+
 // NewEngine returns an engine over store using v; logger may be nil.
 func NewEngine(store *Store, v Verifier, logger *slog.Logger, opts ...EngineOption) *Engine {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{store: store, v: v, log: logger, now: time.Now, cache: newVerdictCache()}
+	e := &Engine{store: store, v: v, log: logger, now: time.Now, cache: newVerdictCache(), slots: make(chan struct{}, DefaultMaxConcurrentVerifications)}
 	for _, o := range opts {
 		o(e)
 	}
@@ -464,6 +485,15 @@ func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMem
 	}
 	vctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	select {
+	case e.slots <- struct{}{}:
+		defer func() { <-e.slots }()
+	case <-vctx.Done():
+		err := fmt.Errorf("%w: %d signature verifications were already running and none finished within this one's timeout (%s): %w",
+			verifier.ErrIncomplete, cap(e.slots), timeout, vctx.Err())
+		memo[mk] = verifyMemo{verifier.Result{}, err, true}
+		return verifier.Result{}, err, true
+	}
 	res, err := e.v.Verify(vctx, verifier.Request{
 		Image:               ref.repository + "@" + digest,
 		Digest:              digest,
