@@ -40,7 +40,7 @@ tools:
 e2e: tools build
 	$(E2E_ENV) $(GO) test -tags e2e -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./e2e/...
 
-test: vet unit e2e
+test: tools vet unit e2e
 
 # Benchmarks against the real containerd, registry and cosign (root required).
 # They report percentiles through b.ReportMetric and take a fixed number of
