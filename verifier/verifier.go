@@ -189,7 +189,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 			return res, err
 		}
 	}
-	if !registry.ValidDigest(digest) {
+	if !sigformat.ValidDigest(digest) {
 		return res, fmt.Errorf("image %s: digest %q is not a sha256 digest", ref.Name(), digest)
 	}
 	res.Digest = digest

@@ -129,6 +129,12 @@ func (o *Options) useLayout(lay layout) {
 // files are restored from the backup, kubelet is restarted on containerd
 // again and an error is returned: the node keeps running, unguarded as before.
 func Install(ctx context.Context, o Options) (Result, error) {
+	return locked(ctx, o, install)
+}
+
+// locked prepares the host root, holds the installer lock (one installer per
+// node at a time) while fn runs, and reports what fn changed.
+func locked(ctx context.Context, o Options, fn func(context.Context, *Options, *host) error) (Result, error) {
 	h, err := o.prepare()
 	if err != nil {
 		return Result{}, err
@@ -139,7 +145,7 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer unlock()
-	err = install(ctx, &o, h)
+	err = fn(ctx, &o, h)
 	return Result{Changes: h.changed}, err
 }
 
@@ -520,18 +526,7 @@ func readBinary(p string) ([]byte, error) {
 // installer's state. /etc/criguard (policy and keys, the operator's) stays
 // unless Purge is set.
 func Uninstall(ctx context.Context, o Options) (Result, error) {
-	h, err := o.prepare()
-	if err != nil {
-		return Result{}, err
-	}
-	defer h.Close()
-	unlock, err := h.lock(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
-	err = uninstall(ctx, &o, h)
-	return Result{Changes: h.changed}, err
+	return locked(ctx, o, uninstall)
 }
 
 func uninstall(ctx context.Context, o *Options, h *host) error {

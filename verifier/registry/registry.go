@@ -24,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/criguard/criguard/verifier/sigformat"
 )
 
 // Media types of manifests this package asks for.
@@ -324,20 +326,6 @@ func Digest(b []byte) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
-// ValidDigest reports whether d is a well-formed sha256 digest.
-func ValidDigest(d string) bool {
-	h, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(h) != 64 {
-		return false
-	}
-	for _, c := range h {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // Head resolves a tag or digest to the manifest's descriptor with one HEAD. When
 // the registry omits Docker-Content-Digest, the manifest is fetched and hashed.
 func (r *Repo) Head(ctx context.Context, ref string, limit int64) (Descriptor, error) {
@@ -356,7 +344,7 @@ func (r *Repo) Head(ctx context.Context, ref string, limit int64) (Descriptor, e
 	}
 	drain(resp)
 	d := Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: resp.Header.Get("Docker-Content-Digest"), Size: resp.ContentLength}
-	if ValidDigest(d.Digest) {
+	if sigformat.ValidDigest(d.Digest) {
 		if strings.HasPrefix(ref, "sha256:") && d.Digest != ref {
 			return Descriptor{}, fmt.Errorf("registry answered digest %s for %s: %w", d.Digest, ref, ErrBadContent)
 		}
@@ -435,7 +423,7 @@ func (r *Repo) Blob(ctx context.Context, digest string, size, limit int64) ([]by
 	if size > limit {
 		return nil, fmt.Errorf("blob %s is %d bytes: %w (%d)", digest, size, ErrTooLarge, limit)
 	}
-	if !ValidDigest(digest) {
+	if !sigformat.ValidDigest(digest) {
 		return nil, fmt.Errorf("blob digest %q is not a sha256 digest: %w", digest, ErrBadContent)
 	}
 	resp, err := r.do(ctx, http.MethodGet, "blobs", digest, "", limit)

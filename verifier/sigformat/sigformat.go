@@ -67,7 +67,8 @@ type Index struct {
 	Manifests     []Descriptor `json:"manifests"`
 }
 
-func validDigest(d string) bool {
+// ValidDigest reports whether d is a well-formed sha256 digest (sha256:<64 lowercase hex>).
+func ValidDigest(d string) bool {
 	h, ok := strings.CutPrefix(d, "sha256:")
 	if !ok || len(h) != 64 {
 		return false
@@ -81,7 +82,7 @@ func validDigest(d string) bool {
 }
 
 func checkDescriptor(what string, d Descriptor) error {
-	if !validDigest(d.Digest) {
+	if !ValidDigest(d.Digest) {
 		return fmt.Errorf("%s: digest %q is not a sha256 digest", what, d.Digest)
 	}
 	if d.Size < 0 {
@@ -158,7 +159,7 @@ func ParseSimpleSigning(b []byte) (*SimpleSigning, error) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("simple-signing payload is not valid JSON: %w", err)
 	}
-	if d := p.Critical.Image.DockerManifestDigest; !validDigest(d) {
+	if d := p.Critical.Image.DockerManifestDigest; !ValidDigest(d) {
 		return nil, fmt.Errorf("simple-signing payload: critical.image.docker-manifest-digest %q is not a sha256 digest", d)
 	}
 	return &p, nil
