@@ -419,9 +419,9 @@ func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef
 				// Kyverno counts only network errors (and webhook timeouts) as
 				// rule errors, which failurePolicy governs; any other registry
 				// error fails the rule (imageVerifier.handleRegistryErrors).
-				o.Result, o.Reason = "fail", fmt.Sprintf("%s: verification could not complete (a registry error, not a network error or timeout: Kyverno counts it as a failed verification): %v", what, err)
+				o.Result, o.Reason = "fail", fmt.Sprintf("%s: verification could not complete (a registry error, not a network error or timeout: Kyverno counts it as a failed verification): %s", what, incompleteDetail(err))
 			case err != nil && errors.Is(err, verifier.ErrIncomplete):
-				o.Result, o.Reason = "incomplete", fmt.Sprintf("%s: verification could not complete: %v", what, err)
+				o.Result, o.Reason = "incomplete", fmt.Sprintf("%s: verification could not complete: %s", what, incompleteDetail(err))
 			case err != nil:
 				o.Result, o.Reason = "fail", fmt.Sprintf("%s: %v", what, err)
 			case res.Digest != "" && res.Digest != d.Digest:
@@ -459,6 +459,20 @@ func describeSet(a AttestorSet) string {
 		s += " (signatures in " + a.Repository + ")"
 	}
 	return s
+}
+
+// incompleteDetail is err's message without the ErrIncomplete prefix(es) it
+// carries, so a reason that already says the verification could not complete
+// does not say it twice.
+func incompleteDetail(err error) string {
+	msg := err.Error()
+	for {
+		rest, ok := strings.CutPrefix(msg, verifier.ErrIncomplete.Error()+": ")
+		if !ok {
+			return msg
+		}
+		msg = rest
+	}
 }
 
 // timeoutError marks an error of a call whose deadline passed.

@@ -475,3 +475,13 @@ func TestNoResolutionForEnforcedDenial(t *testing.T) {
 		t.Fatalf("%d registry calls for images denied by policy alone", n)
 	}
 }
+
+func TestIncompleteReasonSaysItOnce(t *testing.T) {
+	e := newEnv(t)
+	img := "registry.example.com/team/app@" + digestOf('7')
+	e.v.incomplete[digestOf('7')] = true
+	d := e.engine(native("", verifyA)).Evaluate(context.Background(), Input{Image: img})
+	if d.Allowed || strings.Count(d.Reason, "could not complete") != 1 {
+		t.Fatalf("reason should say once that the verification could not complete: %q", d.Reason)
+	}
+}
