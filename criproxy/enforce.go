@@ -109,6 +109,9 @@ func NewEnforcer(cfg EnforcerConfig) (*Enforcer, error) {
 	return e, nil
 }
 
+// Refused counts a call the server refused before the Guard saw it.
+func (e *Enforcer) Refused(reason string) { e.metrics.refused(reason) }
+
 // imageRef is a parsed, Docker-normalized image reference.
 type imageRef struct {
 	name   string // repository, e.g. docker.io/library/busybox

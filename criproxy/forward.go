@@ -188,7 +188,7 @@ func copyRequests(ss grpc.ServerStream, cs grpc.ClientStream) error {
 // kubelet shows as the pod's reason.
 func judge[Req, Resp proto.Message](
 	ss grpc.ServerStream, up *grpc.ClientConn, method string, req Req, newResp func() Resp,
-	deniedCode codes.Code, imageOf func(Req) string, log *slog.Logger,
+	deniedCode codes.Code, imageOf func(Req) string, log *slog.Logger, refused func(reason string),
 	decide func(context.Context, Req, func(context.Context, Req) (Resp, error)) (Resp, error),
 ) error {
 	if err := recvRequest(ss, req); err != nil {
@@ -199,6 +199,7 @@ func judge[Req, Resp proto.Message](
 		image := imageOf(req)
 		log.WarnContext(in, "CRI request refused: it carries a field unknown to criguard's cri-api",
 			"method", method, "image", image, "field", field)
+		refused(RefusedUnknownField)
 		return status.Errorf(deniedCode, "%simage %q denied: the %s request carries field %s, unknown to the CRI API criguard was built with; "+
 			"criguard cannot judge what it cannot read: run a criguard built with a cri-api at least as new as the kubelet's",
 			DeniedPrefix, image, method, field)

@@ -41,6 +41,7 @@ type Metrics struct {
 	cacheHits      *prometheus.CounterVec   // operation
 	reloads        *prometheus.CounterVec   // result: ok|failed
 	upstreamErrors *prometheus.CounterVec   // operation
+	refusals       *prometheus.CounterVec   // reason
 	tagErrors      prometheus.Counter
 }
 
@@ -65,6 +66,10 @@ func NewMetrics() *Metrics {
 			Name: "criguard_policy_reloads_total",
 			Help: "Policy (re)loads by result (ok, failed: the previous policy stays in force).",
 		}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "criguard_refused_requests_total",
+			Help: "CRI calls refused before any policy decision, by reason (unknown_field: a PullImage or CreateContainer carrying a field unknown to criguard's cri-api; unknown_method: a runtime.v1 method unknown to it; not_cri_v1: any other service).",
+		}, []string{"reason"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "criguard_upstream_errors_total",
 			Help: "Errors from containerd on calls criguard makes or forwards while enforcing (PullImage, CreateContainer, ImageStatus, Tag).",
@@ -79,9 +84,12 @@ func NewMetrics() *Metrics {
 	}
 	m.upstreamErrors.WithLabelValues(opImageStatus)
 	m.upstreamErrors.WithLabelValues(opTag)
+	for _, r := range []string{RefusedUnknownField, RefusedUnknownMethod, RefusedNotCRIv1} {
+		m.refusals.WithLabelValues(r)
+	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("failed")
-	m.Registry.MustRegister(m.decisions, m.verifyDuration, m.cacheHits, m.reloads, m.upstreamErrors,
+	m.Registry.MustRegister(m.decisions, m.verifyDuration, m.cacheHits, m.reloads, m.upstreamErrors, m.refusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -127,6 +135,20 @@ func (m *Metrics) upstreamError(op string) {
 		return
 	}
 	m.upstreamErrors.WithLabelValues(op).Inc()
+}
+
+// Reasons for criguard_refused_requests_total.
+const (
+	RefusedUnknownField  = "unknown_field"
+	RefusedUnknownMethod = "unknown_method"
+	RefusedNotCRIv1      = "not_cri_v1"
+)
+
+func (m *Metrics) refused(reason string) {
+	if m == nil {
+		return
+	}
+	m.refusals.WithLabelValues(reason).Inc()
 }
 
 // ReadyFunc reports whether criguard can serve: upstream reachable and a policy

@@ -63,6 +63,12 @@ type Options struct {
 	DrainTimeout time.Duration
 }
 
+// RefusalCounter is implemented by a Guard that counts the calls the server
+// refuses before any policy decision (see the Refused* reasons).
+type RefusalCounter interface {
+	Refused(reason string)
+}
+
 // kind says how a method is forwarded.
 type kind uint8
 
@@ -91,6 +97,7 @@ type Server struct {
 	methods  map[string]kind
 	callOpts []grpc.CallOption
 	srv      *grpc.Server
+	refused  func(reason string)
 	// shutdown ends when draining starts; watches (GetContainerEvents) end with
 	// it, since they would otherwise hold the drain open until its timeout.
 	shutdown     context.Context
@@ -114,6 +121,10 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if s.drain <= 0 {
 		s.drain = DefaultDrainTimeout
+	}
+	s.refused = func(string) {}
+	if rc, ok := opts.Guard.(RefusalCounter); ok {
+		s.refused = rc.Refused
 	}
 	if s.guard == nil {
 		// Without a guard the two judged methods are plain unary calls.
@@ -165,6 +176,7 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) error {
 		// The exact prefix, leading slash included, is what keeps a PullImage
 		// spelled another way from reaching the upstream unjudged.
 		if !strings.HasPrefix(method, criPrefix) {
+			s.refused(RefusedNotCRIv1)
 			return status.Errorf(codes.Unimplemented, "criguard forwards only CRI v1 (runtime.v1.*); %q is not forwarded", method)
 		}
 		if s.guard != nil {
@@ -172,6 +184,7 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) error {
 			// image (a streaming pull, say) around the Guard. kubelet treats
 			// Unimplemented as an older runtime and falls back.
 			s.log.DebugContext(ss.Context(), "cri call refused: method unknown to criguard's cri-api", "method", method)
+			s.refused(RefusedUnknownMethod)
 			return status.Errorf(codes.Unimplemented, "criguard enforces an image policy and forwards only the CRI methods of the cri-api it was built with; "+
 				"%q is not among them: run a criguard built with a cri-api at least as new as the kubelet's", method)
 		}
@@ -192,13 +205,13 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) error {
 		err = s.forwardWatch(ss, method)
 	case kindPull:
 		err = judge(ss, s.up, method, new(runtimeapi.PullImageRequest), newPullResponse,
-			codes.Unknown, func(r *runtimeapi.PullImageRequest) string { return r.GetImage().GetImage() }, s.log,
+			codes.Unknown, func(r *runtimeapi.PullImageRequest) string { return r.GetImage().GetImage() }, s.log, s.refused,
 			func(ctx context.Context, r *runtimeapi.PullImageRequest, next func(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error)) (*runtimeapi.PullImageResponse, error) {
 				return s.guard.PullImage(ctx, r, next)
 			})
 	case kindCreate:
 		err = judge(ss, s.up, method, new(runtimeapi.CreateContainerRequest), newCreateResponse,
-			codes.PermissionDenied, func(r *runtimeapi.CreateContainerRequest) string { return r.GetConfig().GetImage().GetImage() }, s.log,
+			codes.PermissionDenied, func(r *runtimeapi.CreateContainerRequest) string { return r.GetConfig().GetImage().GetImage() }, s.log, s.refused,
 			func(ctx context.Context, r *runtimeapi.CreateContainerRequest, next func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error)) (*runtimeapi.CreateContainerResponse, error) {
 				return s.guard.CreateContainer(ctx, r, next)
 			})

@@ -2,7 +2,9 @@ package criproxy
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -204,4 +206,59 @@ func BenchmarkUnknownField(b *testing.B) {
 			}
 		}
 	})
+}
+
+// countingGuard passes every call and records what the server refused.
+type countingGuard struct {
+	funcGuard
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (g *countingGuard) Refused(reason string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reasons = append(g.reasons, reason)
+}
+
+// TestRefusalsCounted: every refusal made before a policy decision reaches a
+// Guard that counts them, by reason (criguard_refused_requests_total).
+func TestRefusalsCounted(t *testing.T) {
+	g := &countingGuard{funcGuard: funcGuard{
+		pull: func(ctx context.Context, r *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
+			return next(ctx, r)
+		},
+	}}
+	e := startProxy(t, Options{Guard: g}, true)
+	ctx := testCtx(t)
+	spec := &runtimeapi.ImageSpec{Image: "reg.example/app:1"}
+	withUnknown(spec, 31)
+	if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec}); err == nil {
+		t.Fatal("PullImage with an unknown field passed")
+	}
+	for _, method := range []string{"/runtime.v1.RuntimeService/FutureMethod", "/containerd.services.images.v1.Images/List"} {
+		if _, _, _, err := rawCall(ctx, e.proxy, method, []byte{}); err == nil {
+			t.Fatalf("%s passed", method)
+		}
+	}
+	if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}); err != nil {
+		t.Fatalf("clean PullImage: %v", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	want := []string{RefusedUnknownField, RefusedUnknownMethod, RefusedNotCRIv1}
+	if !slices.Equal(g.reasons, want) {
+		t.Errorf("refusals counted = %v, want %v", g.reasons, want)
+	}
+
+	// The Enforcer counts them in its metrics.
+	m := NewMetrics()
+	enf, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{decide: denyAll}, Images: &fakeImages{}, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enf.Refused(RefusedUnknownField)
+	if got := counterValue(t, m.refusals.WithLabelValues(RefusedUnknownField)); got != 1 {
+		t.Errorf("criguard_refused_requests_total{reason=unknown_field} = %v, want 1", got)
+	}
 }
