@@ -203,13 +203,19 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 		res.Reason = "no trusted keys are configured for this image: nothing can verify it"
 		return res, nil
 	}
+	// Signers are counted by key material: the same public key listed twice
+	// (under two names, or two algorithms of an Ed25519 key) is one signer.
+	distinct := map[string]bool{}
+	for _, k := range req.Keys {
+		distinct[k.Fingerprint()] = true
+	}
 	need := req.Threshold
-	if need <= 0 || need > len(req.Keys) {
-		if need > len(req.Keys) {
-			res.Reason = fmt.Sprintf("the policy requires %d trusted keys but lists only %d: fix the count", need, len(req.Keys))
+	if need <= 0 || need > len(distinct) {
+		if need > len(distinct) {
+			res.Reason = fmt.Sprintf("the policy requires %d trusted keys but lists only %d distinct ones: fix the count or the keys", need, len(distinct))
 			return res, nil
 		}
-		need = len(req.Keys)
+		need = len(distinct)
 	}
 
 	sigRepo := imgRepo
@@ -373,12 +379,14 @@ func fetchErr(ctx context.Context, what string, err error) (string, error) {
 // verdict applies the threshold and writes a reason a person can act on.
 func (j *judgement) verdict(need int) (bool, string) {
 	byKey := map[int]bool{}
+	signers := map[string]bool{} // distinct key material that verified
 	for _, f := range j.findings {
 		for _, k := range f.keys {
 			byKey[k] = true
+			signers[j.keys[k].Fingerprint()] = true
 		}
 	}
-	if len(byKey) >= need {
+	if len(signers) >= need {
 		return true, ""
 	}
 	// Referrers first, then the legacy tag, whichever lookup finished first.

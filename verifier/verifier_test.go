@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -124,6 +125,14 @@ func TestThreshold(t *testing.T) {
 	reg := fixtureregistry.Serve(t, true, nil)
 	v := newVerifier(nil, verifier.Options{})
 	a, b, rsa := loadKey(t, reg, "a"), loadKey(t, reg, "b"), loadKey(t, reg, "rsa")
+	pemA, err := os.ReadFile(reg.Key("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aCopy, err := keys.Parse("a-copy", pemA, "") // the same key material under another name
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		repo      string
 		keys      []*keys.Key
@@ -140,6 +149,11 @@ func TestThreshold(t *testing.T) {
 		{"demo/signed-bundle", []*keys.Key{b, rsa}, 1, false, "none verified by a trusted key (b, rsa)"},
 		{"demo/signed-bundle", []*keys.Key{a}, 2, false, "requires 2 trusted keys but lists only 1"},
 		{"demo/signed-bundle", nil, 0, false, "no trusted keys"},
+		// One key listed twice is one signer: one signature never meets a count of 2.
+		{"demo/signed-bundle", []*keys.Key{a, aCopy}, 2, false, "lists only 1 distinct"},
+		{"demo/signed-legacy", []*keys.Key{a, aCopy}, 2, false, "lists only 1 distinct"},
+		{"demo/two-signers", []*keys.Key{a, aCopy, b}, 2, true, ""},
+		{"demo/signed-bundle", []*keys.Key{a, aCopy}, 0, true, ""},
 	}
 	for _, c := range cases {
 		res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref(c.repo, "1.0"), Keys: c.keys, Threshold: c.threshold})

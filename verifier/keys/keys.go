@@ -9,6 +9,9 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +29,9 @@ type Key struct {
 	Name      string // how verdicts refer to the key: a file path or a policy entry
 	Algorithm string // canonical algorithm name, see Parse
 	verifier  signature.Verifier
+	// fingerprint is the sha256 of the key's PKIX DER: what identifies the key
+	// material, whatever the key is named.
+	fingerprint string
 }
 
 // Algorithms accepted by Parse. The default, "", is sha256 (cosign's default for
@@ -98,7 +104,12 @@ func Parse(name string, pemData []byte, algorithm string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key %s: %w", name, err)
 	}
-	return &Key{Name: name, Algorithm: alg, verifier: v}, nil
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", name, err)
+	}
+	sum := sha256.Sum256(der)
+	return &Key{Name: name, Algorithm: alg, verifier: v, fingerprint: hex.EncodeToString(sum[:])}, nil
 }
 
 // LoadFile reads and parses a PEM public key file; the key is named by its path.
@@ -119,6 +130,9 @@ func LoadFile(path, algorithm string) (*Key, error) {
 func (k *Key) Verify(sig, message []byte) error {
 	return k.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(message))
 }
+
+// Fingerprint identifies the key material: the hex sha256 of its PKIX DER.
+func (k *Key) Fingerprint() string { return k.fingerprint }
 
 // PublicKey returns the key's public key (for bundle verification libraries).
 func (k *Key) PublicKey() (crypto.PublicKey, error) {
