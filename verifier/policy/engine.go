@@ -491,7 +491,9 @@ func networkError(err error) bool {
 func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref *imageRef, digest string, auth *verifier.Auth, a AttestorSet) (verifier.Result, error, bool) {
 	names := make([]string, len(a.Keys))
 	for i, k := range a.Keys {
-		names[i] = k.Name + "\x00" + k.Algorithm
+		// The key material, not only its name: two rules' keys may share a
+		// name (policy/rule/path) across kinds or namespaces.
+		names[i] = k.Fingerprint() + "\x00" + k.Algorithm + "\x00" + k.Name
 	}
 	mk := verifyMemoKey{keys: strings.Join(names, "\x01"), count: a.Count, repo: a.Repository}
 	if m, ok := memo[mk]; ok {

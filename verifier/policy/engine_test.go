@@ -343,6 +343,10 @@ spec:
 		{"rule failureAction Enforce wins", base("  validationFailureAction: Audit\n", "      failureAction: Enforce\n"), Input{Image: repo + "@" + d1}, false, false, "0 of 1 required keys"},
 		{"override by namespace", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit, namespaces: [\"dev-*\"]}\n", ""), Input{Image: repo + "@" + d1, Namespace: "dev-1"}, true, true, "audit"},
 		{"override other namespace", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit, namespaces: [\"dev-*\"]}\n", ""), Input{Image: repo + "@" + d1, Namespace: "prod"}, false, false, ""},
+		// An override naming no namespace matches none (Kyverno): it must not relax Enforce everywhere.
+		{"override without namespaces matches none", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit}\n", ""), Input{Image: repo + "@" + d1, Namespace: "prod"}, false, false, ""},
+		// Unknown namespace: the strictest mode an override names applies.
+		{"unknown namespace takes an Enforce override", base("  validationFailureAction: Audit\n  validationFailureActionOverrides:\n  - {action: Enforce, namespaces: [\"prod-*\"]}\n", ""), Input{Image: repo + "@" + d1}, false, false, ""},
 		{"verifyDigest without mutateDigest needs a digest", base("  validationFailureAction: Enforce\n", "      mutateDigest: false\n"), Input{Image: repo + ":v1", Digest: d1}, false, false, "referenced by digest"},
 		{"skipImageReferences", base("  validationFailureAction: Enforce\n", "      skipImageReferences: [\"ghcr.io/team/*\"]\n"), Input{Image: repo + "@" + d1}, true, false, "no rule matches"},
 		{"incomplete under Audit with failurePolicy Fail denies (as Kyverno)", base("", ""), Input{Image: repo + "@" + digestOf('9')}, false, false, "could not complete"},
@@ -483,5 +487,116 @@ func TestIncompleteReasonSaysItOnce(t *testing.T) {
 	d := e.engine(native("", verifyA)).Evaluate(context.Background(), Input{Image: img})
 	if d.Allowed || strings.Count(d.Reason, "could not complete") != 1 {
 		t.Fatalf("reason should say once that the verification could not complete: %q", d.Reason)
+	}
+}
+
+// TestRuleIdentityCannotCollide: rules of different policies never share a
+// verdict-cache entry or a verification, even when their names, joined, read
+// the same ("a/b" + "c" vs "a" + "b/c"), or when a ClusterPolicy and a namespaced
+// Policy share a name and rule name with different keys.
+func TestRuleIdentityCannotCollide(t *testing.T) {
+	e := newEnv(t)
+	const repo = "registry.example.com/team/app"
+	d := digestOf('5')
+	e.v.sign(repo+"@"+d, e.fpA) // signed by key A only
+
+	slashes := `apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: a/b}
+spec:
+  rules:
+  - name: c
+    images: ["registry.example.com/*"]
+    namespaces: ["prod"]
+    attestors: {entries: [{key: {data: KEYA}}]}
+---
+apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: a}
+spec:
+  unmatchedImages: Allow
+  rules:
+  - name: b/c
+    images: ["registry.example.com/*"]
+    namespaces: ["dev"]
+    attestors: {entries: [{key: {data: KEYB}}]}
+`
+	set, err := loadString(t, e.expand(slashes))
+	if err == nil {
+		eng := NewEngine(NewStaticStore(set), e.v, nil, WithClock(e.now))
+		if d := eng.Evaluate(context.Background(), Input{Image: repo + "@" + d, Namespace: "prod"}); !d.Allowed {
+			t.Fatalf("prod (key A) denied: %s", d.Reason)
+		}
+		if d := eng.Evaluate(context.Background(), Input{Image: repo + "@" + d, Namespace: "dev"}); d.Allowed {
+			t.Fatalf("dev needs key B, which never signed, but was allowed (cached=%v): the two rules share an identity", d.Cached)
+		}
+	}
+
+	sameNames := `apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: p}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+    - imageReferences: ["registry.example.com/*"]
+      attestors: [{entries: [{keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}}]}]
+---
+apiVersion: kyverno.io/v1
+kind: Policy
+metadata: {name: p, namespace: ns1}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+    - imageReferences: ["registry.example.com/*"]
+      attestors: [{entries: [{keys: {publicKeys: KEYB, rekor: {ignoreTlog: true}}}]}]
+`
+	eng := e.engine(sameNames)
+	if d := eng.Evaluate(context.Background(), Input{Image: repo + "@" + d, Namespace: "ns1"}); d.Allowed {
+		t.Fatalf("ns1's Policy needs key B, which never signed, but the image was allowed: %+v", d.Rules)
+	}
+}
+
+// TestKyvernoGeneratedRuleNamesUnique: a rule with several verifyImages entries
+// becomes rules r[0], r[1]...; a real rule of that name is refused.
+func TestKyvernoGeneratedRuleNamesUnique(t *testing.T) {
+	e := newEnv(t)
+	entry := `    - imageReferences: ["registry.example.com/*"]
+      attestors: [{entries: [{keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}}]}]
+`
+	doc := `apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+` + entry + entry + `  - name: r[0]
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+` + entry
+	if _, err := loadString(t, e.expand(doc)); err == nil || !strings.Contains(err.Error(), `"r[0]"`) {
+		t.Fatalf("load = %v, want a refusal naming r[0]", err)
+	}
+	reversed := `apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - name: r[0]
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+` + entry + `  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+` + entry + entry
+	if _, err := loadString(t, e.expand(reversed)); err == nil || !strings.Contains(err.Error(), "collides") {
+		t.Fatalf("load = %v, want a refusal naming the collision", err)
 	}
 }

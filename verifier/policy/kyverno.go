@@ -207,6 +207,17 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 		if err != nil {
 			return nil, nil, err
 		}
+		for _, r := range rules {
+			// A rule with several verifyImages entries is split into rules
+			// named name[0], name[1]...: none may take another rule's name, since
+			// names identify rules in the verdict cache.
+			if r.Name != kr.Name {
+				if seen[r.Name] {
+					return nil, nil, errAt(path+".name", "rule name %q collides with a verifyImages entry of rule %q (criguard names it %q): rename one", r.Name, kr.Name, r.Name)
+				}
+				seen[r.Name] = true
+			}
+		}
 		warns = append(warns, rw...)
 		p.Rules = append(p.Rules, rules...)
 	}

@@ -11,6 +11,7 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,9 +148,11 @@ type Rule struct {
 	NoCache bool
 }
 
-// ID names the rule uniquely within a set.
+// ID names the rule uniquely within a set. Each part is quoted: names may
+// contain "/", and the ID keys the verdict cache.
 func (r *Rule) ID() string {
-	return string(r.Policy.Source) + "/" + r.Policy.Namespace + "/" + r.Policy.Name + "/" + r.Name
+	return strconv.Quote(string(r.Policy.Source)) + "/" + strconv.Quote(r.Policy.Namespace) + "/" +
+		strconv.Quote(r.Policy.Name) + "/" + strconv.Quote(r.Name)
 }
 
 // AttestorSet is a set of keys of which Count must verify a signature.
@@ -224,12 +227,21 @@ func (r *Rule) modeFor(ns string) Mode {
 	if r.Mode != "" {
 		return r.Mode
 	}
-	for _, o := range r.Policy.ModeOverrides {
-		if len(o.Namespaces) == 0 {
-			return o.Mode
+	if ns == "" {
+		// The pod's namespace is unknown: no override can be chosen, so the
+		// strictest mode any of them (or the policy) names applies.
+		for _, o := range r.Policy.ModeOverrides {
+			if o.Mode == Enforce && len(o.Namespaces) > 0 {
+				return Enforce
+			}
 		}
+		return r.Policy.Mode
+	}
+	for _, o := range r.Policy.ModeOverrides {
+		// An override without namespaces matches no namespace, as in Kyverno
+		// (a nil selector selects nothing); it must not relax every namespace.
 		for _, g := range o.Namespaces {
-			if ns != "" && matchWildcard(g, ns) {
+			if matchWildcard(g, ns) {
 				return o.Mode
 			}
 		}
