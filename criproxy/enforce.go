@@ -428,7 +428,11 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		start = time.Now()
 	}
 	if img.GetId() == "" {
-		return image, nil // nothing better to pin to
+		// Without an ID the create cannot be pinned to what was judged: a tag
+		// moved in between would swap what runs.
+		d := policy.Decision{Image: image, Reason: "containerd gave no image ID for it, so criguard cannot pin the container to the image it judged"}
+		e.record(OpCreateContainer, ns, pod, image, d, start)
+		return "", denial(codes.PermissionDenied, image, d)
 	}
 	return img.GetId(), nil
 }

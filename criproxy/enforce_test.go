@@ -791,3 +791,15 @@ func TestCreateContainerRemembersImageNames(t *testing.T) {
 		})
 	}
 }
+
+// TestCreateContainerWithoutImageIDDenied: an image containerd reports without
+// an ID cannot be pinned to what was judged, so it is refused, not run by name.
+func TestCreateContainerWithoutImageIDDenied(t *testing.T) {
+	r := newRig(t, allowAs(""))
+	r.images.images[reg+"/team/app:1.0"] = &runtimeapi.Image{RepoTags: []string{reg + "/team/app:1.0"}, RepoDigests: []string{reg + "/team/app@" + dgA}}
+	called := false
+	_, err := r.e.CreateContainer(context.Background(), createReq(reg+"/team/app:1.0", ""), okCreate(&called))
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "no image ID") || called {
+		t.Fatalf("CreateContainer of an image without ID: err=%v forwarded=%v; want PermissionDenied naming the missing ID, nothing forwarded", err, called)
+	}
+}
