@@ -6,7 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 // DefaultCredentialHosts bounds how many registry hosts' credentials are kept.
@@ -24,7 +24,7 @@ type Credentials struct {
 }
 
 type credEntry struct {
-	auth verifier.Auth
+	auth cosign.Auth
 	elem *list.Element
 }
 
@@ -38,14 +38,14 @@ func NewCredentials(maxHosts int) *Credentials {
 
 // Remember records auth as the latest credentials for host. An empty auth
 // forgets the host: kubelet sent none, so a stale secret should not be reused.
-func (c *Credentials) Remember(host string, auth *verifier.Auth) {
+func (c *Credentials) Remember(host string, auth *cosign.Auth) {
 	if c == nil || host == "" {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.byKey[host]
-	if auth == nil || *auth == (verifier.Auth{}) {
+	if auth == nil || *auth == (cosign.Auth{}) {
 		if ok {
 			c.order.Remove(e.elem)
 			delete(c.byKey, host)
@@ -67,7 +67,7 @@ func (c *Credentials) Remember(host string, auth *verifier.Auth) {
 
 // For returns a copy of the credentials last remembered for host, or nil (the
 // verifier then falls back to the node's docker config).
-func (c *Credentials) For(host string) *verifier.Auth {
+func (c *Credentials) For(host string) *cosign.Auth {
 	if c == nil {
 		return nil
 	}
@@ -93,18 +93,18 @@ func (c *Credentials) Len() int {
 }
 
 // authFromCRI converts kubelet's AuthConfig; nil or empty gives nil.
-func authFromCRI(a *runtimeapi.AuthConfig) *verifier.Auth {
+func authFromCRI(a *runtimeapi.AuthConfig) *cosign.Auth {
 	if a == nil {
 		return nil
 	}
-	out := &verifier.Auth{
+	out := &cosign.Auth{
 		Username:      a.GetUsername(),
 		Password:      a.GetPassword(),
 		Auth:          a.GetAuth(),
 		IdentityToken: a.GetIdentityToken(),
 		RegistryToken: a.GetRegistryToken(),
 	}
-	if *out == (verifier.Auth{}) {
+	if *out == (cosign.Auth{}) {
 		return nil
 	}
 	return out

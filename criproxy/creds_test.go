@@ -6,19 +6,19 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 func TestCredentialsBoundedAndPerHost(t *testing.T) {
 	c := NewCredentials(2)
-	a := &verifier.Auth{Username: "a", Password: "pa"}
-	b := &verifier.Auth{IdentityToken: "tb"}
+	a := &cosign.Auth{Username: "a", Password: "pa"}
+	b := &cosign.Auth{IdentityToken: "tb"}
 	c.Remember("a.example", a)
 	c.Remember("b.example", b)
 	if got := c.For("a.example"); got == nil || *got != *a { // a is now most recently used
 		t.Fatalf("For(a) = %+v", got)
 	}
-	c.Remember("c.example", &verifier.Auth{RegistryToken: "tc"})
+	c.Remember("c.example", &cosign.Auth{RegistryToken: "tc"})
 	if c.Len() != 2 {
 		t.Fatalf("Len = %d, want 2", c.Len())
 	}
@@ -35,11 +35,11 @@ func TestCredentialsBoundedAndPerHost(t *testing.T) {
 		t.Error("For returned the stored value, not a copy")
 	}
 	// Newer credentials replace older ones; empty ones forget the host.
-	c.Remember("a.example", &verifier.Auth{Username: "a2", Password: "pa2"})
+	c.Remember("a.example", &cosign.Auth{Username: "a2", Password: "pa2"})
 	if c.For("a.example").Username != "a2" {
 		t.Error("newer credentials not kept")
 	}
-	c.Remember("a.example", &verifier.Auth{})
+	c.Remember("a.example", &cosign.Auth{})
 	if c.For("a.example") != nil {
 		t.Error("empty credentials did not forget the host")
 	}
@@ -48,13 +48,13 @@ func TestCredentialsBoundedAndPerHost(t *testing.T) {
 func TestCredentialsDefaultBound(t *testing.T) {
 	c := NewCredentials(0)
 	for i := range DefaultCredentialHosts + 10 {
-		c.Remember(fmt.Sprintf("r%d.example", i), &verifier.Auth{Username: "u"})
+		c.Remember(fmt.Sprintf("r%d.example", i), &cosign.Auth{Username: "u"})
 	}
 	if c.Len() != DefaultCredentialHosts {
 		t.Errorf("Len = %d, want %d", c.Len(), DefaultCredentialHosts)
 	}
 	var nilStore *Credentials
-	nilStore.Remember("x", &verifier.Auth{Username: "u"}) // no panic
+	nilStore.Remember("x", &cosign.Auth{Username: "u"}) // no panic
 	if nilStore.For("x") != nil {
 		t.Error("nil store returned credentials")
 	}
@@ -63,12 +63,12 @@ func TestCredentialsDefaultBound(t *testing.T) {
 func TestAuthFromCRI(t *testing.T) {
 	tests := []struct {
 		in   *runtimeapi.AuthConfig
-		want *verifier.Auth
+		want *cosign.Auth
 	}{
 		{nil, nil},
 		{&runtimeapi.AuthConfig{ServerAddress: "r.example"}, nil}, // an address alone is no credential
 		{&runtimeapi.AuthConfig{Username: "u", Password: "p", Auth: "dTpw", IdentityToken: "i", RegistryToken: "r"},
-			&verifier.Auth{Username: "u", Password: "p", Auth: "dTpw", IdentityToken: "i", RegistryToken: "r"}},
+			&cosign.Auth{Username: "u", Password: "p", Auth: "dTpw", IdentityToken: "i", RegistryToken: "r"}},
 	}
 	for _, tc := range tests {
 		got := authFromCRI(tc.in)

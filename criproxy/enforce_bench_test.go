@@ -11,8 +11,8 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/verifier"
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -42,7 +42,7 @@ spec:
 	if err != nil {
 		b.Fatal(err)
 	}
-	engine := policy.NewEngine(store, verifier.New(verifier.Options{}), nil)
+	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
 	ctx := context.Background()
 	ref := reg.Ref("demo/signed-bundle", "1.0")
 	d := engine.Evaluate(ctx, policy.Input{Image: ref})

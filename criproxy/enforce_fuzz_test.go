@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 // FuzzEnforcerImageNames feeds arbitrary image names (as kubelet or a hostile
@@ -63,7 +63,7 @@ func TestCredentialsConcurrent(t *testing.T) {
 			defer wg.Done()
 			host := string(rune('a' + i))
 			for range 200 {
-				c.Remember(host, &verifier.Auth{Username: host})
+				c.Remember(host, &cosign.Auth{Username: host})
 				if a := c.For(host); a != nil && a.Username != host {
 					t.Errorf("host %s got %s's credentials", host, a.Username)
 				}

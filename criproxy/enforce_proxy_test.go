@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/verifier"
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -47,7 +47,7 @@ spec:
 	tagger := &fakeTagger{}
 	metrics := NewMetrics()
 	enf, err := NewEnforcer(EnforcerConfig{
-		Judge: policy.NewEngine(store, verifier.New(verifier.Options{}), nil), Images: images, Tagger: tagger, Metrics: metrics,
+		Judge: policy.NewEngine(store, cosign.New(cosign.Options{}), nil), Images: images, Tagger: tagger, Metrics: metrics,
 	})
 	if err != nil {
 		t.Fatal(err)

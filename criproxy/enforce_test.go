@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -329,7 +329,7 @@ func TestCredentialsRememberedForCreate(t *testing.T) {
 	if _, err := r.e.PullImage(context.Background(), pullReq(reg+"/team/app:1.0", auth), recordingPull(&pulled)); err != nil {
 		t.Fatal(err)
 	}
-	want := verifier.Auth{Username: "robot", Password: "s3cr3t-pw"}
+	want := cosign.Auth{Username: "robot", Password: "s3cr3t-pw"}
 	if got := r.judge.inputs[0].Auth; got == nil || *got != want {
 		t.Fatalf("pull judged with auth %+v, want %+v", got, want)
 	}
@@ -346,7 +346,7 @@ func TestCredentialsRememberedForCreate(t *testing.T) {
 	r.images.images["docker.io/library/other:1"] = &runtimeapi.Image{Id: imID, RepoDigests: []string{"docker.io/library/other@" + dgB}}
 	for _, tc := range []struct {
 		image, asked string
-		want         *verifier.Auth
+		want         *cosign.Auth
 	}{
 		{imID, reg + "/team/app:1.0", &want},
 		{"docker.io/library/other:1", "", nil},

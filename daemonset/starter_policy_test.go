@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -15,13 +15,13 @@ import (
 // own images without verifying anything (kind's are imported, with no digest).
 type noRegistry struct{ t *testing.T }
 
-func (n noRegistry) Resolve(context.Context, string, *verifier.Auth) (string, string, error) {
+func (n noRegistry) Resolve(context.Context, string, *cosign.Auth) (string, string, error) {
 	return "", "", errors.New("no registry in this test")
 }
 
-func (n noRegistry) Verify(_ context.Context, req verifier.Request) (verifier.Result, error) {
+func (n noRegistry) Verify(_ context.Context, req cosign.Request) (cosign.Result, error) {
 	n.t.Errorf("starter policy verified %v: it has no Verify rule", req)
-	return verifier.Result{}, errors.New("no registry in this test")
+	return cosign.Result{}, errors.New("no registry in this test")
 }
 
 const dg = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

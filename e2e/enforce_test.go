@@ -27,7 +27,7 @@ import (
 
 	"github.com/criguard/criguard/criproxy"
 	"github.com/criguard/criguard/e2e/harness"
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -848,7 +848,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	engine := policy.NewEngine(store, verifier.New(verifier.Options{}), nil)
+	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
 	enf, err := criproxy.NewEnforcer(criproxy.EnforcerConfig{Judge: engine, Images: directImg,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {

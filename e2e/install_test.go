@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/criguard/criguard/e2e/harness"
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 	"github.com/criguard/criguard/systemd/nodeinstall"
 )
 
@@ -106,7 +106,7 @@ spec:
 	if res.Unchanged() {
 		t.Fatal("first install changed nothing")
 	}
-	guardSock := "unix://" + filepath.Join(root, systemd.SocketPath)
+	guardSock := "unix://" + filepath.Join(root, unit.SocketPath)
 	if got := svc.kubeletEndpoints(); got != [2]string{guardSock, guardSock} {
 		t.Fatalf("kubelet runs on %q, want criguard's socket %s for both endpoints", got, guardSock)
 	}
@@ -201,7 +201,7 @@ spec:
 	if svc.criguardRunning() {
 		t.Error("criguard still runs after uninstall")
 	}
-	after := nodeSnapshot(t, root, systemd.ConfigDir)
+	after := nodeSnapshot(t, root, unit.ConfigDir)
 	if d := nodeSnapshotDiff(before, after); len(d) > 0 {
 		t.Errorf("uninstall left the node different: %v", d)
 	}
@@ -301,7 +301,7 @@ func layOutNode(t *testing.T, root, kubeletConfig string) {
 		if v == "" {
 			t.Fatalf("harness kubelet config has no %s", k)
 		}
-		text = strings.ReplaceAll(text, fmt.Sprintf("%q", v), systemd.UpstreamEndpoint)
+		text = strings.ReplaceAll(text, fmt.Sprintf("%q", v), unit.UpstreamEndpoint)
 	}
 	text = "# kubelet configuration of the e2e node (kubeadm layout)\n" + text
 	files := map[string]string{
@@ -391,9 +391,9 @@ func (s *nodeServices) kubeletEndpoints() [2]string { return s.endpoints }
 func (s *nodeServices) hostToReal(ep string) (string, error) {
 	p := strings.TrimPrefix(ep, "unix://")
 	switch filepath.Clean(strings.Replace(p, "/var/run/", "/run/", 1)) {
-	case systemd.SocketPath:
-		return "unix://" + filepath.Join(s.root, systemd.SocketPath), nil
-	case strings.TrimPrefix(systemd.UpstreamEndpoint, "unix://"):
+	case unit.SocketPath:
+		return "unix://" + filepath.Join(s.root, unit.SocketPath), nil
+	case strings.TrimPrefix(unit.UpstreamEndpoint, "unix://"):
 		return s.ctd.Endpoint(), nil
 	}
 	return "", fmt.Errorf("endpoint %q names no socket on this node", ep)
@@ -404,36 +404,36 @@ func (s *nodeServices) DaemonReload(context.Context) error {
 	return nil
 }
 
-func (s *nodeServices) Enable(_ context.Context, unit string) error {
-	s.record("enable " + unit)
-	link := filepath.Join(s.root, systemd.WantsLink)
+func (s *nodeServices) Enable(_ context.Context, name string) error {
+	s.record("enable " + name)
+	link := filepath.Join(s.root, unit.WantsLink)
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		return err
 	}
-	return os.Symlink(systemd.UnitPath, link)
+	return os.Symlink(unit.UnitPath, link)
 }
 
-func (s *nodeServices) Disable(_ context.Context, unit string) error {
-	s.record("disable " + unit)
-	return os.Remove(filepath.Join(s.root, systemd.WantsLink))
+func (s *nodeServices) Disable(_ context.Context, name string) error {
+	s.record("disable " + name)
+	return os.Remove(filepath.Join(s.root, unit.WantsLink))
 }
 
-func (s *nodeServices) Start(ctx context.Context, unit string) error {
-	s.record("start " + unit)
-	return s.start(unit)
+func (s *nodeServices) Start(ctx context.Context, name string) error {
+	s.record("start " + name)
+	return s.start(name)
 }
 
-func (s *nodeServices) Restart(ctx context.Context, unit string) error {
-	s.record("restart " + unit)
-	if unit == systemd.UnitName {
+func (s *nodeServices) Restart(ctx context.Context, name string) error {
+	s.record("restart " + name)
+	if name == unit.UnitName {
 		s.stopGuard()
 	}
-	return s.start(unit)
+	return s.start(name)
 }
 
-func (s *nodeServices) start(unit string) error {
-	switch unit {
-	case systemd.KubeletUnit:
+func (s *nodeServices) start(name string) error {
+	switch name {
+	case unit.KubeletUnit:
 		b, err := os.ReadFile(filepath.Join(s.root, nodeinstall.DefaultKubeletConfig))
 		if err != nil {
 			return err
@@ -458,10 +458,10 @@ func (s *nodeServices) start(unit string) error {
 		}
 		s.startKubelet(s.t, rt, img)
 		return nil
-	case systemd.UnitName:
+	case unit.UnitName:
 		return s.startGuard()
 	}
-	return fmt.Errorf("unit %s not found", unit)
+	return fmt.Errorf("unit %s not found", name)
 }
 
 // startGuard runs the installed unit's ExecStart, paths mapped into the root,
@@ -470,12 +470,12 @@ func (s *nodeServices) startGuard() error {
 	if s.criguardRunning() {
 		return nil
 	}
-	unit, err := os.ReadFile(filepath.Join(s.root, systemd.UnitPath))
+	installed, err := os.ReadFile(filepath.Join(s.root, unit.UnitPath))
 	if err != nil {
 		return err
 	}
 	var argv []string
-	for _, line := range strings.Split(string(unit), "\n") {
+	for _, line := range strings.Split(string(installed), "\n") {
 		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
 			argv = strings.Fields(v)
 		}
@@ -487,7 +487,7 @@ func (s *nodeServices) startGuard() error {
 		switch {
 		case i > 0 && argv[i-1] == "--metrics-address":
 			argv[i] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(s.t))
-		case i == 0 || a == systemd.PolicyDir:
+		case i == 0 || a == unit.PolicyDir:
 			argv[i] = filepath.Join(s.root, a)
 		case strings.HasPrefix(a, "unix://"):
 			if argv[i], err = s.hostToReal(a); err != nil {
@@ -495,7 +495,7 @@ func (s *nodeServices) startGuard() error {
 			}
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(s.root, systemd.RuntimeDir), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Join(s.root, unit.RuntimeDir), 0o750); err != nil {
 		return err
 	}
 	logf, err := os.OpenFile(s.guardLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -533,18 +533,18 @@ func (s *nodeServices) stopGuard() {
 	}
 }
 
-func (s *nodeServices) Stop(_ context.Context, unit string) error {
-	s.record("stop " + unit)
-	if unit != systemd.UnitName {
-		return fmt.Errorf("stop %s: not expected in this test", unit)
+func (s *nodeServices) Stop(_ context.Context, name string) error {
+	s.record("stop " + name)
+	if name != unit.UnitName {
+		return fmt.Errorf("stop %s: not expected in this test", name)
 	}
 	s.stopGuard()
 	// RuntimeDirectory goes when the unit stops.
-	return os.RemoveAll(filepath.Join(s.root, systemd.RuntimeDir))
+	return os.RemoveAll(filepath.Join(s.root, unit.RuntimeDir))
 }
 
-func (s *nodeServices) IsActive(_ context.Context, unit string) (bool, error) {
-	if unit == systemd.KubeletUnit {
+func (s *nodeServices) IsActive(_ context.Context, name string) (bool, error) {
+	if name == unit.KubeletUnit {
 		return s.kubelet != nil && !s.kubelet.Exited(), nil
 	}
 	return s.criguardRunning(), nil
@@ -586,7 +586,7 @@ type nodeReady struct {
 }
 
 func (r nodeReady) CriguardReady(ctx context.Context) error {
-	return nodeinstall.CRIReady(ctx, filepath.Join(r.root, systemd.SocketPath))
+	return nodeinstall.CRIReady(ctx, filepath.Join(r.root, unit.SocketPath))
 }
 
 func (r nodeReady) KubeletReady(ctx context.Context) error {

@@ -38,7 +38,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/e2e/harness"
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -508,7 +508,7 @@ spec:
 		if err != nil {
 			b.Fatal(err)
 		}
-		engine := policy.NewEngine(policy.NewStaticStore(set), verifier.New(verifier.Options{}), nil)
+		engine := policy.NewEngine(policy.NewStaticStore(set), cosign.New(cosign.Options{}), nil)
 		var mu sync.Mutex
 		var denied []string
 		start := time.Now()

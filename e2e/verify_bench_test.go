@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/criguard/criguard/e2e/harness"
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -66,10 +66,10 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 		b.Fatal(err)
 	}
 	bin := harness.CriguardBinary(b)
-	req := func(format string) verifier.Request {
-		return verifier.Request{Image: refs[format], Keys: []*keys.Key{k}}
+	req := func(format string) cosign.Request {
+		return cosign.Request{Image: refs[format], Keys: []*keys.Key{k}}
 	}
-	mustAllow := func(res verifier.Result, err error) {
+	mustAllow := func(res cosign.Result, err error) {
 		if err != nil || !res.Allowed {
 			b.Fatalf("verification failed: %+v %v", res, err)
 		}
@@ -81,12 +81,12 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 	trips := map[string]int64{}
 	for _, format := range []string{"bundle", "legacy"} {
 		cnt := &verifyCounter{rt: http.DefaultTransport.(*http.Transport).Clone()}
-		res, err := verifier.New(verifier.Options{Transport: cnt}).Verify(ctx, req(format))
+		res, err := cosign.New(cosign.Options{Transport: cnt}).Verify(ctx, req(format))
 		mustAllow(res, err)
 		trips[format] = cnt.n.Load()
 	}
 
-	warm := verifier.New(verifier.Options{})
+	warm := cosign.New(cosign.Options{})
 	for _, format := range []string{"bundle", "legacy"} {
 		mustAllow(warm.Verify(ctx, req(format)))
 	}
@@ -102,7 +102,7 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 					start := time.Now()
 					switch kind {
 					case "criguard-cold":
-						mustAllow(verifier.New(verifier.Options{}).Verify(ctx, req(format)))
+						mustAllow(cosign.New(cosign.Options{}).Verify(ctx, req(format)))
 					case "criguard-warm":
 						mustAllow(warm.Verify(ctx, req(format)))
 					case "criguard-cli":

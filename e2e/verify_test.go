@@ -17,7 +17,7 @@ import (
 	"testing"
 
 	"github.com/criguard/criguard/e2e/harness"
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -56,10 +56,10 @@ func verifyLoadKey(t *testing.T, path string) *keys.Key {
 }
 
 // verifyOne runs the in-process verifier on ref with one key.
-func verifyOne(t *testing.T, ref, pub string) verifier.Result {
+func verifyOne(t *testing.T, ref, pub string) cosign.Result {
 	t.Helper()
-	v := verifier.New(verifier.Options{})
-	res, err := v.Verify(context.Background(), verifier.Request{Image: ref, Keys: []*keys.Key{verifyLoadKey(t, pub)}})
+	v := cosign.New(cosign.Options{})
+	res, err := v.Verify(context.Background(), cosign.Request{Image: ref, Keys: []*keys.Key{verifyLoadKey(t, pub)}})
 	if err != nil {
 		t.Fatalf("verify %s: %v", ref, err)
 	}
@@ -67,7 +67,7 @@ func verifyOne(t *testing.T, ref, pub string) verifier.Result {
 }
 
 // verifyAgree checks criguard's verdict against the real cosign CLI's.
-func verifyAgree(t *testing.T, cs *harness.CosignCLI, ref, pub string, want bool, reason string) verifier.Result {
+func verifyAgree(t *testing.T, cs *harness.CosignCLI, ref, pub string, want bool, reason string) cosign.Result {
 	t.Helper()
 	res := verifyOne(t, ref, pub)
 	_, cerr := cs.Verify(t, pub, ref)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 	"github.com/criguard/criguard/systemd/nodeinstall"
 )
 
@@ -49,15 +49,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	)
 	fs.StringVar(&o.HostRoot, "host-root", "/", "where the node's / is mounted")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print every change and make none")
-	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of policy files (the mounted ConfigMap) to copy to "+systemd.PolicyDir)
-	fs.StringVar(&o.KeysDir, "keys-dir", "", "directory of public keys to copy to "+systemd.KeysDir)
+	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of policy files (the mounted ConfigMap) to copy to "+unit.PolicyDir)
+	fs.StringVar(&o.KeysDir, "keys-dir", "", "directory of public keys to copy to "+unit.KeysDir)
 	fs.StringVar(&o.Binary, "binary", "", "criguard binary to install (default: this executable)")
 	fs.StringVar(&o.KubeletConfig, "kubelet-config", "", "kubelet's configuration file on the host (default: kubelet's --config, else "+nodeinstall.DefaultKubeletConfig+")")
 	fs.Var(&envFiles, "kubelet-env-file", "an EnvironmentFile with kubelet flags on the host (repeatable; default: kubelet's unit's and "+strings.Join(nodeinstall.DefaultKubeletEnvFiles, ", ")+")")
 	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", 2*time.Minute, "how long to wait for criguard and kubelet to become ready")
 	fs.BoolVar(&watch, "watch", false, "install: keep running, copy policy changes to the host and re-install when kubelet stops pointing at criguard; sync: keep copying")
 	fs.DurationVar(&syncInterval, "sync-interval", 30*time.Second, "with --watch or sync --watch: resync at least this often")
-	fs.BoolVar(&o.Purge, "purge", false, "uninstall: also remove "+systemd.ConfigDir)
+	fs.BoolVar(&o.Purge, "purge", false, "uninstall: also remove "+unit.ConfigDir)
 	fs.BoolVar(&hold, "hold", false, "uninstall: keep running afterwards (for a DaemonSet)")
 	fs.StringVar(&expect, "expect", "installed", "status: installed or uninstalled")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -74,7 +74,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		o.KubeletEnvFiles = envFiles
 	}
 	o.Log = stdout
-	o.Services = systemd.Systemctl{HostRoot: o.HostRoot}
+	o.Services = unit.Systemctl{HostRoot: o.HostRoot}
 
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "criguard node %s: %v\n", sub, err)

@@ -22,7 +22,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/criproxy"
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -144,7 +144,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy
 	}
 	// The policy's verificationTimeout bounds each verification (the engine
 	// sets it per call); the verifier's own limit only backs it up.
-	v := verifier.New(verifier.Options{Timeout: policy.MaxTimeout})
+	v := cosign.New(cosign.Options{Timeout: policy.MaxTimeout})
 	engine := policy.NewEngine(store, v, log)
 	metrics.WatchCacheSize(engine.CacheLen)
 	tagger, err := criproxy.NewContainerdTagger(deps.upstream)

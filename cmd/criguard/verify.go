@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/policy"
 )
@@ -47,8 +47,8 @@ func (c *verifyConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.count, "count", 0, "how many of the keys must each verify a signature (0: all of them)")
 	fs.StringVar(&c.output, "output", "text", "output format: text or json")
 	fs.StringVar(&c.sigRepo, "signature-repository", "", "repository holding the signatures instead of the image's own (like COSIGN_REPOSITORY)")
-	fs.DurationVar(&c.timeout, "timeout", verifier.DefaultTimeout, "time limit for verifying one image (all its registry requests)")
-	fs.IntVar(&c.maxSignatures, "max-signatures", verifier.DefaultMaxSignatures, "signature manifests, bundles and payloads read per image at most")
+	fs.DurationVar(&c.timeout, "timeout", cosign.DefaultTimeout, "time limit for verifying one image (all its registry requests)")
+	fs.IntVar(&c.maxSignatures, "max-signatures", cosign.DefaultMaxSignatures, "signature manifests, bundles and payloads read per image at most")
 	fs.StringVar(&c.policyPath, "policy", "", "judge the images under this policy (file or directory) exactly as criguard serve would, instead of --key")
 	fs.StringVar(&c.namespace, "namespace", "default", "with --policy: the pod namespace to judge the images for")
 }
@@ -122,12 +122,12 @@ func buildJudge(cfg *verifyConfig, stderr io.Writer) (judge, error) {
 		}
 		ks = append(ks, k)
 	}
-	v := verifier.New(verifier.Options{Timeout: cfg.timeout, MaxSignatures: cfg.maxSignatures})
+	v := cosign.New(cosign.Options{Timeout: cfg.timeout, MaxSignatures: cfg.maxSignatures})
 	return func(ctx context.Context, image string) verdict {
-		res, err := v.Verify(ctx, verifier.Request{Image: image, Keys: ks, Threshold: cfg.count, SignatureRepository: cfg.sigRepo})
+		res, err := v.Verify(ctx, cosign.Request{Image: image, Keys: ks, Threshold: cfg.count, SignatureRepository: cfg.sigRepo})
 		o := verdict{Image: res.Image, Digest: res.Digest, Allowed: res.Allowed && err == nil, Verified: res.Verified, Reason: res.Reason}
 		if err != nil {
-			o.Reason, o.Incomplete = err.Error(), errors.Is(err, verifier.ErrIncomplete)
+			o.Reason, o.Incomplete = err.Error(), errors.Is(err, cosign.ErrIncomplete)
 		}
 		return o
 	}, nil
@@ -146,7 +146,7 @@ func buildPolicyJudge(cfg *verifyConfig, stderr io.Writer) (judge, error) {
 	}
 	// As in serve, each rule's verificationTimeout bounds its verification;
 	// --timeout, when given, bounds the whole judgement of one image.
-	v := verifier.New(verifier.Options{Timeout: policy.MaxTimeout, MaxSignatures: cfg.maxSignatures})
+	v := cosign.New(cosign.Options{Timeout: policy.MaxTimeout, MaxSignatures: cfg.maxSignatures})
 	engine := policy.NewEngine(policy.NewStaticStore(set), v, nil)
 	return func(ctx context.Context, image string) verdict {
 		if cfg.timeoutSet {
@@ -168,12 +168,12 @@ func buildPolicyJudge(cfg *verifyConfig, stderr io.Writer) (judge, error) {
 
 // verdict is one image's outcome as printed.
 type verdict struct {
-	Image      string               `json:"image"`
-	Digest     string               `json:"digest,omitempty"`
-	Allowed    bool                 `json:"allowed"`
-	Incomplete bool                 `json:"incomplete,omitempty"`
-	Verified   []verifier.Signature `json:"verified,omitempty"`
-	Reason     string               `json:"reason,omitempty"`
+	Image      string             `json:"image"`
+	Digest     string             `json:"digest,omitempty"`
+	Allowed    bool               `json:"allowed"`
+	Incomplete bool               `json:"incomplete,omitempty"`
+	Verified   []cosign.Signature `json:"verified,omitempty"`
+	Reason     string             `json:"reason,omitempty"`
 	// With --policy: the deciding policy and rule, and whether the allow is
 	// Audit mode's (would be denied) or failurePolicy Ignore's.
 	Policy     string `json:"policy,omitempty"`

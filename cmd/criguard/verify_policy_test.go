@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
 )
 
 // TestVerifyPolicy: `criguard verify --policy` judges as the proxy's engine

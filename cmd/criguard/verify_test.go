@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
 )
 
 func TestVerifyCommand(t *testing.T) {

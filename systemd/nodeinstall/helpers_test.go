@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 // node lays out a host root like a real node: kubelet's unit and drop-ins,
@@ -223,7 +223,7 @@ type fakeServices struct {
 }
 
 func newFakeServices(root string) *fakeServices {
-	return &fakeServices{root: root, active: map[string]bool{systemd.KubeletUnit: true}}
+	return &fakeServices{root: root, active: map[string]bool{unit.KubeletUnit: true}}
 }
 
 func (f *fakeServices) record(call string) error {
@@ -243,61 +243,61 @@ func (f *fakeServices) Calls() []string {
 
 func (f *fakeServices) DaemonReload(context.Context) error { return f.record("daemon-reload") }
 
-func (f *fakeServices) Enable(_ context.Context, unit string) error {
-	if err := f.record("enable " + unit); err != nil {
+func (f *fakeServices) Enable(_ context.Context, name string) error {
+	if err := f.record("enable " + name); err != nil {
 		return err
 	}
-	link := filepath.Join(f.root, systemd.WantsLink)
+	link := filepath.Join(f.root, unit.WantsLink)
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		return err
 	}
-	return os.Symlink(systemd.UnitPath, link)
+	return os.Symlink(unit.UnitPath, link)
 }
 
-func (f *fakeServices) Disable(_ context.Context, unit string) error {
-	if err := f.record("disable " + unit); err != nil {
+func (f *fakeServices) Disable(_ context.Context, name string) error {
+	if err := f.record("disable " + name); err != nil {
 		return err
 	}
-	return os.Remove(filepath.Join(f.root, systemd.WantsLink))
+	return os.Remove(filepath.Join(f.root, unit.WantsLink))
 }
 
-func (f *fakeServices) set(unit string, on bool) {
+func (f *fakeServices) set(name string, on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.active[unit] = on
+	f.active[name] = on
 }
 
-func (f *fakeServices) Start(_ context.Context, unit string) error {
-	if err := f.record("start " + unit); err != nil {
+func (f *fakeServices) Start(_ context.Context, name string) error {
+	if err := f.record("start " + name); err != nil {
 		return err
 	}
-	f.set(unit, true)
+	f.set(name, true)
 	return nil
 }
 
-func (f *fakeServices) Restart(_ context.Context, unit string) error {
-	if err := f.record("restart " + unit); err != nil {
+func (f *fakeServices) Restart(_ context.Context, name string) error {
+	if err := f.record("restart " + name); err != nil {
 		return err
 	}
-	f.set(unit, true)
+	f.set(name, true)
 	return nil
 }
 
-func (f *fakeServices) Stop(_ context.Context, unit string) error {
-	if err := f.record("stop " + unit); err != nil {
+func (f *fakeServices) Stop(_ context.Context, name string) error {
+	if err := f.record("stop " + name); err != nil {
 		return err
 	}
-	f.set(unit, false)
+	f.set(name, false)
 	return nil
 }
 
-func (f *fakeServices) IsActive(_ context.Context, unit string) (bool, error) {
+func (f *fakeServices) IsActive(_ context.Context, name string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.active[unit], nil
+	return f.active[name], nil
 }
 
-// fakeReady: criguard is ready when its unit is active; kubelet when
+// fakeReady: criguard is ready when its name is active; kubelet when
 // kubeletErr is nil.
 type fakeReady struct {
 	svc        *fakeServices
@@ -307,11 +307,11 @@ type fakeReady struct {
 }
 
 func (r *fakeReady) CriguardReady(ctx context.Context) error {
-	if ok, _ := r.svc.IsActive(ctx, systemd.UnitName); !ok {
+	if ok, _ := r.svc.IsActive(ctx, unit.UnitName); !ok {
 		return errors.New("criguard.service not active")
 	}
 	if r.badBinary != "" {
-		if b, _ := os.ReadFile(filepath.Join(r.svc.root, systemd.BinaryPath)); string(b) == r.badBinary {
+		if b, _ := os.ReadFile(filepath.Join(r.svc.root, unit.BinaryPath)); string(b) == r.badBinary {
 			return errors.New("connection refused")
 		}
 	}

@@ -22,10 +22,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
-// ServiceManager starts and stops units on the host. systemd.Systemctl is the
+// ServiceManager starts and stops units on the host. unit.Systemctl is the
 // real one; tests and the e2e harness supply their own.
 type ServiceManager interface {
 	DaemonReload(ctx context.Context) error
@@ -177,45 +177,45 @@ func install(ctx context.Context, o *Options, h *host) error {
 		return err
 	}
 	if o.PolicyDir == "" {
-		names, err := h.readDirFiles(systemd.PolicyDir)
+		names, err := h.readDirFiles(unit.PolicyDir)
 		if err != nil {
 			return err
 		}
 		if len(names) == 0 {
-			return fmt.Errorf("no policy: %s on the host is empty and no --policy-dir was given; criguard refuses to start without a policy", systemd.PolicyDir)
+			return fmt.Errorf("no policy: %s on the host is empty and no --policy-dir was given; criguard refuses to start without a policy", unit.PolicyDir)
 		}
 	} else if len(policy) == 0 {
 		return fmt.Errorf("no policy files in %s (is the policy ConfigMap mounted?); criguard refuses to start without a policy", o.PolicyDir)
 	}
 
 	// 1. Files criguard runs from.
-	for _, d := range []string{systemd.StateDir, systemd.ConfigDir} {
+	for _, d := range []string{unit.StateDir, unit.ConfigDir} {
 		if err := h.mkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
 	// The running version's bytes, to go back to if the new one does not serve.
-	oldBin, hadBin, err := h.readFile(systemd.BinaryPath, maxBinary)
+	oldBin, hadBin, err := h.readFile(unit.BinaryPath, maxBinary)
 	if err != nil {
 		return err
 	}
-	oldUnit, hadUnit, err := h.readFile(systemd.UnitPath, maxHostFile)
+	oldUnit, hadUnit, err := h.readFile(unit.UnitPath, maxHostFile)
 	if err != nil {
 		return err
 	}
-	binChanged, err := h.ensureFile(systemd.BinaryPath, bin, 0o755, "criguard binary")
+	binChanged, err := h.ensureFile(unit.BinaryPath, bin, 0o755, "criguard binary")
 	if err != nil {
 		return err
 	}
-	unitChanged, err := h.ensureFile(systemd.UnitPath, systemd.Unit(), 0o644, "systemd unit")
+	unitChanged, err := h.ensureFile(unit.UnitPath, unit.Unit(), 0o644, "systemd unit")
 	if err != nil {
 		return err
 	}
 	// Keys first: a new policy may name a new key.
-	if err := syncDir(h, keys, systemd.KeysDir, len(keys) > 0); err != nil {
+	if err := syncDir(h, keys, unit.KeysDir, len(keys) > 0); err != nil {
 		return err
 	}
-	if err := syncDir(h, policy, systemd.PolicyDir, o.PolicyDir != ""); err != nil {
+	if err := syncDir(h, policy, unit.PolicyDir, o.PolicyDir != ""); err != nil {
 		return err
 	}
 
@@ -225,35 +225,35 @@ func install(ctx context.Context, o *Options, h *host) error {
 			return err
 		}
 	}
-	enabled, err := h.exists(systemd.WantsLink)
+	enabled, err := h.exists(unit.WantsLink)
 	if err != nil {
 		return err
 	}
 	if !enabled {
-		if err := service(o, h, "systemctl enable "+systemd.UnitName, func() error { return o.Services.Enable(ctx, systemd.UnitName) }); err != nil {
+		if err := service(o, h, "systemctl enable "+unit.UnitName, func() error { return o.Services.Enable(ctx, unit.UnitName) }); err != nil {
 			return err
 		}
 	}
-	active, err := o.Services.IsActive(ctx, systemd.UnitName)
+	active, err := o.Services.IsActive(ctx, unit.UnitName)
 	if err != nil {
-		return fmt.Errorf("ask systemd whether %s runs: %w", systemd.UnitName, err)
+		return fmt.Errorf("ask systemd whether %s runs: %w", unit.UnitName, err)
 	}
 	upgrade := active && (binChanged || unitChanged)
 	switch {
 	case !active:
-		if err := service(o, h, "systemctl start "+systemd.UnitName, func() error { return o.Services.Start(ctx, systemd.UnitName) }); err != nil {
+		if err := service(o, h, "systemctl start "+unit.UnitName, func() error { return o.Services.Start(ctx, unit.UnitName) }); err != nil {
 			return err
 		}
 	case upgrade:
 		// Upgrade: only criguard restarts; kubelet reconnects by itself.
-		if err := service(o, h, "systemctl restart "+systemd.UnitName, func() error { return o.Services.Restart(ctx, systemd.UnitName) }); err != nil {
+		if err := service(o, h, "systemctl restart "+unit.UnitName, func() error { return o.Services.Restart(ctx, unit.UnitName) }); err != nil {
 			return err
 		}
 	}
 	if !o.DryRun {
 		if err := wait(ctx, o.timeout(), o.Ready.CriguardReady); err != nil {
 			err = fmt.Errorf("criguard did not serve CRI on %s within %s: %w (see `journalctl -u %s` on the node); kubelet's files were not changed",
-				systemd.SocketPath, o.timeout(), err, systemd.UnitName)
+				unit.SocketPath, o.timeout(), err, unit.UnitName)
 			if upgrade && hadBin && hadUnit {
 				return downgrade(ctx, o, h, oldBin, oldUnit, unitChanged, err)
 			}
@@ -287,7 +287,7 @@ func install(ctx context.Context, o *Options, h *host) error {
 			return rollback(ctx, o, h, st, edits, err)
 		}
 	}
-	if err := service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) }); err != nil {
+	if err := service(o, h, "systemctl restart "+unit.KubeletUnit, func() error { return o.Services.Restart(ctx, unit.KubeletUnit) }); err != nil {
 		return rollback(ctx, o, h, st, edits, err)
 	}
 	if o.DryRun {
@@ -312,16 +312,16 @@ func downgrade(ctx context.Context, o *Options, h *host, oldBin, oldUnit []byte,
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout()+time.Minute)
 	defer cancel()
 	var errs []error
-	if _, err := h.ensureFile(systemd.BinaryPath, oldBin, 0o755, "previous criguard binary (upgrade rolled back)"); err != nil {
+	if _, err := h.ensureFile(unit.BinaryPath, oldBin, 0o755, "previous criguard binary (upgrade rolled back)"); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := h.ensureFile(systemd.UnitPath, oldUnit, 0o644, "previous systemd unit (upgrade rolled back)"); err != nil {
+	if _, err := h.ensureFile(unit.UnitPath, oldUnit, 0o644, "previous systemd unit (upgrade rolled back)"); err != nil {
 		errs = append(errs, err)
 	}
 	if unitChanged {
 		errs = append(errs, service(o, h, "systemctl daemon-reload", func() error { return o.Services.DaemonReload(ctx) }))
 	}
-	errs = append(errs, service(o, h, "systemctl restart "+systemd.UnitName, func() error { return o.Services.Restart(ctx, systemd.UnitName) }))
+	errs = append(errs, service(o, h, "systemctl restart "+unit.UnitName, func() error { return o.Services.Restart(ctx, unit.UnitName) }))
 	if err := errors.Join(errs...); err == nil {
 		err = wait(ctx, o.timeout(), o.Ready.CriguardReady)
 		if err == nil {
@@ -351,7 +351,7 @@ func rollback(ctx context.Context, o *Options, h *host, st *installState, edits 
 	}
 	if len(errs) == 0 {
 		errs = append(errs, saveState(h, st))
-		err := service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) })
+		err := service(o, h, "systemctl restart "+unit.KubeletUnit, func() error { return o.Services.Restart(ctx, unit.KubeletUnit) })
 		errs = append(errs, err)
 		if err == nil {
 			st.KubeletRestartPending = false
@@ -399,10 +399,10 @@ func (e fileEdit) describe() string {
 				}
 			}
 		}
-		parts = append(parts, fmt.Sprintf("%s %s -> %s", name, old, systemd.Endpoint))
+		parts = append(parts, fmt.Sprintf("%s %s -> %s", name, old, unit.Endpoint))
 	}
 	if len(parts) == 0 {
-		return "kubelet endpoint -> " + systemd.Endpoint
+		return "kubelet endpoint -> " + unit.Endpoint
 	}
 	return "kubelet " + strings.Join(parts, ", ")
 }
@@ -444,7 +444,7 @@ func planInstallEdits(h *host, lay layout) ([]fileEdit, error) {
 		}
 		add := ""
 		if f == lay.Config && !runtimeFlag {
-			add = systemd.Endpoint
+			add = unit.Endpoint
 		}
 		out, found, err := editConfig(b, toCriguard(f), add)
 		if err != nil {
@@ -607,7 +607,7 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 		kubeletChanged = kubeletChanged || changed
 	}
 	if kubeletChanged {
-		if err := service(o, h, "systemctl restart "+systemd.KubeletUnit, func() error { return o.Services.Restart(ctx, systemd.KubeletUnit) }); err != nil {
+		if err := service(o, h, "systemctl restart "+unit.KubeletUnit, func() error { return o.Services.Restart(ctx, unit.KubeletUnit) }); err != nil {
 			return err
 		}
 		if !o.DryRun {
@@ -618,29 +618,29 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 	}
 
 	// 2. criguard's unit, binary and state.
-	unitPresent, err := h.exists(systemd.UnitPath)
+	unitPresent, err := h.exists(unit.UnitPath)
 	if err != nil {
 		return err
 	}
 	if unitPresent {
-		active, err := o.Services.IsActive(ctx, systemd.UnitName)
+		active, err := o.Services.IsActive(ctx, unit.UnitName)
 		if err != nil {
-			return fmt.Errorf("ask systemd whether %s runs: %w", systemd.UnitName, err)
+			return fmt.Errorf("ask systemd whether %s runs: %w", unit.UnitName, err)
 		}
 		if active {
-			if err := service(o, h, "systemctl stop "+systemd.UnitName, func() error { return o.Services.Stop(ctx, systemd.UnitName) }); err != nil {
+			if err := service(o, h, "systemctl stop "+unit.UnitName, func() error { return o.Services.Stop(ctx, unit.UnitName) }); err != nil {
 				return err
 			}
 		}
 	}
-	if enabled, err := h.exists(systemd.WantsLink); err != nil {
+	if enabled, err := h.exists(unit.WantsLink); err != nil {
 		return err
 	} else if enabled {
-		if err := service(o, h, "systemctl disable "+systemd.UnitName, func() error { return o.Services.Disable(ctx, systemd.UnitName) }); err != nil {
+		if err := service(o, h, "systemctl disable "+unit.UnitName, func() error { return o.Services.Disable(ctx, unit.UnitName) }); err != nil {
 			return err
 		}
 		// An emptied .wants directory means nothing; leave none behind.
-		wants := path.Dir(systemd.WantsLink)
+		wants := path.Dir(unit.WantsLink)
 		if names, err := h.readDirAll(wants); err == nil && len(names) == 0 {
 			if err := h.remove(wants, "empty directory"); err != nil {
 				return err
@@ -648,25 +648,25 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 		}
 	}
 	if unitPresent {
-		if err := h.remove(systemd.UnitPath, "systemd unit"); err != nil {
+		if err := h.remove(unit.UnitPath, "systemd unit"); err != nil {
 			return err
 		}
 		if err := service(o, h, "systemctl daemon-reload", func() error { return o.Services.DaemonReload(ctx) }); err != nil {
 			return err
 		}
 	}
-	if err := h.remove(systemd.BinaryPath, "criguard binary"); err != nil {
+	if err := h.remove(unit.BinaryPath, "criguard binary"); err != nil {
 		return err
 	}
-	if err := h.removeAll(systemd.StateDir, "installer state and kubelet backups"); err != nil {
+	if err := h.removeAll(unit.StateDir, "installer state and kubelet backups"); err != nil {
 		return err
 	}
 	if o.Purge {
-		if err := h.removeAll(systemd.ConfigDir, "policy and keys (--purge)"); err != nil {
+		if err := h.removeAll(unit.ConfigDir, "policy and keys (--purge)"); err != nil {
 			return err
 		}
-	} else if ok, _ := h.exists(systemd.ConfigDir); ok {
-		o.logf("kept %s (policy and keys); uninstall with --purge removes it", systemd.ConfigDir)
+	} else if ok, _ := h.exists(unit.ConfigDir); ok {
+		o.logf("kept %s (policy and keys); uninstall with --purge removes it", unit.ConfigDir)
 	}
 	return nil
 }

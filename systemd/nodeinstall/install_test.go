@@ -13,7 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 const starterPolicy = `apiVersion: criguard.dev/v1alpha1
@@ -127,19 +127,19 @@ func TestInstallUninstallLayouts(t *testing.T) {
 				t.Fatal("first install reported unchanged")
 			}
 			// Files criguard runs from.
-			if got := readHost(t, f.root, systemd.BinaryPath); got != "\x7fELF criguard v1" {
+			if got := readHost(t, f.root, unit.BinaryPath); got != "\x7fELF criguard v1" {
 				t.Errorf("binary = %q", got)
 			}
-			if got := readHost(t, f.root, systemd.UnitPath); got != string(systemd.Unit()) {
+			if got := readHost(t, f.root, unit.UnitPath); got != string(unit.Unit()) {
 				t.Errorf("unit differs from the embedded one")
 			}
-			if got := readHost(t, f.root, systemd.PolicyDir+"/policy.yaml"); got != starterPolicy {
+			if got := readHost(t, f.root, unit.PolicyDir+"/policy.yaml"); got != starterPolicy {
 				t.Errorf("policy = %q", got)
 			}
-			if _, err := os.Stat(filepath.Join(f.root, systemd.KeysDir, "team.pub")); err != nil {
+			if _, err := os.Stat(filepath.Join(f.root, unit.KeysDir, "team.pub")); err != nil {
 				t.Errorf("key not copied: %v", err)
 			}
-			if st, err := os.Stat(filepath.Join(f.root, systemd.BinaryPath)); err != nil || st.Mode().Perm() != 0o755 {
+			if st, err := os.Stat(filepath.Join(f.root, unit.BinaryPath)); err != nil || st.Mode().Perm() != 0o755 {
 				t.Errorf("binary mode: %v %v", st, err)
 			}
 			// Every endpoint kubelet reads now names criguard's socket.
@@ -148,8 +148,8 @@ func TestInstallUninstallLayouts(t *testing.T) {
 				t.Errorf("endpoints lost: before %v after %v", beforeEP, afterEP)
 			}
 			for k, v := range afterEP {
-				if v != systemd.Endpoint {
-					t.Errorf("%s = %q, want %s", k, v, systemd.Endpoint)
+				if v != unit.Endpoint {
+					t.Errorf("%s = %q, want %s", k, v, unit.Endpoint)
 				}
 			}
 			// Only the endpoint values changed in kubelet's files.
@@ -196,10 +196,10 @@ func TestInstallUninstallLayouts(t *testing.T) {
 			if got := f.svc.Calls(); !reflect.DeepEqual(got, wantCalls) {
 				t.Errorf("uninstall calls = %q, want %q", got, wantCalls)
 			}
-			if d := diffSnapshots(before, snapshot(t, f.root, systemd.ConfigDir)); len(d) > 0 {
+			if d := diffSnapshots(before, snapshot(t, f.root, unit.ConfigDir)); len(d) > 0 {
 				t.Errorf("uninstall left the host different: %v", d)
 			}
-			if _, err := os.Stat(filepath.Join(f.root, systemd.PolicyDir, "policy.yaml")); err != nil {
+			if _, err := os.Stat(filepath.Join(f.root, unit.PolicyDir, "policy.yaml")); err != nil {
 				t.Errorf("uninstall without --purge removed the policy: %v", err)
 			}
 			if err := Uninstalled(ctx, f.opts()); err != nil {
@@ -226,7 +226,7 @@ func TestInstallUninstallLayouts(t *testing.T) {
 // replaced (or one containerRuntimeEndpoint line appended).
 func onlyEndpointsDiffer(before, after string) error {
 	norm := func(s string) string {
-		for _, ep := range []string{"unix:///var/run/containerd/containerd.sock", "unix:///run/containerd/containerd.sock", "/run/containerd/containerd.sock", systemd.Endpoint} {
+		for _, ep := range []string{"unix:///var/run/containerd/containerd.sock", "unix:///run/containerd/containerd.sock", "/run/containerd/containerd.sock", unit.Endpoint} {
 			s = strings.ReplaceAll(s, ep, "EP")
 		}
 		return strings.ReplaceAll(s, "unix://EP", "EP")
@@ -257,7 +257,7 @@ func TestUpgradeRestartsOnlyCriguard(t *testing.T) {
 	if len(res.Changes) != 2 { // replace binary + restart
 		t.Errorf("upgrade changes = %q", res.Changes)
 	}
-	if got := readHost(t, f.root, systemd.BinaryPath); got != "\x7fELF criguard v2" {
+	if got := readHost(t, f.root, unit.BinaryPath); got != "\x7fELF criguard v2" {
 		t.Errorf("binary = %q", got)
 	}
 	if got, want := f.svc.Calls(), []string{"restart criguard.service"}; !reflect.DeepEqual(got, want) {
@@ -267,7 +267,7 @@ func TestUpgradeRestartsOnlyCriguard(t *testing.T) {
 		t.Error("upgrade edited kubelet's flags again")
 	}
 	// An install with the unit stopped (crashed, or stopped by hand) starts it.
-	f.svc.set(systemd.UnitName, false)
+	f.svc.set(unit.UnitName, false)
 	if _, err := Install(ctx, f.opts()); err != nil {
 		t.Fatal(err)
 	}
@@ -296,9 +296,9 @@ func TestDryRunTouchesNothing(t *testing.T) {
 			}
 			out := f.log.String()
 			for _, want := range []string{
-				"would write " + systemd.BinaryPath,
-				"would write " + systemd.UnitPath,
-				"would write " + systemd.PolicyDir + "/policy.yaml",
+				"would write " + unit.BinaryPath,
+				"would write " + unit.UnitPath,
+				"would write " + unit.PolicyDir + "/policy.yaml",
 				"would systemctl enable criguard.service",
 				"would systemctl start criguard.service",
 				" -> unix:///run/criguard/criguard.sock",
@@ -354,7 +354,7 @@ func TestKubeletNeverReadyRollsBack(t *testing.T) {
 			}
 			// kubelet's files are byte for byte as before; criguard's own
 			// files stay, so the next attempt (the pod restarting) is cheap.
-			after := snapshot(t, f.root, systemd.ConfigDir, systemd.StateDir, systemd.BinaryPath, systemd.UnitPath, "/etc/systemd/system/kubelet.service.wants")
+			after := snapshot(t, f.root, unit.ConfigDir, unit.StateDir, unit.BinaryPath, unit.UnitPath, "/etc/systemd/system/kubelet.service.wants")
 			if d := diffSnapshots(before, after); len(d) > 0 {
 				t.Errorf("rollback left %v", d)
 			}
@@ -420,14 +420,14 @@ func TestUninstallWithoutStatePointsBackAtContainerd(t *testing.T) {
 	if _, err := Install(ctx, f.opts()); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(filepath.Join(f.root, systemd.StateDir)); err != nil {
+	if err := os.RemoveAll(filepath.Join(f.root, unit.StateDir)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Uninstall(ctx, f.opts()); err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range endpoints(t, f.root) {
-		if v != systemd.UpstreamEndpoint {
+		if v != unit.UpstreamEndpoint {
 			t.Errorf("%s = %q after uninstall without state", k, v)
 		}
 	}
@@ -459,7 +459,7 @@ func TestRefusals(t *testing.T) {
 			writeFile(t, f.binary, "#!/bin/sh\n")
 		}, "not an ELF"},
 		{"broken state", func(t *testing.T, f *fixture) {
-			writeFile(t, filepath.Join(f.root, systemd.StateDir, "install-state.json"), `{"version":1,"files":[],"extra":1}`)
+			writeFile(t, filepath.Join(f.root, unit.StateDir, "install-state.json"), `{"version":1,"files":[],"extra":1}`)
 		}, "install-state.json"},
 		{"config is a list", func(t *testing.T, f *fixture) {
 			writeFile(t, filepath.Join(f.root, "/var/lib/kubelet/config.yaml"), "- a\n- b\n")
@@ -499,8 +499,8 @@ func TestSyncPolicyFollowsConfigMap(t *testing.T) {
 	if len(res.Changes) != 2 {
 		t.Errorf("changes = %q", res.Changes)
 	}
-	names, _ := os.ReadDir(filepath.Join(f.root, systemd.PolicyDir))
-	if len(names) != 1 || readHost(t, f.root, systemd.PolicyDir+"/a.yaml") != "a2" {
+	names, _ := os.ReadDir(filepath.Join(f.root, unit.PolicyDir))
+	if len(names) != 1 || readHost(t, f.root, unit.PolicyDir+"/a.yaml") != "a2" {
 		t.Errorf("host policy dir = %v", names)
 	}
 	if res, _ := SyncPolicy(context.Background(), o); !res.Unchanged() {
@@ -510,7 +510,7 @@ func TestSyncPolicyFollowsConfigMap(t *testing.T) {
 	if _, err := SyncPolicy(context.Background(), o); err == nil {
 		t.Error("an empty ConfigMap emptied the host's policy")
 	}
-	if readHost(t, f.root, systemd.PolicyDir+"/a.yaml") != "a2" {
+	if readHost(t, f.root, unit.PolicyDir+"/a.yaml") != "a2" {
 		t.Error("host policy lost")
 	}
 }
@@ -532,7 +532,7 @@ func TestWatchPolicy(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
-			if b, err := os.ReadFile(filepath.Join(f.root, systemd.PolicyDir, "policy.yaml")); err == nil && string(b) == want {
+			if b, err := os.ReadFile(filepath.Join(f.root, unit.PolicyDir, "policy.yaml")); err == nil && string(b) == want {
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -547,7 +547,7 @@ func TestWatchPolicy(t *testing.T) {
 
 func TestEmptyKeysConfigMapKeepsHostKeys(t *testing.T) {
 	f := newFixture(t, nodes[0])
-	writeFile(t, filepath.Join(f.root, systemd.KeysDir, "byhand.pub"), "PEM")
+	writeFile(t, filepath.Join(f.root, unit.KeysDir, "byhand.pub"), "PEM")
 	configMapDir(t, f.keysDir, map[string]string{})
 	if _, err := Install(context.Background(), f.opts()); err != nil {
 		t.Fatal(err)
@@ -555,7 +555,7 @@ func TestEmptyKeysConfigMapKeepsHostKeys(t *testing.T) {
 	if _, err := SyncPolicy(context.Background(), f.opts()); err != nil {
 		t.Fatal(err)
 	}
-	if got := readHost(t, f.root, systemd.KeysDir+"/byhand.pub"); got != "PEM" {
+	if got := readHost(t, f.root, unit.KeysDir+"/byhand.pub"); got != "PEM" {
 		t.Errorf("key placed by hand = %q", got)
 	}
 	// A keys ConfigMap with content is the source of truth.
@@ -563,7 +563,7 @@ func TestEmptyKeysConfigMapKeepsHostKeys(t *testing.T) {
 	if _, err := SyncPolicy(context.Background(), f.opts()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(f.root, systemd.KeysDir, "byhand.pub")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(f.root, unit.KeysDir, "byhand.pub")); !os.IsNotExist(err) {
 		t.Errorf("key not in the ConfigMap kept: %v", err)
 	}
 }
@@ -649,8 +649,8 @@ func TestInterruptedRunsFinishTheJob(t *testing.T) {
 			t.Fatal(err)
 		}
 		// What a SIGKILL right after the edit leaves: files edited, restart pending.
-		p := filepath.Join(f.root, systemd.StateDir, "install-state.json")
-		b := readHost(t, f.root, systemd.StateDir+"/install-state.json")
+		p := filepath.Join(f.root, unit.StateDir, "install-state.json")
+		b := readHost(t, f.root, unit.StateDir+"/install-state.json")
 		writeFile(t, p, strings.Replace(b, `"files"`, `"kubeletRestartPending": true, "files"`, 1))
 		f.svc.Calls()
 		if _, err := Install(ctx, f.opts()); err != nil {
@@ -659,13 +659,13 @@ func TestInterruptedRunsFinishTheJob(t *testing.T) {
 		if got := f.svc.Calls(); !reflect.DeepEqual(got, []string{"restart kubelet.service"}) {
 			t.Errorf("calls %q, want kubelet's pending restart", got)
 		}
-		if strings.Contains(readHost(t, f.root, systemd.StateDir+"/install-state.json"), "Pending") {
+		if strings.Contains(readHost(t, f.root, unit.StateDir+"/install-state.json"), "Pending") {
 			t.Error("restart still pending after a healthy kubelet")
 		}
 	})
 	t.Run("install cancelled while waiting for kubelet", func(t *testing.T) {
 		f := newFixture(t, nodes[0])
-		before := snapshot(t, f.root, systemd.ConfigDir, systemd.StateDir, systemd.BinaryPath, systemd.UnitPath, "/etc/systemd/system/kubelet.service.wants")
+		before := snapshot(t, f.root, unit.ConfigDir, unit.StateDir, unit.BinaryPath, unit.UnitPath, "/etc/systemd/system/kubelet.service.wants")
 		f.ready.kubeletErr = errors.New("not yet")
 		cctx, cancel := context.WithCancel(ctx)
 		o := f.opts()
@@ -691,7 +691,7 @@ func TestInterruptedRunsFinishTheJob(t *testing.T) {
 		if calls[len(calls)-1] != "restart kubelet.service" || len(calls) != 5 {
 			t.Errorf("calls %q: the rollback's kubelet restart must run despite the cancellation", calls)
 		}
-		after := snapshot(t, f.root, systemd.ConfigDir, systemd.StateDir, systemd.BinaryPath, systemd.UnitPath, "/etc/systemd/system/kubelet.service.wants")
+		after := snapshot(t, f.root, unit.ConfigDir, unit.StateDir, unit.BinaryPath, unit.UnitPath, "/etc/systemd/system/kubelet.service.wants")
 		if d := diffSnapshots(before, after); len(d) > 0 {
 			t.Errorf("kubelet files after a cancelled install: %v", d)
 		}
@@ -724,7 +724,7 @@ func TestBrokenUpgradeGoesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.svc.Calls()
-	kubeletFiles := snapshot(t, f.root, systemd.BinaryPath)
+	kubeletFiles := snapshot(t, f.root, unit.BinaryPath)
 	f.ready.badBinary = "\x7fELF criguard broken"
 	writeFile(t, f.binary, f.ready.badBinary)
 	o := f.opts()
@@ -733,13 +733,13 @@ func TestBrokenUpgradeGoesBack(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "previous criguard was restored") {
 		t.Fatalf("broken upgrade: %v", err)
 	}
-	if got := readHost(t, f.root, systemd.BinaryPath); got != "\x7fELF criguard v1" {
+	if got := readHost(t, f.root, unit.BinaryPath); got != "\x7fELF criguard v1" {
 		t.Errorf("binary after a broken upgrade = %q", got)
 	}
 	if got, want := f.svc.Calls(), []string{"restart criguard.service", "restart criguard.service"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("calls %q, want %q (kubelet untouched)", got, want)
 	}
-	if d := diffSnapshots(kubeletFiles, snapshot(t, f.root, systemd.BinaryPath)); len(d) > 0 {
+	if d := diffSnapshots(kubeletFiles, snapshot(t, f.root, unit.BinaryPath)); len(d) > 0 {
 		t.Errorf("broken upgrade changed %v", d)
 	}
 }

@@ -13,7 +13,7 @@ import (
 	yaml3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 // Kubelet's two endpoint settings, as KubeletConfiguration keys and as flags.
@@ -49,10 +49,10 @@ func normalizeEndpoint(ep string) string {
 
 // isContainerd reports whether ep is containerd's default socket, the one the
 // unit's ExecStart forwards to.
-func isContainerd(ep string) bool { return normalizeEndpoint(ep) == systemd.UpstreamEndpoint }
+func isContainerd(ep string) bool { return normalizeEndpoint(ep) == unit.UpstreamEndpoint }
 
 // isCriguard reports whether ep is criguard's socket.
-func isCriguard(ep string) bool { return normalizeEndpoint(ep) == systemd.Endpoint }
+func isCriguard(ep string) bool { return normalizeEndpoint(ep) == unit.Endpoint }
 
 // toCriguard is the install rewrite: containerd's socket becomes criguard's;
 // anything else (CRI-O, a containerd elsewhere) is refused, since the unit
@@ -63,10 +63,10 @@ func toCriguard(file string) rewriteFunc {
 		case isCriguard(old):
 			return old, nil
 		case isContainerd(old):
-			return systemd.Endpoint, nil
+			return unit.Endpoint, nil
 		default:
 			return "", fmt.Errorf("%s sets %s to %q, which is not containerd's socket (%s): criguard's unit forwards only to that socket; point kubelet at containerd's default socket first or install criguard by hand",
-				file, key, old, systemd.UpstreamEndpoint)
+				file, key, old, unit.UpstreamEndpoint)
 		}
 	}
 }
@@ -81,7 +81,7 @@ func fromCriguard(original map[string]string) rewriteFunc {
 		if v := original[key]; v != "" && !isCriguard(v) {
 			return v, nil
 		}
-		return systemd.UpstreamEndpoint, nil
+		return unit.UpstreamEndpoint, nil
 	}
 }
 

@@ -4,11 +4,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 func TestEditConfig(t *testing.T) {
-	const cg = systemd.Endpoint
+	const cg = unit.Endpoint
 	cases := []struct {
 		name, in, want, add, err string
 	}{
@@ -109,13 +109,13 @@ func TestEditConfigFallsBackToTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sameExcept([]byte(in), out, map[string]any{keyRuntime: systemd.Endpoint}); err != nil {
+	if err := sameExcept([]byte(in), out, map[string]any{keyRuntime: unit.Endpoint}); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
 
 func TestEditEnv(t *testing.T) {
-	const cg = systemd.Endpoint
+	const cg = unit.Endpoint
 	cases := []struct {
 		name, in, want, err string
 	}{
@@ -177,11 +177,11 @@ func TestDescribeEdit(t *testing.T) {
 		want string
 	}{
 		{fileEdit{kind: kindEnv, found: map[string]string{keyRuntime: "unix:///run/containerd/containerd.sock"}},
-			"kubelet --container-runtime-endpoint unix:///run/containerd/containerd.sock -> " + systemd.Endpoint},
+			"kubelet --container-runtime-endpoint unix:///run/containerd/containerd.sock -> " + unit.Endpoint},
 		{fileEdit{kind: kindConfig, added: true, found: map[string]string{keyRuntime: "", keyImage: ""}},
-			"kubelet containerRuntimeEndpoint (unset) -> " + systemd.Endpoint},
-		{fileEdit{kind: kindConfig, found: map[string]string{keyRuntime: systemd.Endpoint, keyImage: "/run/containerd/containerd.sock"}},
-			"kubelet imageServiceEndpoint /run/containerd/containerd.sock -> " + systemd.Endpoint},
+			"kubelet containerRuntimeEndpoint (unset) -> " + unit.Endpoint},
+		{fileEdit{kind: kindConfig, found: map[string]string{keyRuntime: unit.Endpoint, keyImage: "/run/containerd/containerd.sock"}},
+			"kubelet imageServiceEndpoint /run/containerd/containerd.sock -> " + unit.Endpoint},
 	}
 	for _, c := range cases {
 		if got := c.e.describe(); got != c.want {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 // maxSourceFiles bounds how many files a policy or keys directory may hold.
@@ -124,7 +124,7 @@ func SyncPolicy(ctx context.Context, o Options) (Result, error) {
 	if o.PolicyDir != "" && len(policy) == 0 {
 		// An empty source is a broken mount, not an instruction to delete the
 		// node's policy.
-		return Result{}, fmt.Errorf("no policy files in %s; leaving %s on the host as it is", o.PolicyDir, systemd.PolicyDir)
+		return Result{}, fmt.Errorf("no policy files in %s; leaving %s on the host as it is", o.PolicyDir, unit.PolicyDir)
 	}
 	keys, err := readSourceDir(o.KeysDir, "keys")
 	if err != nil {
@@ -132,10 +132,10 @@ func SyncPolicy(ctx context.Context, o Options) (Result, error) {
 	}
 	// The keys ConfigMap is optional: absent (an empty mount), the host's keys
 	// are left alone rather than deleted from under a policy that names them.
-	if err := syncDir(h, keys, systemd.KeysDir, len(keys) > 0); err != nil {
+	if err := syncDir(h, keys, unit.KeysDir, len(keys) > 0); err != nil {
 		return Result{Changes: h.changed}, err
 	}
-	err = syncDir(h, policy, systemd.PolicyDir, o.PolicyDir != "")
+	err = syncDir(h, policy, unit.PolicyDir, o.PolicyDir != "")
 	return Result{Changes: h.changed}, err
 }
 
@@ -238,15 +238,15 @@ func Drift(o Options) error {
 		return err
 	}
 	defer h.Close()
-	unit, ok, err := h.readFile(systemd.UnitPath, maxHostFile)
+	onDisk, ok, err := h.readFile(unit.UnitPath, maxHostFile)
 	if err != nil {
 		return err
 	}
-	if !ok || string(unit) != string(systemd.Unit()) {
-		return fmt.Errorf("%s missing or changed", systemd.UnitPath)
+	if !ok || string(onDisk) != string(unit.Unit()) {
+		return fmt.Errorf("%s missing or changed", unit.UnitPath)
 	}
-	if ok, err := h.exists(systemd.BinaryPath); err != nil || !ok {
-		return fmt.Errorf("%s missing (%v)", systemd.BinaryPath, err)
+	if ok, err := h.exists(unit.BinaryPath); err != nil || !ok {
+		return fmt.Errorf("%s missing (%v)", unit.BinaryPath, err)
 	}
 	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 // DefaultReadiness checks criguard through its socket under HostRoot and
@@ -28,7 +28,7 @@ type DefaultReadiness struct {
 
 // CriguardReady calls Version and Status through criguard's socket.
 func (r *DefaultReadiness) CriguardReady(ctx context.Context) error {
-	return CRIReady(ctx, filepath.Join(hostRootOr(r.HostRoot), systemd.SocketPath))
+	return CRIReady(ctx, filepath.Join(hostRootOr(r.HostRoot), unit.SocketPath))
 }
 
 // CRIReady calls CRI Version and Status on a unix socket and requires the
@@ -140,7 +140,7 @@ func Status(ctx context.Context, o Options) error {
 		return err
 	}
 	defer h.Close()
-	for _, p := range []string{systemd.UnitPath, systemd.BinaryPath} {
+	for _, p := range []string{unit.UnitPath, unit.BinaryPath} {
 		ok, err := h.exists(p)
 		if err != nil {
 			return err

@@ -8,15 +8,15 @@ import (
 	"path"
 	"strings"
 
-	"github.com/criguard/criguard/systemd"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 // statePath records what install changed in kubelet's files, so uninstall can
 // put back exactly what was there.
-var statePath = path.Join(systemd.StateDir, "install-state.json")
+var statePath = path.Join(unit.StateDir, "install-state.json")
 
 // backupDir holds the original bytes of each kubelet file before its first edit.
-var backupDir = path.Join(systemd.StateDir, "backup")
+var backupDir = path.Join(unit.StateDir, "backup")
 
 // Kinds of kubelet files.
 const (

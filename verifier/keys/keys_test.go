@@ -85,15 +85,11 @@ func TestVerify(t *testing.T) {
 }
 
 func TestLoadFileFixtures(t *testing.T) {
-	// The cosign fixtures sit beside the repository (../shared), as in CI;
-	// CRIGUARD_COSIGN_FIXTURES points elsewhere, as for the e2e harness.
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "cosign", "keys")
-	if d := os.Getenv("CRIGUARD_COSIGN_FIXTURES"); d != "" {
-		dir = filepath.Join(d, "keys")
-	}
+	// Keys made by the real cosign CLI (testdata/cosign/regenerate.sh).
+	dir := filepath.Join("..", "..", "testdata", "cosign", "keys")
 	for _, name := range []string{"a.pub", "b.pub", "rsa.pub"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			t.Fatalf("fixture key missing (../shared must sit beside the repository): %v", err)
+			t.Fatalf("fixture key missing: %v", err)
 		}
 		if _, err := LoadFile(filepath.Join(dir, name), ""); err != nil {
 			t.Errorf("LoadFile(%s): %v", name, err)

@@ -12,16 +12,16 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
-// Verifier is what the engine needs from verifier.Verifier.
+// Verifier is what the engine needs from cosign.Verifier.
 type Verifier interface {
 	// Resolve returns the digest a reference (tag) currently names.
-	Resolve(ctx context.Context, image string, auth *verifier.Auth) (ref, digest string, err error)
-	// Verify judges one digest; an error wrapping verifier.ErrIncomplete means
+	Resolve(ctx context.Context, image string, auth *cosign.Auth) (ref, digest string, err error)
+	// Verify judges one digest; an error wrapping cosign.ErrIncomplete means
 	// the verification could not complete.
-	Verify(ctx context.Context, req verifier.Request) (verifier.Result, error)
+	Verify(ctx context.Context, req cosign.Request) (cosign.Result, error)
 }
 
 // Input is one image to judge.
@@ -37,7 +37,7 @@ type Input struct {
 	Local     bool
 	Namespace string // the pod's namespace; "" when unknown
 	Pod       string
-	Auth      *verifier.Auth
+	Auth      *cosign.Auth
 }
 
 // Decision is the engine's verdict.
@@ -61,7 +61,7 @@ type Decision struct {
 	// policy and rule, which the fields above carry (Explain joins them).
 	Reason     string
 	Cached     bool
-	Verified   []verifier.Signature
+	Verified   []cosign.Signature
 	Rules      []RuleOutcome // every matching rule's outcome, in policy order
 	Generation uint64
 	Duration   time.Duration
@@ -231,8 +231,8 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 		cancel()
 		switch {
 		case err != nil:
-			if timedOut && !errors.Is(err, verifier.ErrIncomplete) {
-				err = fmt.Errorf("%w: resolving the tag: %w", verifier.ErrIncomplete, err)
+			if timedOut && !errors.Is(err, cosign.ErrIncomplete) {
+				err = fmt.Errorf("%w: resolving the tag: %w", cosign.ErrIncomplete, err)
 			}
 			if timedOut {
 				err = &timeoutError{err}
@@ -362,7 +362,7 @@ type verifyMemoKey struct {
 }
 
 type verifyMemo struct {
-	res      verifier.Result
+	res      cosign.Result
 	err      error
 	timedOut bool
 }
@@ -388,7 +388,7 @@ func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef
 			o.Reason = "the tag could not be resolved to a digest: " + resolveErr.Error()
 			o.Result = "fail"
 			var te *timeoutError
-			if errors.Is(resolveErr, verifier.ErrIncomplete) && (m.r.Policy.Source == SourceImagePolicy || errors.As(resolveErr, &te) || networkError(resolveErr)) {
+			if errors.Is(resolveErr, cosign.ErrIncomplete) && (m.r.Policy.Source == SourceImagePolicy || errors.As(resolveErr, &te) || networkError(resolveErr)) {
 				o.Result = "incomplete"
 			}
 		default:
@@ -402,7 +402,7 @@ func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef
 		return combine(d, outcomes, matched, nil)
 	}
 	memo := map[verifyMemoKey]verifyMemo{}
-	var verified []verifier.Signature
+	var verified []cosign.Signature
 	for _, i := range pending {
 		m := matched[i]
 		o := &outcomes[i]
@@ -415,12 +415,12 @@ func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef
 				what = fmt.Sprintf("attestor set %d (%s)", k+1, what)
 			}
 			switch {
-			case err != nil && errors.Is(err, verifier.ErrIncomplete) && m.r.Policy.Source != SourceImagePolicy && !timedOut && !networkError(err):
+			case err != nil && errors.Is(err, cosign.ErrIncomplete) && m.r.Policy.Source != SourceImagePolicy && !timedOut && !networkError(err):
 				// Kyverno counts only network errors (and webhook timeouts) as
 				// rule errors, which failurePolicy governs; any other registry
 				// error fails the rule (imageVerifier.handleRegistryErrors).
 				o.Result, o.Reason = "fail", fmt.Sprintf("%s: verification could not complete (a registry error, not a network error or timeout: Kyverno counts it as a failed verification): %s", what, incompleteDetail(err))
-			case err != nil && errors.Is(err, verifier.ErrIncomplete):
+			case err != nil && errors.Is(err, cosign.ErrIncomplete):
 				o.Result, o.Reason = "incomplete", fmt.Sprintf("%s: verification could not complete: %s", what, incompleteDetail(err))
 			case err != nil:
 				o.Result, o.Reason = "fail", fmt.Sprintf("%s: %v", what, err)
@@ -467,7 +467,7 @@ func describeSet(a AttestorSet) string {
 func incompleteDetail(err error) string {
 	msg := err.Error()
 	for {
-		rest, ok := strings.CutPrefix(msg, verifier.ErrIncomplete.Error()+": ")
+		rest, ok := strings.CutPrefix(msg, cosign.ErrIncomplete.Error()+": ")
 		if !ok {
 			return msg
 		}
@@ -488,7 +488,7 @@ func networkError(err error) bool {
 	return errors.As(err, &op) || errors.Is(err, context.DeadlineExceeded)
 }
 
-func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref *imageRef, digest string, auth *verifier.Auth, a AttestorSet) (verifier.Result, error, bool) {
+func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref *imageRef, digest string, auth *cosign.Auth, a AttestorSet) (cosign.Result, error, bool) {
 	names := make([]string, len(a.Keys))
 	for i, k := range a.Keys {
 		// The key material, not only its name: two rules' keys may share a
@@ -506,11 +506,11 @@ func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMem
 		defer func() { <-e.slots }()
 	case <-vctx.Done():
 		err := fmt.Errorf("%w: %d signature verifications were already running and none finished within this one's timeout (%s): %w",
-			verifier.ErrIncomplete, cap(e.slots), timeout, vctx.Err())
-		memo[mk] = verifyMemo{verifier.Result{}, err, true}
-		return verifier.Result{}, err, true
+			cosign.ErrIncomplete, cap(e.slots), timeout, vctx.Err())
+		memo[mk] = verifyMemo{cosign.Result{}, err, true}
+		return cosign.Result{}, err, true
 	}
-	res, err := e.v.Verify(vctx, verifier.Request{
+	res, err := e.v.Verify(vctx, cosign.Request{
 		Image:               ref.repository + "@" + digest,
 		Digest:              digest,
 		Auth:                auth,
@@ -519,8 +519,8 @@ func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMem
 		SignatureRepository: a.Repository,
 	})
 	timedOut := err != nil && vctx.Err() != nil
-	if timedOut && !errors.Is(err, verifier.ErrIncomplete) {
-		err = fmt.Errorf("%w: %w", verifier.ErrIncomplete, err)
+	if timedOut && !errors.Is(err, cosign.ErrIncomplete) {
+		err = fmt.Errorf("%w: %w", cosign.ErrIncomplete, err)
 	}
 	memo[mk] = verifyMemo{res, err, timedOut}
 	return res, err, timedOut
@@ -555,7 +555,7 @@ func firstDenial(outcomes []RuleOutcome, matched []matchedRule) int {
 // combine: every matching rule must pass. A failure under Enforce denies; a
 // failure under Audit, or an incomplete verification under failurePolicy
 // Ignore, is let through and marked.
-func combine(d Decision, outcomes []RuleOutcome, matched []matchedRule, verified []verifier.Signature) Decision {
+func combine(d Decision, outcomes []RuleOutcome, matched []matchedRule, verified []cosign.Signature) Decision {
 	var done []RuleOutcome
 	for _, o := range outcomes {
 		if o.Result != "" {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 // env is a test world: keys A, B, C and a fake registry.
@@ -408,7 +408,7 @@ func TestEvaluateNoPolicy(t *testing.T) {
 func TestResolveIncomplete(t *testing.T) {
 	for _, fp := range []string{"Fail", "Ignore"} {
 		e := newEnv(t)
-		e.v.resolveErr = fmt.Errorf("%w: dial tcp: connection refused", verifier.ErrIncomplete)
+		e.v.resolveErr = fmt.Errorf("%w: dial tcp: connection refused", cosign.ErrIncomplete)
 		d := e.engine(native("  failurePolicy: "+fp+"\n", verifyA)).Evaluate(context.Background(), Input{Image: "registry.example.com/team/app:v1"})
 		if fp == "Fail" && (d.Allowed || !strings.Contains(d.Reason, "could not be resolved")) {
 			t.Fatalf("%s: %+v", fp, d)
@@ -440,8 +440,8 @@ spec:
 		err     error
 		allowed bool
 	}{
-		{fmt.Errorf("%w: resolving: %w", verifier.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), true},
-		{fmt.Errorf("%w: resolving: registry answered 500", verifier.ErrIncomplete), false},
+		{fmt.Errorf("%w: resolving: %w", cosign.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), true},
+		{fmt.Errorf("%w: resolving: registry answered 500", cosign.ErrIncomplete), false},
 		{errors.New("tag not found"), false},
 	} {
 		e := newEnv(t)
@@ -461,7 +461,7 @@ func TestVerificationTimeout(t *testing.T) {
 	if d.Allowed || !strings.Contains(d.Reason, "could not complete") {
 		t.Fatalf("%+v", d)
 	}
-	if !errors.Is(fmt.Errorf("%w", verifier.ErrIncomplete), verifier.ErrIncomplete) {
+	if !errors.Is(fmt.Errorf("%w", cosign.ErrIncomplete), cosign.ErrIncomplete) {
 		t.Fatal("unreachable")
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/criguard/criguard/verifier"
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 // testKey is a generated ECDSA P-256 public key in PEM.
@@ -80,7 +80,7 @@ type fakeVerifier struct {
 	entered     chan struct{} // when set, Verify signals each call
 	verifies    atomic.Int32
 	resolves    atomic.Int32
-	requests    []verifier.Request
+	requests    []cosign.Request
 }
 
 func newFake() *fakeVerifier {
@@ -107,7 +107,7 @@ func (f *fakeVerifier) sign(repoAtDigest string, fps ...string) {
 	}
 }
 
-func (f *fakeVerifier) Resolve(ctx context.Context, image string, _ *verifier.Auth) (string, string, error) {
+func (f *fakeVerifier) Resolve(ctx context.Context, image string, _ *cosign.Auth) (string, string, error) {
 	f.resolves.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -121,7 +121,7 @@ func (f *fakeVerifier) Resolve(ctx context.Context, image string, _ *verifier.Au
 	return image, dg, nil
 }
 
-func (f *fakeVerifier) Verify(ctx context.Context, req verifier.Request) (verifier.Result, error) {
+func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.Result, error) {
 	f.verifies.Add(1)
 	if f.entered != nil {
 		f.entered <- struct{}{}
@@ -130,39 +130,39 @@ func (f *fakeVerifier) Verify(ctx context.Context, req verifier.Request) (verifi
 		select {
 		case <-f.gate:
 		case <-ctx.Done():
-			return verifier.Result{}, fmt.Errorf("%w: %w", verifier.ErrIncomplete, ctx.Err())
+			return cosign.Result{}, fmt.Errorf("%w: %w", cosign.ErrIncomplete, ctx.Err())
 		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
 	if f.incomplete[req.Digest] {
-		return verifier.Result{}, fmt.Errorf("%w: registry unreachable: %w", verifier.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})
+		return cosign.Result{}, fmt.Errorf("%w: registry unreachable: %w", cosign.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})
 	}
 	if f.serverError[req.Digest] {
-		return verifier.Result{}, fmt.Errorf("%w: registry answered 503 Service Unavailable", verifier.ErrIncomplete)
+		return cosign.Result{}, fmt.Errorf("%w: registry answered 503 Service Unavailable", cosign.ErrIncomplete)
 	}
 	repo, _, _ := strings.Cut(req.Image, "@")
 	if req.SignatureRepository != "" {
 		repo = req.SignatureRepository
 	}
 	sigs := f.signed[repo+"@"+req.Digest]
-	var got []verifier.Signature
+	var got []cosign.Signature
 	for _, k := range req.Keys {
 		pub, err := k.PublicKey()
 		if err != nil {
-			return verifier.Result{}, err
+			return cosign.Result{}, err
 		}
 		der, _ := x509.MarshalPKIXPublicKey(pub)
 		if sigs[fmt.Sprintf("%x", der)] {
-			got = append(got, verifier.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
+			got = append(got, cosign.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
 		}
 	}
 	need := req.Threshold
 	if need == 0 {
 		need = len(req.Keys)
 	}
-	res := verifier.Result{Image: req.Image, Digest: req.Digest, Verified: got, Allowed: len(got) >= need}
+	res := cosign.Result{Image: req.Image, Digest: req.Digest, Verified: got, Allowed: len(got) >= need}
 	if !res.Allowed {
 		res.Verified = nil
 		if len(sigs) == 0 {

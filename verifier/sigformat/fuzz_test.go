@@ -6,14 +6,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
 	"github.com/criguard/criguard/verifier/sigformat"
 )
 
 // fixtureFiles returns every manifest and blob of the cosign fixture dump.
 func fixtureFiles(f *testing.F) [][]byte {
 	f.Helper()
-	dir, err := fixtureregistry.Dir()
+	dir, err := fixtureregistry.Dir(fixtureregistry.Cosign)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,10 +1,13 @@
-// Package fixtureregistry serves the cosign fixture dump (../shared/fixtures/cosign
-// beside the checkout: images signed by the real cosign CLI) from
+// Package fixtureregistry serves the repository's registry fixture dumps
+// (testdata/cosign: images signed with keys by the real cosign CLI;
+// testdata/sigstore: keyless, Rekor-backed and attestation fixtures) from
 // go-containerregistry's in-memory registry, byte for byte, for tests.
+// Test-only: nothing in the production tree imports it.
 package fixtureregistry
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -22,29 +25,29 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 )
 
-// EnvDir overrides where the fixture dump is looked for.
-const EnvDir = "CRIGUARD_COSIGN_FIXTURES"
+// The fixture sets under the repository's testdata/.
+const (
+	Cosign   = "cosign"
+	Sigstore = "sigstore"
+)
 
-// Dir finds the fixture dump: $CRIGUARD_COSIGN_FIXTURES, else ../shared/fixtures/cosign
-// relative to the module root found above the working directory.
-func Dir() (string, error) {
-	if d := os.Getenv(EnvDir); d != "" {
-		return d, nil
-	}
+// Dir is testdata/<set> of the module found above the working directory
+// (tests run in their package's folder, so this works from any of them).
+func Dir(set string) (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			fx := filepath.Join(filepath.Dir(d), "shared", "fixtures", "cosign")
+			fx := filepath.Join(d, "testdata", set)
 			if _, err := os.Stat(filepath.Join(fx, "registry", "tags.json")); err != nil {
-				return "", fmt.Errorf("cosign fixtures not found at %s (set %s): %w", fx, EnvDir, err)
+				return "", fmt.Errorf("fixture set %q not found at %s: %w", set, fx, err)
 			}
 			return fx, nil
 		}
 		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod above %s to locate the cosign fixtures from (set %s)", wd, EnvDir)
+			return "", fmt.Errorf("no go.mod above %s to locate testdata/%s from", wd, set)
 		}
 	}
 }
@@ -68,11 +71,17 @@ func (r *Registry) Ref(repo, tag string) string { return r.Host + "/" + repo + "
 func (r *Registry) URL() string { return r.srv.URL }
 
 // Serve starts an in-memory registry (with or without the referrers API),
-// loads the fixtures into it and stops it when the test ends. wrap, if not nil,
-// wraps the registry's handler (to inject faults).
+// loads the cosign fixtures into it and stops it when the test ends. wrap, if
+// not nil, wraps the registry's handler (to inject faults).
 func Serve(tb testing.TB, referrers bool, wrap func(http.Handler) http.Handler) *Registry {
 	tb.Helper()
-	dir, err := Dir()
+	return ServeSet(tb, Cosign, referrers, wrap)
+}
+
+// ServeSet is Serve for any fixture set (Cosign, Sigstore).
+func ServeSet(tb testing.TB, set string, referrers bool, wrap func(http.Handler) http.Handler) *Registry {
+	tb.Helper()
+	dir, err := Dir(set)
 	if err != nil {
 		tb.Fatalf("fixtures: %v", err)
 	}
@@ -84,15 +93,16 @@ func Serve(tb testing.TB, referrers bool, wrap func(http.Handler) http.Handler) 
 	tb.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
 	r := &Registry{Host: u.Host, Dir: dir, srv: srv}
-	if r.Tags, err = Load(dir, srv.URL); err != nil {
+	if r.Tags, err = Load(tb.Context(), dir, srv.URL); err != nil {
 		tb.Fatalf("loading fixtures into %s: %v", srv.URL, err)
 	}
 	return r
 }
 
-// Load pushes the fixture dump into the registry at baseURL (http://HOST):
-// blobs, then manifests by digest (indexes after their members), then tags.
-func Load(dir, baseURL string) (map[string]map[string]string, error) {
+// Load pushes the fixture dump in dir into the registry at baseURL
+// (http://HOST): blobs, then manifests by digest (indexes after their
+// members), then tags. It returns tags.json: repository -> tag -> digest.
+func Load(ctx context.Context, dir, baseURL string) (map[string]map[string]string, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, "registry", "tags.json"))
 	if err != nil {
 		return nil, err
@@ -116,7 +126,7 @@ func Load(dir, baseURL string) (map[string]map[string]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := pushBlob(baseURL, repo, "sha256:"+b.Name(), data); err != nil {
+			if err := pushBlob(ctx, baseURL, repo, "sha256:"+b.Name(), data); err != nil {
 				return nil, err
 			}
 		}
@@ -148,7 +158,7 @@ func Load(dir, baseURL string) (map[string]map[string]string, error) {
 		sort.SliceStable(ms, func(i, j int) bool { return !ms[i].index && ms[j].index })
 		byDigest := map[string]mf{}
 		for _, m := range ms {
-			if err := putManifest(baseURL, repo, m.digest, m.mediaType, m.data); err != nil {
+			if err := putManifest(ctx, baseURL, repo, m.digest, m.mediaType, m.data); err != nil {
 				return nil, err
 			}
 			byDigest[m.digest] = m
@@ -163,7 +173,7 @@ func Load(dir, baseURL string) (map[string]map[string]string, error) {
 			if !ok {
 				return nil, fmt.Errorf("%s:%s names %s, which is not in the dump", repo, t, tags[repo][t])
 			}
-			if err := putManifest(baseURL, repo, t, m.mediaType, m.data); err != nil {
+			if err := putManifest(ctx, baseURL, repo, t, m.mediaType, m.data); err != nil {
 				return nil, err
 			}
 		}
@@ -171,8 +181,9 @@ func Load(dir, baseURL string) (map[string]map[string]string, error) {
 	return tags, nil
 }
 
-func pushBlob(base, repo, digest string, data []byte) error {
-	resp, err := http.Post(base+"/v2/"+repo+"/blobs/uploads/", "application/octet-stream", nil)
+func pushBlob(ctx context.Context, base, repo, digest string, data []byte) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v2/"+repo+"/blobs/uploads/", nil)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -188,13 +199,13 @@ func pushBlob(base, repo, digest string, data []byte) error {
 	if strings.Contains(loc, "?") {
 		sep = "&"
 	}
-	req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+url.QueryEscape(digest), bytes.NewReader(data))
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPut, loc+sep+"digest="+url.QueryEscape(digest), bytes.NewReader(data))
 	req.Header.Set("Content-Type", "application/octet-stream")
 	return expect(req, http.StatusCreated)
 }
 
-func putManifest(base, repo, ref, mediaType string, data []byte) error {
-	req, _ := http.NewRequest(http.MethodPut, base+"/v2/"+repo+"/manifests/"+ref, bytes.NewReader(data))
+func putManifest(ctx context.Context, base, repo, ref, mediaType string, data []byte) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/v2/"+repo+"/manifests/"+ref, bytes.NewReader(data))
 	req.Header.Set("Content-Type", mediaType)
 	return expect(req, http.StatusCreated)
 }
@@ -215,7 +226,7 @@ func expect(req *http.Request, code int) error {
 // PushBlob uploads data into repo and returns its digest.
 func (r *Registry) PushBlob(repo string, data []byte) (string, error) {
 	d := fmt.Sprintf("sha256:%x", sha256.Sum256(data))
-	return d, pushBlob(r.srv.URL, repo, d, data)
+	return d, pushBlob(context.Background(), r.srv.URL, repo, d, data)
 }
 
 // PutManifest stores a manifest in repo under ref (a tag or its digest) and
@@ -225,5 +236,5 @@ func (r *Registry) PutManifest(repo, ref, mediaType string, data []byte) (string
 	if ref == "" {
 		ref = d
 	}
-	return d, putManifest(r.srv.URL, repo, ref, mediaType, data)
+	return d, putManifest(context.Background(), r.srv.URL, repo, ref, mediaType, data)
 }

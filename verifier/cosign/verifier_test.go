@@ -1,4 +1,4 @@
-package verifier_test
+package cosign_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
-	"github.com/criguard/criguard/verifier"
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -64,10 +64,10 @@ func loadKey(t testing.TB, reg *fixtureregistry.Registry, name string) *keys.Key
 }
 
 // newVerifier returns a verifier that never reads the node's docker config.
-func newVerifier(rt http.RoundTripper, o verifier.Options) *verifier.Verifier {
+func newVerifier(rt http.RoundTripper, o cosign.Options) *cosign.Verifier {
 	o.Transport = rt
 	o.Keychain = authn.NewMultiKeychain()
-	return verifier.New(o)
+	return cosign.New(o)
 }
 
 func TestFixturesAgreeWithCosign(t *testing.T) {
@@ -78,13 +78,13 @@ func TestFixturesAgreeWithCosign(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			reg := fixtureregistry.Serve(t, referrers, nil)
-			v := newVerifier(nil, verifier.Options{})
+			v := newVerifier(nil, cosign.Options{})
 			for _, row := range cosignVerdicts {
 				for _, kn := range allKeys {
 					want := slices.Contains(row.passes, kn)
 					t.Run(row.repo+"/"+kn, func(t *testing.T) {
 						k := loadKey(t, reg, kn)
-						res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref(row.repo, "1.0"), Keys: []*keys.Key{k}})
+						res, err := v.Verify(context.Background(), cosign.Request{Image: reg.Ref(row.repo, "1.0"), Keys: []*keys.Key{k}})
 						if err != nil {
 							t.Fatalf("Verify: %v", err)
 						}
@@ -123,7 +123,7 @@ func TestFixturesAgreeWithCosign(t *testing.T) {
 
 func TestThreshold(t *testing.T) {
 	reg := fixtureregistry.Serve(t, true, nil)
-	v := newVerifier(nil, verifier.Options{})
+	v := newVerifier(nil, cosign.Options{})
 	a, b, rsa := loadKey(t, reg, "a"), loadKey(t, reg, "b"), loadKey(t, reg, "rsa")
 	pemA, err := os.ReadFile(reg.Key("a"))
 	if err != nil {
@@ -156,7 +156,7 @@ func TestThreshold(t *testing.T) {
 		{"demo/signed-bundle", []*keys.Key{a, aCopy}, 0, true, ""},
 	}
 	for _, c := range cases {
-		res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref(c.repo, "1.0"), Keys: c.keys, Threshold: c.threshold})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: reg.Ref(c.repo, "1.0"), Keys: c.keys, Threshold: c.threshold})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,8 +183,8 @@ func TestRoundTrips(t *testing.T) {
 	for _, c := range cases {
 		reg := fixtureregistry.Serve(t, c.referrers, nil)
 		cnt := newCounter()
-		v := newVerifier(cnt, verifier.Options{})
-		res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref(c.repo, "1.0"), Keys: []*keys.Key{loadKey(t, reg, "a")}})
+		v := newVerifier(cnt, cosign.Options{})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: reg.Ref(c.repo, "1.0"), Keys: []*keys.Key{loadKey(t, reg, "a")}})
 		if err != nil || !res.Allowed {
 			t.Fatalf("%s: %+v %v", c.repo, res, err)
 		}
@@ -202,7 +202,7 @@ func TestResolveNormalizes(t *testing.T) {
 		"docker.io/library/nginx":       "index.docker.io/library/nginx:latest",
 		"quay.io/x/y@sha256:" + hex64(): "quay.io/x/y@sha256:" + hex64(),
 	} {
-		ref, err := verifier.ParseReference(in)
+		ref, err := cosign.ParseReference(in)
 		if err != nil {
 			t.Fatalf("%s: %v", in, err)
 		}
@@ -211,13 +211,13 @@ func TestResolveNormalizes(t *testing.T) {
 		}
 	}
 	reg := fixtureregistry.Serve(t, true, nil)
-	v := newVerifier(nil, verifier.Options{})
+	v := newVerifier(nil, cosign.Options{})
 	n, d, err := v.Resolve(context.Background(), reg.Ref("demo/multi", "1.0"), nil)
 	if err != nil || n != reg.Ref("demo/multi", "1.0") || d != reg.Tags["demo/multi"]["1.0"] {
 		t.Fatalf("Resolve = %s %s %v", n, d, err)
 	}
 	_, _, err = v.Resolve(context.Background(), reg.Ref("demo/multi", "nope"), nil)
-	if err == nil || errors.Is(err, verifier.ErrIncomplete) || !strings.Contains(err.Error(), "not found") {
+	if err == nil || errors.Is(err, cosign.ErrIncomplete) || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("missing tag: %v", err)
 	}
 }

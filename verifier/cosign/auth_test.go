@@ -1,4 +1,4 @@
-package verifier_test
+package cosign_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/criguard/criguard/verifier"
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -63,36 +63,36 @@ func TestRegistryAuth(t *testing.T) {
 	cases := []struct {
 		name     string
 		reg      *fixtureregistry.Registry
-		auth     *verifier.Auth
+		auth     *cosign.Auth
 		keychain bool // use the node's docker config
 		ok       bool
 	}{
-		{"basic username/password", basicReg, &verifier.Auth{Username: "user", Password: "s3cr3t-pw"}, false, true},
-		{"basic auth field", basicReg, &verifier.Auth{Auth: base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))}, false, true},
-		{"basic wrong password", basicReg, &verifier.Auth{Username: "user", Password: "nope"}, false, false},
+		{"basic username/password", basicReg, &cosign.Auth{Username: "user", Password: "s3cr3t-pw"}, false, true},
+		{"basic auth field", basicReg, &cosign.Auth{Auth: base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))}, false, true},
+		{"basic wrong password", basicReg, &cosign.Auth{Username: "user", Password: "nope"}, false, false},
 		{"basic anonymous", basicReg, nil, false, false},
 		{"docker config fallback", basicReg, nil, true, true},
-		{"bearer registry token", bearerReg, &verifier.Auth{RegistryToken: "tok-123"}, false, true},
-		{"bearer identity token", bearerReg, &verifier.Auth{IdentityToken: "refresh-1"}, false, true},
-		{"bearer wrong identity token", bearerReg, &verifier.Auth{IdentityToken: "stolen"}, false, false},
+		{"bearer registry token", bearerReg, &cosign.Auth{RegistryToken: "tok-123"}, false, true},
+		{"bearer identity token", bearerReg, &cosign.Auth{IdentityToken: "refresh-1"}, false, true},
+		{"bearer wrong identity token", bearerReg, &cosign.Auth{IdentityToken: "stolen"}, false, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			o := verifier.Options{}
-			var v *verifier.Verifier
+			o := cosign.Options{}
+			var v *cosign.Verifier
 			if c.keychain {
-				v = verifier.New(o) // authn.DefaultKeychain reads $DOCKER_CONFIG
+				v = cosign.New(o) // authn.DefaultKeychain reads $DOCKER_CONFIG
 			} else {
 				v = newVerifier(nil, o)
 			}
-			res, err := v.Verify(context.Background(), verifier.Request{Image: c.reg.Ref("demo/signed-bundle", "1.0"), Auth: c.auth, Keys: []*keys.Key{loadKey(t, c.reg, "a")}})
+			res, err := v.Verify(context.Background(), cosign.Request{Image: c.reg.Ref("demo/signed-bundle", "1.0"), Auth: c.auth, Keys: []*keys.Key{loadKey(t, c.reg, "a")}})
 			if c.ok {
 				if err != nil || !res.Allowed {
 					t.Fatalf("want allowed: %+v %v", res, err)
 				}
 				return
 			}
-			if !errors.Is(err, verifier.ErrIncomplete) {
+			if !errors.Is(err, cosign.ErrIncomplete) {
 				t.Fatalf("want ErrIncomplete (registry refused the credentials), got %+v %v", res, err)
 			}
 			for _, secret := range []string{"s3cr3t-pw", "nope", "stolen", "tok-123", "refresh-1"} {
@@ -115,8 +115,8 @@ func TestSignatureRepository(t *testing.T) {
 	if _, err := reg.PutManifest("sigs/store", strings.Replace(d, ":", "-", 1)+".sig", ociManifest, m); err != nil {
 		t.Fatal(err)
 	}
-	v := newVerifier(nil, verifier.Options{})
-	req := verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Keys: []*keys.Key{s.key}}
+	v := newVerifier(nil, cosign.Options{})
+	req := cosign.Request{Image: reg.Ref(imgRepo, "1.0"), Keys: []*keys.Key{s.key}}
 	res, err := v.Verify(context.Background(), req)
 	if err != nil || res.Allowed || !strings.Contains(res.Reason, "looked in "+reg.Host+"/"+imgRepo) {
 		t.Fatalf("own repository: %+v %v", res, err)
@@ -133,27 +133,27 @@ func TestSignatureRepository(t *testing.T) {
 func TestTokenReuse(t *testing.T) {
 	reg := fixtureregistry.Serve(t, true, guarded(true))
 	cnt := newCounter()
-	v := newVerifier(cnt, verifier.Options{})
-	verify := func(a *verifier.Auth) (int64, error) {
+	v := newVerifier(cnt, cosign.Options{})
+	verify := func(a *cosign.Auth) (int64, error) {
 		before := cnt.n.Load()
-		res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref("demo/signed-legacy", "1.0"), Auth: a, Keys: []*keys.Key{loadKey(t, reg, "a")}})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: reg.Ref("demo/signed-legacy", "1.0"), Auth: a, Keys: []*keys.Key{loadKey(t, reg, "a")}})
 		if err == nil && !res.Allowed {
 			t.Fatalf("denied: %s", res.Reason)
 		}
 		return cnt.n.Load() - before, err
 	}
-	first, err := verify(&verifier.Auth{IdentityToken: "refresh-1"})
+	first, err := verify(&cosign.Auth{IdentityToken: "refresh-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := verify(&verifier.Auth{IdentityToken: "refresh-1"})
+	second, err := verify(&cosign.Auth{IdentityToken: "refresh-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if second != 4 || first < second+3 {
 		t.Errorf("round trips: first %d, second %d; want the second to be 4 (no 401, ping or token request)", first, second)
 	}
-	if _, err := verify(&verifier.Auth{IdentityToken: "stolen"}); !errors.Is(err, verifier.ErrIncomplete) {
+	if _, err := verify(&cosign.Auth{IdentityToken: "stolen"}); !errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("another credential reused the cached token: %v", err)
 	}
 }
@@ -195,9 +195,9 @@ func TestSignatureRepositoryCredentialsStayWithTheirRegistry(t *testing.T) {
 	if _, err := sigReg.PutManifest("sigs/store", strings.Replace(d, ":", "-", 1)+".sig", ociManifest, m); err != nil {
 		t.Fatal(err)
 	}
-	imageCreds := &verifier.Auth{Username: "user", Password: "s3cr3t-pw"}
+	imageCreds := &cosign.Auth{Username: "user", Password: "s3cr3t-pw"}
 	imageBasic := base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))
-	req := verifier.Request{Image: imgReg.Ref(imgRepo, "1.0"), Auth: imageCreds, Keys: []*keys.Key{s.key}, SignatureRepository: sigReg.Host + "/sigs/store"}
+	req := cosign.Request{Image: imgReg.Ref(imgRepo, "1.0"), Auth: imageCreds, Keys: []*keys.Key{s.key}, SignatureRepository: sigReg.Host + "/sigs/store"}
 
 	cases := []struct {
 		name       string
@@ -218,11 +218,11 @@ func TestSignatureRepositoryCredentialsStayWithTheirRegistry(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Setenv("DOCKER_CONFIG", dir)
-			res, err := verifier.New(verifier.Options{}).Verify(context.Background(), req)
+			res, err := cosign.New(cosign.Options{}).Verify(context.Background(), req)
 			if c.allowed && (err != nil || !res.Allowed) {
 				t.Fatalf("want allowed with the node's own credentials for the signature registry: %+v %v", res, err)
 			}
-			if !c.allowed && !errors.Is(err, verifier.ErrIncomplete) {
+			if !c.allowed && !errors.Is(err, cosign.ErrIncomplete) {
 				t.Fatalf("want ErrIncomplete (signature registry refused), got %+v %v", res, err)
 			}
 			mu.Lock()

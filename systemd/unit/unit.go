@@ -1,10 +1,10 @@
-// Package systemd holds criguard's systemd unit (embedded byte for byte, so the
+// Package unit holds criguard's systemd unit (embedded byte for byte, so the
 // installer writes exactly the reviewed file) and a ServiceManager that drives
 // the host's systemd from inside a privileged pod.
 //
 // The installer itself lives in systemd/nodeinstall; this package only knows
 // the unit, the host paths it names, and how to run systemctl on the host.
-package systemd
+package unit
 
 import (
 	_ "embed"

@@ -1,4 +1,4 @@
-package verifier_test
+package cosign_test
 
 import (
 	"bytes"
@@ -21,8 +21,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
-	"github.com/criguard/criguard/verifier"
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/registry"
 )
@@ -243,7 +243,7 @@ func TestCraftedSignatures(t *testing.T) {
 				reg := &env{Registry: fixtureregistry.Serve(t, referrers, nil), referrers: referrers}
 				d := reg.Tags[imgRepo]["1.0"]
 				c.setup(t, reg, d)
-				res, err := newVerifier(nil, verifier.Options{}).Verify(context.Background(), verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Keys: []*keys.Key{s.key}})
+				res, err := newVerifier(nil, cosign.Options{}).Verify(context.Background(), cosign.Request{Image: reg.Ref(imgRepo, "1.0"), Keys: []*keys.Key{s.key}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -370,7 +370,7 @@ func TestLimitsAndFaults(t *testing.T) {
 				buf.Flush()
 				return true
 			})
-		}, timeout: 20 * time.Second, incomplete: true, reason: fmt.Sprintf("headers exceeded %d bytes", verifier.MaxHeaderBytes)},
+		}, timeout: 20 * time.Second, incomplete: true, reason: fmt.Sprintf("headers exceeded %d bytes", cosign.MaxHeaderBytes)},
 		{name: "payload not matching its digest", setup: func(t *testing.T, reg *env, rc *recorder, d string) {
 			p := simpleSigning(d)
 			pushLegacy(t, reg, d, []layer{legacyLayer(t, reg, p, b64(s.sign(t, p)))})
@@ -440,10 +440,10 @@ func TestLimitsAndFaults(t *testing.T) {
 					timeout = 10 * time.Second
 				}
 				start := time.Now()
-				v := newVerifier(nil, verifier.Options{Timeout: timeout, MaxSignatures: 5})
-				res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{s.key}})
+				v := newVerifier(nil, cosign.Options{Timeout: timeout, MaxSignatures: 5})
+				res, err := v.Verify(context.Background(), cosign.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{s.key}})
 				if c.incomplete {
-					if !errors.Is(err, verifier.ErrIncomplete) || !strings.Contains(err.Error(), c.reason) {
+					if !errors.Is(err, cosign.ErrIncomplete) || !strings.Contains(err.Error(), c.reason) {
 						t.Fatalf("want ErrIncomplete with %q, got %+v, %v", c.reason, res, err)
 					}
 					t.Log(err)
@@ -468,14 +468,14 @@ func TestLimitsAndFaults(t *testing.T) {
 }
 
 func TestUnreachableRegistryIsIncomplete(t *testing.T) {
-	v := newVerifier(nil, verifier.Options{Timeout: 2 * time.Second})
+	v := newVerifier(nil, cosign.Options{Timeout: 2 * time.Second})
 	k := newSigner(t, "k").key
-	_, err := v.Verify(context.Background(), verifier.Request{Image: "127.0.0.1:1/x/y:1", Keys: []*keys.Key{k}})
-	if !errors.Is(err, verifier.ErrIncomplete) {
+	_, err := v.Verify(context.Background(), cosign.Request{Image: "127.0.0.1:1/x/y:1", Keys: []*keys.Key{k}})
+	if !errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("want ErrIncomplete, got %v", err)
 	}
-	_, err = v.Verify(context.Background(), verifier.Request{Image: "127.0.0.1:1/x/y@sha256:" + hex64(), Keys: []*keys.Key{k}})
-	if !errors.Is(err, verifier.ErrIncomplete) {
+	_, err = v.Verify(context.Background(), cosign.Request{Image: "127.0.0.1:1/x/y@sha256:" + hex64(), Keys: []*keys.Key{k}})
+	if !errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("want ErrIncomplete, got %v", err)
 	}
 }
@@ -483,20 +483,20 @@ func TestUnreachableRegistryIsIncomplete(t *testing.T) {
 // TestDigestPinned: a Request's Digest is judged even when the tag moved since.
 func TestDigestPinned(t *testing.T) {
 	reg := fixtureregistry.Serve(t, true, nil)
-	v := newVerifier(nil, verifier.Options{})
+	v := newVerifier(nil, cosign.Options{})
 	a := loadKey(t, reg, "a")
 	signed := reg.Tags["demo/signed-bundle"]["1.0"]
 	// demo/multi contains the signed-bundle image's manifest as an index member.
-	res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Digest: reg.Tags["demo/unsigned"]["1.0"], Keys: []*keys.Key{a}})
+	res, err := v.Verify(context.Background(), cosign.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Digest: reg.Tags["demo/unsigned"]["1.0"], Keys: []*keys.Key{a}})
 	if err != nil || res.Allowed || res.Digest != reg.Tags["demo/unsigned"]["1.0"] {
 		t.Fatalf("pinned unsigned digest: %+v %v", res, err)
 	}
-	res, err = v.Verify(context.Background(), verifier.Request{Image: reg.Host + "/demo/signed-bundle@" + signed, Keys: []*keys.Key{a}})
+	res, err = v.Verify(context.Background(), cosign.Request{Image: reg.Host + "/demo/signed-bundle@" + signed, Keys: []*keys.Key{a}})
 	if err != nil || !res.Allowed {
 		t.Fatalf("by digest: %+v %v", res, err)
 	}
-	_, err = v.Verify(context.Background(), verifier.Request{Image: reg.Host + "/demo/signed-bundle@" + signed, Digest: reg.Tags["demo/unsigned"]["1.0"], Keys: []*keys.Key{a}})
-	if err == nil || errors.Is(err, verifier.ErrIncomplete) {
+	_, err = v.Verify(context.Background(), cosign.Request{Image: reg.Host + "/demo/signed-bundle@" + signed, Digest: reg.Tags["demo/unsigned"]["1.0"], Keys: []*keys.Key{a}})
+	if err == nil || errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("conflicting digests: %v", err)
 	}
 }
@@ -505,9 +505,9 @@ func TestDigestPinned(t *testing.T) {
 // callers that treat network errors, deadlines and registry answers apart.
 func TestIncompleteKeepsCause(t *testing.T) {
 	k := newSigner(t, "k").key
-	_, err := newVerifier(nil, verifier.Options{Timeout: 2 * time.Second}).Verify(context.Background(), verifier.Request{Image: "127.0.0.1:1/x/y:1", Keys: []*keys.Key{k}})
+	_, err := newVerifier(nil, cosign.Options{Timeout: 2 * time.Second}).Verify(context.Background(), cosign.Request{Image: "127.0.0.1:1/x/y:1", Keys: []*keys.Key{k}})
 	var op *net.OpError
-	if !errors.Is(err, verifier.ErrIncomplete) || !errors.As(err, &op) {
+	if !errors.Is(err, cosign.ErrIncomplete) || !errors.As(err, &op) {
 		t.Fatalf("connection refused: want ErrIncomplete wrapping *net.OpError, got %v", err)
 	}
 
@@ -525,9 +525,9 @@ func TestIncompleteKeepsCause(t *testing.T) {
 		return false
 	})
 	d := reg.Tags[imgRepo]["1.0"]
-	_, err = newVerifier(nil, verifier.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{k}})
+	_, err = newVerifier(nil, cosign.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), cosign.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{k}})
 	var se *registry.StatusError
-	if !errors.Is(err, verifier.ErrIncomplete) || !errors.As(err, &se) || se.Code != http.StatusBadGateway {
+	if !errors.Is(err, cosign.ErrIncomplete) || !errors.As(err, &se) || se.Code != http.StatusBadGateway {
 		t.Fatalf("502: want ErrIncomplete wrapping *registry.StatusError 502, got %v", err)
 	}
 	rc.setFault(func(w http.ResponseWriter, r *http.Request) bool {
@@ -537,8 +537,8 @@ func TestIncompleteKeepsCause(t *testing.T) {
 		}
 		return false
 	})
-	_, err = newVerifier(nil, verifier.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), verifier.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{k}})
-	if !errors.Is(err, verifier.ErrIncomplete) || !errors.Is(err, context.DeadlineExceeded) {
+	_, err = newVerifier(nil, cosign.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), cosign.Request{Image: reg.Ref(imgRepo, "1.0"), Digest: d, Keys: []*keys.Key{k}})
+	if !errors.Is(err, cosign.ErrIncomplete) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("hang: want ErrIncomplete wrapping context.DeadlineExceeded, got %v", err)
 	}
 }
@@ -554,13 +554,13 @@ func TestPartialFailureAllowsOnlyOnValidSignatures(t *testing.T) {
 		}
 		return false
 	}}).wrap)
-	v := newVerifier(nil, verifier.Options{})
-	res, err := v.Verify(context.Background(), verifier.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Keys: []*keys.Key{loadKey(t, reg, "a")}})
+	v := newVerifier(nil, cosign.Options{})
+	res, err := v.Verify(context.Background(), cosign.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Keys: []*keys.Key{loadKey(t, reg, "a")}})
 	if err != nil || !res.Allowed {
 		t.Fatalf("valid bundle with a failing .sig lookup: %+v %v", res, err)
 	}
-	res, err = v.Verify(context.Background(), verifier.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Keys: []*keys.Key{loadKey(t, reg, "b")}})
-	if !errors.Is(err, verifier.ErrIncomplete) {
+	res, err = v.Verify(context.Background(), cosign.Request{Image: reg.Ref("demo/signed-bundle", "1.0"), Keys: []*keys.Key{loadKey(t, reg, "b")}})
+	if !errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("untrusted bundle and a failing .sig lookup: want ErrIncomplete, got %+v %v", res, err)
 	}
 }

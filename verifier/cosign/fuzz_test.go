@@ -1,4 +1,4 @@
-package verifier_test
+package cosign_test
 
 import (
 	"bytes"
@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/criguard/criguard/verifier"
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -63,7 +63,7 @@ func dgst(b []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(b)) }
 // manifest bytes) and checks that verification never panics and that every
 // verdict is well formed: an allow names a verified signature, a denial a reason.
 func FuzzVerify(f *testing.F) {
-	dir, err := fixtureregistry.Dir()
+	dir, err := fixtureregistry.Dir(fixtureregistry.Cosign)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -106,8 +106,8 @@ func FuzzVerify(f *testing.F) {
 			sm = rawSig
 		}
 		reg.manifests[tag+".sig"] = sm
-		v := newVerifier(reg, verifier.Options{MaxSignatures: 4})
-		res, err := v.Verify(context.Background(), verifier.Request{Image: "127.0.0.1:5000/demo/x@" + judged, Keys: []*keys.Key{key}})
+		v := newVerifier(reg, cosign.Options{MaxSignatures: 4})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: "127.0.0.1:5000/demo/x@" + judged, Keys: []*keys.Key{key}})
 		if err != nil {
 			t.Fatalf("Verify against a well-behaved registry returned an error: %v", err)
 		}

@@ -3,7 +3,7 @@
 //
 // Trust material (keys) and registry credentials are passed explicitly with each
 // Request; a Verifier holds only its registry options and limits.
-package verifier
+package cosign
 
 import (
 	"errors"
