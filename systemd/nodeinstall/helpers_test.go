@@ -297,7 +297,7 @@ func (f *fakeServices) IsActive(_ context.Context, name string) (bool, error) {
 	return f.active[name], nil
 }
 
-// fakeReady: criguard is ready when its name is active; kubelet when
+// fakeReady: criguard is ready when its unit is active; kubelet when
 // kubeletErr is nil.
 type fakeReady struct {
 	svc        *fakeServices
