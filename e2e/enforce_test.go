@@ -25,7 +25,8 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/criproxy"
+	"github.com/criguard/criguard/criproxy/enforce"
+	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/e2e/harness"
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
@@ -738,12 +739,12 @@ func TestTaggerRealContainerd(t *testing.T) {
 			digestRef := r.Ref("tagged/app", dg)
 			harness.MustCrictl(t, c.Endpoint(), "pull", digestRef)
 
-			conn, err := criproxy.Dial(t.Context(), c.Endpoint())
+			conn, err := forward.Dial(t.Context(), c.Endpoint())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			tg, err := criproxy.NewContainerdTagger(conn)
+			tg, err := enforce.NewContainerdTagger(conn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -792,7 +793,7 @@ func enforceEnvInt(name string, def int) int {
 //     and through criguard, samples interleaved (each container removed
 //     untimed); budget-µs = the bare forwarder's added p50 + one ImageStatus p50
 //   - 50 µs, the target for criguard's added p50.
-//   - the guard alone, in process: criproxy.Enforcer.CreateContainer with the
+//   - the guard alone, in process: enforce.Enforcer.CreateContainer with the
 //     real policy engine and a real ImageStatus to containerd, next a no-op,
 //     against one ImageStatus call: guard-overhead-p50-µs is what judging adds
 //     beyond that call (target <= 50 µs); it is free of container-creation noise.
@@ -849,7 +850,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 		b.Fatal(err)
 	}
 	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
-	enf, err := criproxy.NewEnforcer(criproxy.EnforcerConfig{Judge: engine, Images: directImg,
+	enf, err := enforce.NewEnforcer(enforce.EnforcerConfig{Judge: engine, Images: directImg,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
@@ -947,7 +948,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 			Duration  int64  `json:"duration"`
 			Cached    bool   `json:"cached"`
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "image decision" && rec.Operation == criproxy.OpCreateContainer {
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "image decision" && rec.Operation == enforce.OpCreateContainer {
 			inside = append(inside, time.Duration(rec.Duration))
 			if rec.Cached {
 				cached++
@@ -1077,7 +1078,7 @@ func TestEnforceLocalImages(t *testing.T) {
 	// under names that carry no digest, as an import does.
 	ref, dg := e.unsigned(t, "local/src")
 	harness.MustCrictl(t, e.c.Endpoint(), "pull", ref)
-	client, err := containerd.New(e.c.Socket, containerd.WithDefaultNamespace(criproxy.CRINamespace))
+	client, err := containerd.New(e.c.Socket, containerd.WithDefaultNamespace(enforce.CRINamespace))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/criproxy"
+	"github.com/criguard/criguard/criproxy/enforce"
+	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/e2e/harness"
 )
 
@@ -587,17 +588,17 @@ func TestSecurityCredentialsNotFollowingRedirects(t *testing.T) {
 // forwards. It makes certain the window between criguard's judgement of a tag
 // name and containerd's own resolution of it.
 type securityRetag struct {
-	tagger           *criproxy.ContainerdTagger
+	tagger           *enforce.ContainerdTagger
 	images           runtimeapi.ImageServiceClient
 	tag, target, tid string
 	moved            atomic.Bool
 }
 
-func (s *securityRetag) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest, next criproxy.PullFunc) (*runtimeapi.PullImageResponse, error) {
+func (s *securityRetag) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest, next forward.PullFunc) (*runtimeapi.PullImageResponse, error) {
 	return next(ctx, r)
 }
 
-func (s *securityRetag) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest, next criproxy.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
+func (s *securityRetag) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest, next forward.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
 	if r.GetConfig().GetImage().GetImage() == s.tag && !s.moved.Swap(true) {
 		if err := s.tagger.Tag(ctx, s.tag, s.target); err != nil {
 			return nil, status.Errorf(codes.Internal, "interposer: retag: %v", err)
@@ -633,12 +634,12 @@ func TestSecurityCreateByTagMovedAfterJudgement(t *testing.T) {
 	harness.MustCrictl(t, e.c.Endpoint(), "pull", signedRef) // on the node already
 	harness.MustCrictl(t, e.c.Endpoint(), "pull", e.r.Ref(repo, evilDg))
 
-	up, err := criproxy.Dial(t.Context(), e.c.Socket)
+	up, err := forward.Dial(t.Context(), e.c.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { up.Close() })
-	tagger, err := criproxy.NewContainerdTagger(up)
+	tagger, err := enforce.NewContainerdTagger(up)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,12 +653,12 @@ func TestSecurityCreateByTagMovedAfterJudgement(t *testing.T) {
 	}
 	signedID, evilID := idOf(e.r.Ref(repo, signedDg)), idOf(e.r.Ref(repo, evilDg))
 	retag := &securityRetag{tagger: tagger, images: images, tag: signedRef, target: e.r.Ref(repo, evilDg), tid: evilID}
-	srv, err := criproxy.NewServer(criproxy.Options{Upstream: up, Guard: retag})
+	srv, err := forward.NewServer(forward.Options{Upstream: up, Guard: retag})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(harness.TempDir(t, "ipose"), "interposer.sock")
-	lis, err := criproxy.ListenUnix(t.Context(), sock)
+	lis, err := forward.ListenUnix(t.Context(), sock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package criproxy
+package forward
 
 import (
 	"context"
@@ -15,6 +15,11 @@ type Guard interface {
 	PullImage(ctx context.Context, req *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error)
 	CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next CreateFunc) (*runtimeapi.CreateContainerResponse, error)
 }
+
+// DeniedPrefix starts every denial message, the Guard's and the server's own
+// refusals alike: kubelet turns it into the pod's waiting reason
+// (ErrSignatureValidationFailed), so `kubectl get pod` shows it.
+const DeniedPrefix = "SignatureValidationFailed: "
 
 // PullFunc forwards a PullImage request upstream.
 type PullFunc func(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error)

@@ -1,4 +1,4 @@
-package criproxy
+package enforce
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/verifier/cosign"
 )
 
@@ -29,7 +30,7 @@ func FuzzEnforcerImageNames(f *testing.F) {
 			if pulled != nil {
 				t.Fatalf("refused %q but forwarded it", image)
 			}
-			if st := status.Convert(err); st.Code() != codes.Unknown || !strings.HasPrefix(st.Message(), DeniedPrefix) {
+			if st := status.Convert(err); st.Code() != codes.Unknown || !strings.HasPrefix(st.Message(), forward.DeniedPrefix) {
 				t.Fatalf("refusal of %q: %v", image, err)
 			}
 		} else {
@@ -48,7 +49,7 @@ func FuzzEnforcerImageNames(f *testing.F) {
 		if err != nil && called {
 			t.Fatalf("create of %q refused (%v) but forwarded", image, err)
 		}
-		if st := status.Convert(err); err != nil && st.Code() == codes.PermissionDenied && !strings.HasPrefix(st.Message(), DeniedPrefix) {
+		if st := status.Convert(err); err != nil && st.Code() == codes.PermissionDenied && !strings.HasPrefix(st.Message(), forward.DeniedPrefix) {
 			t.Fatalf("refusal without the prefix: %v", err)
 		}
 	})

@@ -1,5 +1,6 @@
-// Package criproxy is criguard's transparent CRI proxy: kubelet talks to it as if
-// it were containerd, and every call is forwarded to the upstream runtime.
+// Package forward is the forwarding half of criguard's CRI proxy: kubelet talks
+// to it as if it were containerd, and every call is forwarded to the upstream
+// runtime. It knows nothing of policy: enforcement plugs in through Guard.
 //
 // Forwarding copies raw message bytes (a gRPC unknown-service handler with a
 // raw codec), so every CRI v1 method passes unchanged, including server streams
@@ -25,7 +26,7 @@
 //     refused); Server.Serve(ctx, lis) serves until ctx ends, then drains.
 //   - NewBareForwarder(conn) is the benchmark floor: criguard's own unary
 //     raw-bytes path with nothing else (no method table, allowlist, guard, log).
-package criproxy
+package forward
 
 import (
 	"context"
@@ -61,12 +62,8 @@ type Options struct {
 	// DrainTimeout bounds the wait for in-flight calls at shutdown, after which
 	// they are cut. Zero means DefaultDrainTimeout.
 	DrainTimeout time.Duration
-}
-
-// RefusalCounter is implemented by a Guard that counts the calls the server
-// refuses before any policy decision (see the Refused* reasons).
-type RefusalCounter interface {
-	Refused(reason string)
+	// Metrics count calls refused before any decision; nil counts nothing.
+	Metrics *Metrics
 }
 
 // kind says how a method is forwarded.
@@ -122,10 +119,7 @@ func NewServer(opts Options) (*Server, error) {
 	if s.drain <= 0 {
 		s.drain = DefaultDrainTimeout
 	}
-	s.refused = func(string) {}
-	if rc, ok := opts.Guard.(RefusalCounter); ok {
-		s.refused = rc.Refused
-	}
+	s.refused = opts.Metrics.refused
 	if s.guard == nil {
 		// Without a guard the two judged methods are plain unary calls.
 		s.methods[methodPull] = kindUnary

@@ -1,12 +1,12 @@
-package criproxy
+package forward
 
 import (
 	"context"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -208,57 +208,43 @@ func BenchmarkUnknownField(b *testing.B) {
 	})
 }
 
-// countingGuard passes every call and records what the server refused.
-type countingGuard struct {
-	funcGuard
-	mu      sync.Mutex
-	reasons []string
-}
-
-func (g *countingGuard) Refused(reason string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.reasons = append(g.reasons, reason)
-}
-
-// TestRefusalsCounted: every refusal made before a policy decision reaches a
-// Guard that counts them, by reason (criguard_refused_requests_total).
+// TestRefusalsCounted: every refusal made before a policy decision is counted
+// by the server itself, by reason (criguard_refused_requests_total), with a
+// Guard or without one.
 func TestRefusalsCounted(t *testing.T) {
-	g := &countingGuard{funcGuard: funcGuard{
+	pass := funcGuard{
 		pull: func(ctx context.Context, r *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
 			return next(ctx, r)
 		},
-	}}
-	e := startProxy(t, Options{Guard: g}, true)
-	ctx := testCtx(t)
-	spec := &runtimeapi.ImageSpec{Image: "reg.example/app:1"}
-	withUnknown(spec, 31)
-	if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec}); err == nil {
-		t.Fatal("PullImage with an unknown field passed")
 	}
-	for _, method := range []string{"/runtime.v1.RuntimeService/FutureMethod", "/containerd.services.images.v1.Images/List"} {
-		if _, _, _, err := rawCall(ctx, e.proxy, method, []byte{}); err == nil {
-			t.Fatalf("%s passed", method)
-		}
-	}
-	if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}); err != nil {
-		t.Fatalf("clean PullImage: %v", err)
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	want := []string{RefusedUnknownField, RefusedUnknownMethod, RefusedNotCRIv1}
-	if !slices.Equal(g.reasons, want) {
-		t.Errorf("refusals counted = %v, want %v", g.reasons, want)
-	}
-
-	// The Enforcer counts them in its metrics.
-	m := NewMetrics()
-	enf, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{decide: denyAll}, Images: &fakeImages{}, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enf.Refused(RefusedUnknownField)
-	if got := counterValue(t, m.refusals.WithLabelValues(RefusedUnknownField)); got != 1 {
-		t.Errorf("criguard_refused_requests_total{reason=unknown_field} = %v, want 1", got)
+	for _, tc := range []struct {
+		name  string
+		guard Guard
+		want  map[string]float64
+	}{
+		{"guard", pass, map[string]float64{RefusedUnknownField: 1, RefusedUnknownMethod: 1, RefusedNotCRIv1: 1}},
+		// Without a Guard nothing is judged: unknown fields and newer runtime.v1
+		// methods pass, but other services are still refused, and counted.
+		{"no guard", nil, map[string]float64{RefusedUnknownField: 0, RefusedUnknownMethod: 0, RefusedNotCRIv1: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMetrics(prometheus.NewRegistry())
+			e := startProxy(t, Options{Guard: tc.guard, Metrics: m}, true)
+			ctx := testCtx(t)
+			spec := &runtimeapi.ImageSpec{Image: "reg.example/app:1"}
+			withUnknown(spec, 31)
+			_, _ = e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec})
+			for _, method := range []string{"/runtime.v1.RuntimeService/FutureMethod", "/containerd.services.images.v1.Images/List"} {
+				_, _, _, _ = rawCall(ctx, e.proxy, method, []byte{})
+			}
+			if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}); err != nil {
+				t.Fatalf("clean PullImage: %v", err)
+			}
+			for reason, want := range tc.want {
+				if got := testutil.ToFloat64(m.refusals.WithLabelValues(reason)); got != want {
+					t.Errorf("criguard_refused_requests_total{reason=%s} = %v, want %v", reason, got, want)
+				}
+			}
+		})
 	}
 }

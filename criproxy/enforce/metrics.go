@@ -1,13 +1,9 @@
-package criproxy
+package enforce
 
 import (
-	"context"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Operations judged, as passed to the policy engine and used in metric labels.
@@ -30,25 +26,24 @@ const (
 	ResultFailedOpen = "failed_open"
 )
 
-// Metrics are criguard's Prometheus metrics, on a registry of their own (never
-// the global default one). Labels carry only operations and outcomes: image
-// names would make the series count unbounded, and secrets never go here.
+// Metrics count enforcement: decisions, verification latency, verdict cache
+// hits, policy reloads and upstream errors. Labels carry only operations and
+// outcomes: image names would make the series count unbounded, and secrets
+// never go here.
 type Metrics struct {
-	Registry *prometheus.Registry
+	reg prometheus.Registerer
 
 	decisions      *prometheus.CounterVec   // operation, result
 	verifyDuration *prometheus.HistogramVec // operation
 	cacheHits      *prometheus.CounterVec   // operation
 	reloads        *prometheus.CounterVec   // result: ok|failed
 	upstreamErrors *prometheus.CounterVec   // operation
-	refusals       *prometheus.CounterVec   // reason
-	tagErrors      prometheus.Counter
 }
 
-// NewMetrics registers criguard's metrics (and Go/process collectors) on a new registry.
-func NewMetrics() *Metrics {
+// NewMetrics registers the enforcement layer's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		reg: reg,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "criguard_decisions_total",
 			Help: "Image policy decisions by CRI operation (PullImage, CreateContainer) and result (allow, deny, audit = would be denied, let through by Audit mode, failed_open = verification incomplete, let through by failurePolicy Ignore).",
@@ -66,10 +61,6 @@ func NewMetrics() *Metrics {
 			Name: "criguard_policy_reloads_total",
 			Help: "Policy (re)loads by result (ok, failed: the previous policy stays in force).",
 		}, []string{"result"}),
-		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "criguard_refused_requests_total",
-			Help: "CRI calls refused before any policy decision, by reason (unknown_field: a PullImage or CreateContainer carrying a field unknown to criguard's cri-api; unknown_method: a runtime.v1 method unknown to it; not_cri_v1: any other service).",
-		}, []string{"reason"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "criguard_upstream_errors_total",
 			Help: "Errors from containerd on calls criguard makes or forwards while enforcing (PullImage, CreateContainer, ImageStatus, Tag).",
@@ -84,13 +75,9 @@ func NewMetrics() *Metrics {
 	}
 	m.upstreamErrors.WithLabelValues(opImageStatus)
 	m.upstreamErrors.WithLabelValues(opTag)
-	for _, r := range []string{RefusedUnknownField, RefusedUnknownMethod, RefusedNotCRIv1} {
-		m.refusals.WithLabelValues(r)
-	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("failed")
-	m.Registry.MustRegister(m.decisions, m.verifyDuration, m.cacheHits, m.reloads, m.upstreamErrors, m.refusals,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.decisions, m.verifyDuration, m.cacheHits, m.reloads, m.upstreamErrors)
 	return m
 }
 
@@ -100,7 +87,7 @@ func (m *Metrics) WatchCacheSize(size func() int) {
 	if m == nil || size == nil {
 		return
 	}
-	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "criguard_verdict_cache_entries",
 		Help: "Verdicts held in the policy engine's cache (bounded by the policy's cache.maxEntries).",
 	}, func() float64 { return float64(size()) }))
@@ -135,46 +122,4 @@ func (m *Metrics) upstreamError(op string) {
 		return
 	}
 	m.upstreamErrors.WithLabelValues(op).Inc()
-}
-
-// Reasons for criguard_refused_requests_total.
-const (
-	RefusedUnknownField  = "unknown_field"
-	RefusedUnknownMethod = "unknown_method"
-	RefusedNotCRIv1      = "not_cri_v1"
-)
-
-func (m *Metrics) refused(reason string) {
-	if m == nil {
-		return
-	}
-	m.refusals.WithLabelValues(reason).Inc()
-}
-
-// ReadyFunc reports whether criguard can serve: upstream reachable and a policy
-// loaded. Its error text is shown on /readyz.
-type ReadyFunc func(ctx context.Context) error
-
-// HTTPHandler serves /metrics (m's registry), /healthz (the process answers) and
-// /readyz (ready returns nil within 2 s).
-func HTTPHandler(m *Metrics, ready ReadyFunc) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if ready == nil {
-			http.Error(w, "not ready: no readiness check configured", http.StatusServiceUnavailable)
-			return
-		}
-		if err := ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	return mux
 }

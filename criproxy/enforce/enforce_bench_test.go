@@ -1,4 +1,4 @@
-package criproxy
+package enforce
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/criguard/criguard/internal/fixtureregistry"
 	"github.com/criguard/criguard/verifier/cosign"
@@ -51,7 +53,7 @@ spec:
 	}
 	images := &fakeImages{images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoTags: []string{ref},
 		RepoDigests: []string{reg.Host + "/demo/signed-bundle@" + d.Digest}}}}
-	enf, err := NewEnforcer(EnforcerConfig{Judge: engine, Images: images, Metrics: NewMetrics(),
+	enf, err := NewEnforcer(EnforcerConfig{Judge: engine, Images: images, Metrics: NewMetrics(prometheus.NewRegistry()),
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)

@@ -1,4 +1,4 @@
-package criproxy
+package enforce
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
@@ -94,7 +95,7 @@ type rig struct {
 
 func newRig(t *testing.T, decide func(policy.Input) policy.Decision) *rig {
 	t.Helper()
-	r := &rig{judge: &fakeJudge{decide: decide}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, metrics: NewMetrics(), logs: &bytes.Buffer{}}
+	r := &rig{judge: &fakeJudge{decide: decide}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, metrics: NewMetrics(prometheus.NewRegistry()), logs: &bytes.Buffer{}}
 	r.tagger = &fakeTagger{images: r.images}
 	e, err := NewEnforcer(EnforcerConfig{
 		Judge: r.judge, Images: r.images, Tagger: r.tagger, Metrics: r.metrics,
@@ -131,7 +132,7 @@ func pullReq(image string, auth *runtimeapi.AuthConfig) *runtimeapi.PullImageReq
 }
 
 // recordingPull returns a next that records what was forwarded.
-func recordingPull(got **runtimeapi.PullImageRequest) PullFunc {
+func recordingPull(got **runtimeapi.PullImageRequest) forward.PullFunc {
 	return func(_ context.Context, r *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 		*got = r
 		return &runtimeapi.PullImageResponse{ImageRef: imID}, nil
@@ -252,8 +253,8 @@ func TestPullImage(t *testing.T) {
 					t.Fatalf("code = %v (%v), want %v", status.Code(err), err, tc.wantCode)
 				}
 				msg := status.Convert(err).Message()
-				if !strings.HasPrefix(msg, DeniedPrefix) {
-					t.Errorf("message %q lacks prefix %q", msg, DeniedPrefix)
+				if !strings.HasPrefix(msg, forward.DeniedPrefix) {
+					t.Errorf("message %q lacks prefix %q", msg, forward.DeniedPrefix)
 				}
 				for _, w := range tc.wantMsg {
 					if !strings.Contains(msg, w) {
@@ -374,7 +375,7 @@ func createReq(image, asked string, volumes ...*runtimeapi.ImageSpec) *runtimeap
 	return &runtimeapi.CreateContainerRequest{PodSandboxId: "sb", Config: cfg, SandboxConfig: sandbox("team-b", "api")}
 }
 
-func okCreate(called *bool) CreateFunc {
+func okCreate(called *bool) forward.CreateFunc {
 	return func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 		if called != nil {
 			*called = true
@@ -569,7 +570,7 @@ func TestCreateContainer(t *testing.T) {
 				if status.Code(err) != tc.wantCode {
 					t.Fatalf("code = %v (%v), want %v", status.Code(err), err, tc.wantCode)
 				}
-				if tc.wantCode == codes.PermissionDenied && !strings.HasPrefix(status.Convert(err).Message(), DeniedPrefix) {
+				if tc.wantCode == codes.PermissionDenied && !strings.HasPrefix(status.Convert(err).Message(), forward.DeniedPrefix) {
 					t.Errorf("message %q lacks the prefix", status.Convert(err).Message())
 				}
 				for _, w := range tc.wantMsg {

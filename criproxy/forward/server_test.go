@@ -1,4 +1,4 @@
-package criproxy
+package forward
 
 import (
 	"context"

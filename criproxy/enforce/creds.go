@@ -1,4 +1,4 @@
-package criproxy
+package enforce
 
 import (
 	"container/list"

@@ -1,0 +1,265 @@
+package enforce
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/distribution/reference"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/verifier/policy"
+)
+
+// CreateContainer requires an allow for the container's image and every image
+// volume, judged by the repository digests containerd holds for them.
+func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next forward.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
+	ns, pod := podOf(req.GetSandboxConfig())
+	cfg := req.GetConfig()
+	// ids are the image IDs judged: containerd is handed those, not names, so
+	// that a tag moved after the judgement cannot swap what runs.
+	id, err := e.judgeLocal(ctx, ns, pod, cfg.GetImage())
+	if err != nil {
+		return nil, err
+	}
+	rewrite := id != cfg.GetImage().GetImage()
+	mountIDs := make([]string, len(cfg.GetMounts()))
+	for i, m := range cfg.GetMounts() {
+		if m.GetImage().GetImage() == "" {
+			continue
+		}
+		if mountIDs[i], err = e.judgeLocal(ctx, ns, pod, m.GetImage()); err != nil {
+			return nil, err
+		}
+		rewrite = rewrite || mountIDs[i] != m.GetImage().GetImage()
+	}
+	if rewrite {
+		req = proto.CloneOf(req)
+		pinImage(req.Config.Image, id)
+		for i, m := range req.Config.Mounts {
+			if mountIDs[i] != "" {
+				pinImage(m.Image, mountIDs[i])
+			}
+		}
+	}
+	resp, err := next(ctx, req)
+	if err != nil {
+		e.metrics.upstreamError(OpCreateContainer)
+	}
+	return resp, err
+}
+
+// pinImage names an image by the ID that was judged, keeping the name the user
+// asked for in user_specified_image (what runtimes show).
+func pinImage(spec *runtimeapi.ImageSpec, id string) {
+	if spec.GetImage() == id {
+		return
+	}
+	if spec.UserSpecifiedImage == "" {
+		spec.UserSpecifiedImage = spec.Image
+	}
+	spec.Image = id
+}
+
+// judgeLocal judges an image already on the node and returns its image ID.
+//
+// Which name is judged: containerd may know one image (one image ID) under
+// several repositories. When kubelet says which one the user asked for
+// (user_specified_image, or config.image itself when it is a reference) and
+// containerd does know the image by that name (the tag among its tags, or the
+// digest among its repository digests), that repository is judged, as the pull
+// would have been; if containerd has no digest for it (imported, tagged
+// locally) the image is judged as Local. The claim is checked because it comes
+// from the client: an unsigned image's ID paired with the name of a repository
+// an Allow rule admits must not run under that name. When nothing (true) says
+// which name was meant, every name the image is known under must allow it: any
+// of them could be the name a restrictive rule was written for, and the content
+// is the same, so the strictest verdict is the safe one. Within one repository,
+// any of its digests allowing suffices: they all name this same image content
+// (same config, hence same layers).
+func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec) (string, error) {
+	start := time.Now()
+	image := spec.GetImage()
+	if image == "" {
+		d := policy.Decision{Reason: "the container names no image"}
+		e.record(OpCreateContainer, ns, pod, image, d, start)
+		return "", denial(codes.PermissionDenied, image, d)
+	}
+	if img, ok := e.names.get(image, start); ok {
+		if id, allowed := e.allowRemembered(ctx, ns, pod, spec, img, start); allowed {
+			return id, nil
+		}
+		// The remembered names do not settle it: ask containerd afresh.
+	}
+	st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{
+		Image: image, Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler(),
+	}})
+	if err != nil {
+		e.metrics.upstreamError(opImageStatus)
+		return "", status.Errorf(status.Code(err), "criguard: cannot judge image %q: looking it up in containerd failed: %v", image, status.Convert(err).Message())
+	}
+	img := st.GetImage()
+	if img == nil {
+		return "", status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
+	}
+	if img.GetId() == image {
+		e.names.put(img, start)
+	}
+
+	asked := spec.GetUserSpecifiedImage()
+	if asked == "" && !isImageID(image) {
+		asked = image
+	}
+	groups, order := repoDigestGroups(img.GetRepoDigests())
+	var candidates [][]policy.Input // every group must allow; within a group, any
+	if asked != "" {
+		ref, err := parseImageRef(asked)
+		if err != nil {
+			d := policy.Decision{Image: asked, Reason: err.Error()}
+			e.record(OpCreateContainer, ns, pod, asked, d, start)
+			return "", denial(codes.PermissionDenied, asked, d)
+		}
+		if claimHolds(ref, img.GetRepoTags(), groups) {
+			digests := groups[ref.name]
+			if ref.digest != "" {
+				digests = []string{ref.digest}
+			}
+			candidates = append(candidates, e.inputs(ns, pod, asked, ref.host, digests))
+		} else {
+			e.log.WarnContext(ctx, "the image is not known to containerd by the name the request claims; judging every name it has",
+				"image", image, "claimed", asked, "repo_tags", img.GetRepoTags(), "repo_digests", img.GetRepoDigests())
+			asked = ""
+		}
+	}
+	if asked == "" {
+		for _, name := range order {
+			candidates = append(candidates, e.inputs(ns, pod, nameForGroup(name, img.GetRepoTags()), hostOf(name), groups[name]))
+		}
+		// Tags in repositories containerd holds no digest for are names too.
+		for _, t := range img.GetRepoTags() {
+			if r, err := parseImageRef(t); err != nil || len(groups[r.name]) == 0 {
+				candidates = append(candidates, e.inputs(ns, pod, t, "", nil))
+			}
+		}
+		if len(candidates) == 0 { // no name at all: judged (and refused) by its ID
+			candidates = append(candidates, e.inputs(ns, pod, img.GetId(), "", nil))
+		}
+	}
+
+	for _, group := range candidates {
+		// One decision is recorded per group: the allow, else the first denial.
+		var first policy.Decision
+		allowed := false
+		for i, in := range group {
+			d := e.judge.Evaluate(ctx, in)
+			if !in.Local && d.Allowed && d.Digest != in.Digest {
+				d.Allowed, d.Audited, d.FailedOpen = false, false, false
+				d.Reason = fmt.Sprintf("the policy engine judged digest %s instead of the image's %s", d.Digest, in.Digest)
+			}
+			if d.Allowed {
+				e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+				allowed = true
+				break
+			}
+			if i == 0 {
+				first = d
+			}
+		}
+		if !allowed {
+			e.record(OpCreateContainer, ns, pod, group[0].Image, first, start)
+			return "", denial(codes.PermissionDenied, group[0].Image, first)
+		}
+		start = time.Now()
+	}
+	if img.GetId() == "" {
+		// Without an ID the create cannot be pinned to what was judged: a tag
+		// moved in between would swap what runs.
+		d := policy.Decision{Image: image, Reason: "containerd gave no image ID for it, so criguard cannot pin the container to the image it judged"}
+		e.record(OpCreateContainer, ns, pod, image, d, start)
+		return "", denial(codes.PermissionDenied, image, d)
+	}
+	return img.GetId(), nil
+}
+
+// allowRemembered judges an image by the names remembered for its ID, and
+// reports an allow only: the name the request claims must be among them and its
+// repository must allow. Anything else (no claim, an unknown name, a denial) is
+// left to a fresh lookup, which also records the decision.
+func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *runtimeapi.Image, start time.Time) (string, bool) {
+	asked := spec.GetUserSpecifiedImage()
+	if asked == "" {
+		return "", false
+	}
+	ref, err := parseImageRef(asked)
+	if err != nil {
+		return "", false
+	}
+	groups, _ := repoDigestGroups(img.GetRepoDigests())
+	if !claimHolds(ref, img.GetRepoTags(), groups) {
+		return "", false
+	}
+	digests := groups[ref.name]
+	if ref.digest != "" {
+		digests = []string{ref.digest}
+	}
+	for _, in := range e.inputs(ns, pod, asked, ref.host, digests) {
+		d := e.judge.Evaluate(ctx, in)
+		if d.Allowed && (in.Local || d.Digest == in.Digest) {
+			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+			return img.GetId(), true
+		}
+	}
+	return "", false
+}
+
+// repoDigestGroups groups "repo@digest" strings by normalized repository,
+// keeping first-seen order. Unparsable entries are dropped: they cannot be judged.
+func repoDigestGroups(repoDigests []string) (map[string][]string, []string) {
+	groups := make(map[string][]string, len(repoDigests))
+	var order []string
+	for _, rd := range repoDigests {
+		named, err := reference.ParseNormalizedNamed(rd)
+		if err != nil {
+			continue
+		}
+		dg, ok := named.(reference.Digested)
+		if !ok {
+			continue
+		}
+		name := named.Name()
+		if _, seen := groups[name]; !seen {
+			order = append(order, name)
+		}
+		groups[name] = append(groups[name], dg.Digest().String())
+	}
+	return groups, order
+}
+
+// nameForGroup prefers a tag of the repository (what policies' patterns are
+// usually written against), else the bare repository name.
+func nameForGroup(name string, repoTags []string) string {
+	for _, t := range repoTags {
+		if named, err := reference.ParseNormalizedNamed(t); err == nil && named.Name() == name {
+			return t
+		}
+	}
+	return name
+}
+
+// claimHolds reports whether containerd knows the image by ref: its digest
+// among the repository's digests, else its tag among the image's tags.
+func claimHolds(ref imageRef, repoTags []string, groups map[string][]string) bool {
+	if ref.digest != "" {
+		return contains(groups[ref.name], ref.digest)
+	}
+	for _, t := range repoTags {
+		if r, err := parseImageRef(t); err == nil && r.name == ref.name && r.tag == ref.tag && r.digest == "" {
+			return true
+		}
+	}
+	return false
+}
