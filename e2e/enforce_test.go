@@ -677,11 +677,13 @@ spec:
 	// Now on the node: prod still may not pull nor run it.
 	out, err = harness.Crictl(t, g.Endpoint(), "pull", "--pod-config", prodPod, ref)
 	mustRefuse(t, err, out, "second pull for the prod pod")
+	sandboxes := map[string]string{}
 	for _, tc := range []struct {
 		pod, ctr string
 		allowed  bool
 	}{{devPod, devCtr, true}, {prodPod, prodCtr, false}} {
 		podID := strings.TrimSpace(harness.MustCrictl(t, g.Endpoint(), "runp", tc.pod))
+		sandboxes[tc.pod] = podID
 		out, err := harness.Crictl(t, g.Endpoint(), "create", podID, tc.ctr, tc.pod)
 		if tc.allowed && err != nil {
 			t.Errorf("create in dev refused: %v", err)
@@ -689,6 +691,14 @@ spec:
 		if !tc.allowed {
 			mustRefuse(t, err, out, "create in prod")
 		}
+	}
+	// A create into the prod sandbox carrying the dev pod's config: criguard
+	// judges a container in its sandbox's namespace (learnt from RunPodSandbox),
+	// not in the one the request claims, and refuses the disagreement.
+	out, err = harness.Crictl(t, g.Endpoint(), "create", sandboxes[prodPod], devCtr, devPod)
+	mustRefuse(t, err, out, "create into the prod sandbox with the dev pod's config")
+	if !strings.Contains(out+fmt.Sprint(err), `belongs to namespace "prod"`) {
+		t.Errorf("refusal does not name the sandbox's namespace: %s", out)
 	}
 }
 
@@ -850,7 +860,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 		b.Fatal(err)
 	}
 	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
-	enf, err := enforce.NewEnforcer(enforce.EnforcerConfig{Judge: engine, Images: directImg,
+	enf, err := enforce.NewEnforcer(enforce.EnforcerConfig{Judge: engine, Images: directImg, Sandboxes: directRT,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)

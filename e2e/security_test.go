@@ -598,6 +598,10 @@ func (s *securityRetag) PullImage(ctx context.Context, r *runtimeapi.PullImageRe
 	return next(ctx, r)
 }
 
+func (s *securityRetag) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest, next forward.RunPodFunc) (*runtimeapi.RunPodSandboxResponse, error) {
+	return next(ctx, r)
+}
+
 func (s *securityRetag) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest, next forward.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
 	if r.GetConfig().GetImage().GetImage() == s.tag && !s.moved.Swap(true) {
 		if err := s.tagger.Tag(ctx, s.tag, s.target); err != nil {

@@ -160,6 +160,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 	return enforce.NewEnforcer(enforce.EnforcerConfig{
 		Judge:   engine,
 		Images:  runtimeapi.NewImageServiceClient(deps.upstream),
+		Sandboxes: runtimeapi.NewRuntimeServiceClient(deps.upstream),
 		Tagger:  tagger,
 		Metrics: metrics,
 		Logger:  log,

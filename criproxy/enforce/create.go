@@ -18,7 +18,11 @@ import (
 // CreateContainer requires an allow for the container's image and every image
 // volume, judged by the repository digests containerd holds for them.
 func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next forward.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
-	ns, pod := podOf(req.GetSandboxConfig())
+	p, err := e.sandboxPod(ctx, req, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	ns, pod := p.namespace, p.name
 	cfg := req.GetConfig()
 	// ids are the image IDs judged: containerd is handed those, not names, so
 	// that a tag moved after the judgement cannot swap what runs.

@@ -1,95 +1,68 @@
 package enforce
 
 import (
-	"container/list"
-	"sync"
-
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/verifier/cosign"
 )
 
-// DefaultCredentialHosts bounds how many registry hosts' credentials are kept.
+// DefaultCredentialHosts bounds how many (namespace, registry host) pairs'
+// credentials are kept.
 const DefaultCredentialHosts = 256
 
-// Credentials remembers the last registry credentials kubelet sent with a
-// PullImage, per registry host, so that CreateContainer (which carries none) can
-// verify with the same identity. It is bounded (least recently used host is
-// dropped) and never logs or exposes what it holds except through For.
+// Credentials remembers the registry credentials kubelet sent with a PullImage
+// that went through, per namespace and registry host, so that CreateContainer
+// (which carries none) verifies with the same identity. A namespace's secret is
+// never used to judge another namespace's pods: one team's wrong or hostile pull
+// secret must not decide whether another team's images verify. Bounded (least
+// recently used entry dropped); what it holds is never logged.
 type Credentials struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // of string (host), most recently used at front
-	byKey map[string]*credEntry
+	byKey *lru[credKey, cosign.Auth]
 }
 
-type credEntry struct {
-	auth cosign.Auth
-	elem *list.Element
-}
+type credKey struct{ namespace, host string }
 
-// NewCredentials returns a store of at most maxHosts hosts (DefaultCredentialHosts when <= 0).
-func NewCredentials(maxHosts int) *Credentials {
-	if maxHosts <= 0 {
-		maxHosts = DefaultCredentialHosts
+// NewCredentials returns a store of at most max entries (DefaultCredentialHosts when <= 0).
+func NewCredentials(max int) *Credentials {
+	if max <= 0 {
+		max = DefaultCredentialHosts
 	}
-	return &Credentials{max: maxHosts, order: list.New(), byKey: make(map[string]*credEntry)}
+	return &Credentials{byKey: newLRU[credKey, cosign.Auth](max)}
 }
 
-// Remember records auth as the latest credentials for host. An empty auth
-// forgets the host: kubelet sent none, so a stale secret should not be reused.
-func (c *Credentials) Remember(host string, auth *cosign.Auth) {
+// Remember records auth as namespace's latest credentials for host. An empty
+// auth forgets them: kubelet sent none, so a stale secret should not be reused.
+func (c *Credentials) Remember(namespace, host string, auth *cosign.Auth) {
 	if c == nil || host == "" {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.byKey[host]
+	k := credKey{namespace, host}
 	if auth == nil || *auth == (cosign.Auth{}) {
-		if ok {
-			c.order.Remove(e.elem)
-			delete(c.byKey, host)
-		}
+		c.byKey.remove(k)
 		return
 	}
-	if ok {
-		e.auth = *auth
-		c.order.MoveToFront(e.elem)
-		return
-	}
-	c.byKey[host] = &credEntry{auth: *auth, elem: c.order.PushFront(host)}
-	for c.order.Len() > c.max {
-		oldest := c.order.Back()
-		c.order.Remove(oldest)
-		delete(c.byKey, oldest.Value.(string))
-	}
+	c.byKey.put(k, *auth)
 }
 
-// For returns a copy of the credentials last remembered for host, or nil (the
-// verifier then falls back to the node's docker config).
-func (c *Credentials) For(host string) *cosign.Auth {
+// For returns a copy of the credentials namespace last used for host, or nil
+// (the verifier then falls back to the node's docker config).
+func (c *Credentials) For(namespace, host string) *cosign.Auth {
 	if c == nil {
 		return nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.byKey[host]
+	a, ok := c.byKey.get(credKey{namespace, host})
 	if !ok {
 		return nil
 	}
-	c.order.MoveToFront(e.elem)
-	a := e.auth
 	return &a
 }
 
-// Len reports how many hosts are remembered.
+// Len reports how many (namespace, host) pairs are remembered.
 func (c *Credentials) Len() int {
 	if c == nil {
 		return 0
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.byKey)
+	return c.byKey.len()
 }
 
 // authFromCRI converts kubelet's AuthConfig; nil or empty gives nil.

@@ -34,6 +34,9 @@ type ImageStatuser interface {
 type EnforcerConfig struct {
 	Judge  Judge         // required
 	Images ImageStatuser // required: ImageStatus calls to containerd
+	// Sandboxes is required: PodSandboxStatus calls to containerd, for a
+	// sandbox created before criguard started.
+	Sandboxes SandboxStatuser
 	// Tagger records the tag kubelet asked for once its digest is pulled;
 	// nil leaves pulled images under their digest reference only.
 	Tagger      Tagger
@@ -66,14 +69,16 @@ const DefaultTagVisibleTimeout = 2 * time.Second
 // only as name@digest of a digest the policy allowed, and a container is created
 // only from an image whose repository digest the policy allows.
 type Enforcer struct {
-	judge   Judge
-	images  ImageStatuser
-	tagger  Tagger
-	creds   *Credentials
-	metrics *Metrics
-	log     *slog.Logger
-	tagWait time.Duration
-	names   *imageNames // nil: every CreateContainer asks containerd
+	judge     Judge
+	images    ImageStatuser
+	runtime   SandboxStatuser
+	sandboxes *lru[string, owner] // sandbox ID -> the pod it was created for
+	tagger    Tagger
+	creds     *Credentials
+	metrics   *Metrics
+	log       *slog.Logger
+	tagWait   time.Duration
+	names     *imageNames // nil: every CreateContainer asks containerd
 }
 
 var _ forward.Guard = (*Enforcer)(nil)
@@ -81,12 +86,15 @@ var _ forward.Guard = (*Enforcer)(nil)
 // NewEnforcer checks cfg and returns the Guard.
 func NewEnforcer(cfg EnforcerConfig) (*Enforcer, error) {
 	if cfg.Judge == nil {
-		return nil, errors.New("criproxy: enforcer needs a policy judge")
+		return nil, errors.New("enforce: enforcer needs a policy judge")
 	}
 	if cfg.Images == nil {
-		return nil, errors.New("criproxy: enforcer needs an upstream image service for ImageStatus")
+		return nil, errors.New("enforce: enforcer needs an upstream image service for ImageStatus")
 	}
-	e := &Enforcer{judge: cfg.Judge, images: cfg.Images, tagger: cfg.Tagger, creds: cfg.Credentials, metrics: cfg.Metrics, log: cfg.Logger, tagWait: cfg.TagVisibleTimeout}
+	if cfg.Sandboxes == nil {
+		return nil, errors.New("enforce: enforcer needs an upstream runtime service for PodSandboxStatus")
+	}
+	e := &Enforcer{judge: cfg.Judge, images: cfg.Images, runtime: cfg.Sandboxes, sandboxes: newLRU[string, owner](maxSandboxes), tagger: cfg.Tagger, creds: cfg.Credentials, metrics: cfg.Metrics, log: cfg.Logger, tagWait: cfg.TagVisibleTimeout}
 	if e.tagWait == 0 {
 		e.tagWait = DefaultTagVisibleTimeout
 	}
@@ -156,7 +164,7 @@ func podOf(c *runtimeapi.PodSandboxConfig) (namespace, pod string) {
 
 // inputs builds one policy input per repository digest, or a Local one when there is none.
 func (e *Enforcer) inputs(ns, pod, image, host string, digests []string) []policy.Input {
-	var auth = e.creds.For(host)
+	var auth = e.creds.For(ns, host)
 	if len(digests) == 0 {
 		return []policy.Input{{Operation: OpCreateContainer, Image: image, Local: true, Namespace: ns, Pod: pod}}
 	}

@@ -64,8 +64,8 @@ func TestCredentialsConcurrent(t *testing.T) {
 			defer wg.Done()
 			host := string(rune('a' + i))
 			for range 200 {
-				c.Remember(host, &cosign.Auth{Username: host})
-				if a := c.For(host); a != nil && a.Username != host {
+				c.Remember("ns", host, &cosign.Auth{Username: host})
+				if a := c.For("ns", host); a != nil && a.Username != host {
 					t.Errorf("host %s got %s's credentials", host, a.Username)
 				}
 			}

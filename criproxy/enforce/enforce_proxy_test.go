@@ -54,7 +54,7 @@ spec:
 	tagger := &fakeTagger{}
 	metrics := NewMetrics(prometheus.NewRegistry())
 	enf, err := NewEnforcer(EnforcerConfig{
-		Judge: policy.NewEngine(store, cosign.New(cosign.Options{}), nil), Images: images, Tagger: tagger, Metrics: metrics,
+		Judge: policy.NewEngine(store, cosign.New(cosign.Options{}), nil), Images: images, Sandboxes: &fakeSandboxes{}, Tagger: tagger, Metrics: metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -90,13 +90,20 @@ spec:
 		}
 	}
 
+	// The pod's sandbox, through the proxy: the Enforcer learns its namespace.
+	sb, err := env.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// CreateContainer of the verified image: judged from the verdict cache.
 	const id = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
 	images.images[id] = &runtimeapi.Image{Id: id, RepoTags: []string{signed}, RepoDigests: []string{pulled}}
 	unsignedDg := "sha256:3333333333333333333333333333333333333333333333333333333333333333"
 	images.images["sideloaded"] = &runtimeapi.Image{Id: "sideloaded", RepoDigests: []string{reg.Host + "/demo/unsigned@" + unsignedDg}}
 	create := func(image, asked string) error {
-		_, err := env.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "sb",
+		_, err := env.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: sb.GetPodSandboxId(),
 			Config: &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: asked}}})
 		return err
 	}
@@ -130,6 +137,10 @@ func (f *recordingRuntime) PullImage(_ context.Context, req *runtimeapi.PullImag
 	defer f.mu.Unlock()
 	f.pulls = append(f.pulls, req)
 	return &runtimeapi.PullImageResponse{ImageRef: "ref-of-" + req.GetImage().GetImage()}, nil
+}
+
+func (f *recordingRuntime) RunPodSandbox(_ context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: "sb-" + req.GetConfig().GetMetadata().GetName()}, nil
 }
 
 func (f *recordingRuntime) CreateContainer(_ context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {

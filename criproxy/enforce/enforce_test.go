@@ -84,21 +84,47 @@ func (f *fakeImages) ImageStatus(_ context.Context, in *runtimeapi.ImageStatusRe
 	return &runtimeapi.ImageStatusResponse{Image: f.images[in.GetImage().GetImage()]}, nil
 }
 
+// fakeSandboxes is containerd's record of pod sandboxes, by ID.
+type fakeSandboxes struct {
+	pods  map[string]*runtimeapi.PodSandboxMetadata
+	asked []string
+}
+
+func (f *fakeSandboxes) PodSandboxStatus(_ context.Context, in *runtimeapi.PodSandboxStatusRequest, _ ...grpc.CallOption) (*runtimeapi.PodSandboxStatusResponse, error) {
+	f.asked = append(f.asked, in.GetPodSandboxId())
+	m, ok := f.pods[in.GetPodSandboxId()]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "an error occurred when try to find sandbox %q: not found", in.GetPodSandboxId())
+	}
+	return &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{Id: in.GetPodSandboxId(), Metadata: m}}, nil
+}
+
+// newFakeSandboxes knows the sandboxes the tests' requests name: "sb" is
+// team-b/api (createReq), "sb-a" team-a/web (pullReq's pod).
+func newFakeSandboxes() *fakeSandboxes {
+	return &fakeSandboxes{pods: map[string]*runtimeapi.PodSandboxMetadata{
+		"sb":   sandbox("team-b", "api").Metadata,
+		"sb-a": sandbox("team-a", "web").Metadata,
+	}}
+}
+
 type rig struct {
-	e       *Enforcer
-	judge   *fakeJudge
-	tagger  *fakeTagger
-	images  *fakeImages
-	metrics *Metrics
-	logs    *bytes.Buffer
+	e         *Enforcer
+	judge     *fakeJudge
+	tagger    *fakeTagger
+	images    *fakeImages
+	sandboxes *fakeSandboxes
+	metrics   *Metrics
+	logs      *bytes.Buffer
 }
 
 func newRig(t *testing.T, decide func(policy.Input) policy.Decision) *rig {
 	t.Helper()
-	r := &rig{judge: &fakeJudge{decide: decide}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, metrics: NewMetrics(prometheus.NewRegistry()), logs: &bytes.Buffer{}}
+	r := &rig{judge: &fakeJudge{decide: decide}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, sandboxes: newFakeSandboxes(),
+		metrics: NewMetrics(prometheus.NewRegistry()), logs: &bytes.Buffer{}}
 	r.tagger = &fakeTagger{images: r.images}
 	e, err := NewEnforcer(EnforcerConfig{
-		Judge: r.judge, Images: r.images, Tagger: r.tagger, Metrics: r.metrics,
+		Judge: r.judge, Images: r.images, Sandboxes: r.sandboxes, Tagger: r.tagger, Metrics: r.metrics,
 		Logger: slog.New(slog.NewJSONHandler(r.logs, nil)),
 	})
 	if err != nil {
@@ -323,6 +349,9 @@ func TestPullImageUpstreamAndTagErrors(t *testing.T) {
 	}
 }
 
+// Credentials kubelet sent with an allowed pull are used to verify the same
+// namespace's later creates, and never another namespace's; a denied or failed
+// pull's credentials are not remembered at all.
 func TestCredentialsRememberedForCreate(t *testing.T) {
 	r := newRig(t, allowAs(dgA))
 	auth := &runtimeapi.AuthConfig{Username: "robot", Password: "s3cr3t-pw", ServerAddress: reg}
@@ -342,28 +371,108 @@ func TestCredentialsRememberedForCreate(t *testing.T) {
 	if _, err := r.e.PullImage(context.Background(), pullReq(reg+"/team/app:1.0", nil), recordingPull(&pulled)); err != nil {
 		t.Fatal(err)
 	}
+	// Another namespace's pull with a wrong secret is refused upstream: it
+	// must not replace team-a's, nor be kept for its own namespace.
+	bad := pullReq(reg+"/team/app:1.0", &runtimeapi.AuthConfig{Username: "robot", Password: "wrong"})
+	bad.SandboxConfig = sandbox("team-c", "x")
+	if _, err := r.e.PullImage(context.Background(), bad, func(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+		return nil, status.Error(codes.Unknown, "401 Unauthorized")
+	}); err == nil {
+		t.Fatal("pull whose upstream failed succeeded")
+	}
+	r.sandboxes.pods["sb-c"] = sandbox("team-c", "x").Metadata
 
 	r.images.images[imID] = &runtimeapi.Image{Id: imID, RepoTags: []string{reg + "/team/app:1.0"}, RepoDigests: []string{reg + "/team/app@" + dgA}}
 	r.images.images["docker.io/library/other:1"] = &runtimeapi.Image{Id: imID, RepoDigests: []string{"docker.io/library/other@" + dgB}}
 	for _, tc := range []struct {
-		image, asked string
-		want         *cosign.Auth
+		name, sandbox, image, asked string
+		want                        *cosign.Auth
 	}{
-		{imID, reg + "/team/app:1.0", &want},
-		{"docker.io/library/other:1", "", nil},
+		{"same namespace", "sb-a", imID, reg + "/team/app:1.0", &want},
+		{"another registry", "sb-a", "docker.io/library/other:1", "", nil},
+		{"another namespace", "sb", imID, reg + "/team/app:1.0", nil},
+		{"namespace whose pull failed", "sb-c", imID, reg + "/team/app:1.0", nil},
 	} {
 		r.judge.inputs = nil
-		_, err := r.e.CreateContainer(context.Background(), createReq(tc.image, tc.asked), okCreate(nil))
-		if err != nil {
-			t.Fatal(err)
+		req := createReq(tc.image, tc.asked)
+		req.PodSandboxId = tc.sandbox
+		req.SandboxConfig = &runtimeapi.PodSandboxConfig{Metadata: r.sandboxes.pods[tc.sandbox]}
+		if _, err := r.e.CreateContainer(context.Background(), req, okCreate(nil)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
 		}
 		got := r.judge.inputs[0].Auth
 		if (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
-			t.Errorf("create of %s judged with auth %+v, want %+v", tc.image, got, tc.want)
+			t.Errorf("%s: create of %s judged with auth %+v, want %+v", tc.name, tc.image, got, tc.want)
 		}
 	}
 	if strings.Contains(r.logs.String(), "s3cr3t-pw") {
 		t.Errorf("a password reached the logs: %s", r.logs)
+	}
+}
+
+// The namespace a container is judged in is its sandbox's, learnt from
+// RunPodSandbox (or containerd's PodSandboxStatus after a restart); a request
+// whose sandbox_config claims another namespace is refused (issue: a create into
+// a prod sandbox carrying a dev config was judged as dev).
+func TestCreateJudgedInSandboxNamespace(t *testing.T) {
+	r := newRig(t, func(in policy.Input) policy.Decision {
+		return policy.Decision{Allowed: in.Namespace == "dev", Digest: dgA, Image: in.Image, Reason: "only dev may run it"}
+	})
+	r.images.images[imID] = &runtimeapi.Image{Id: imID, RepoTags: []string{reg + "/team/app:1.0"}, RepoDigests: []string{reg + "/team/app@" + dgA}}
+	// RunPodSandbox through the Enforcer: containerd answers with the ID.
+	for id, ns := range map[string]string{"sb-prod": "prod", "sb-dev": "dev"} {
+		_, err := r.e.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: sandbox(ns, "web")},
+			func(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+				return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A sandbox that failed to start is not remembered.
+	_, _ = r.e.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: sandbox("dev", "x")},
+		func(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+			return nil, status.Error(codes.Unknown, "failed")
+		})
+	r.sandboxes.pods["sb-old"] = sandbox("dev", "old").Metadata // created before criguard started
+	for _, tc := range []struct {
+		name, sandbox, claimedNS string
+		wantCode                 codes.Code
+		wantMsg                  string
+		wantLookups              int
+	}{
+		{"dev sandbox, dev config", "sb-dev", "dev", codes.OK, "", 0},
+		{"prod sandbox claiming dev", "sb-prod", "dev", codes.PermissionDenied, `names namespace "dev" but pod sandbox sb-prod belongs to namespace "prod"`, 0},
+		{"prod sandbox, prod config", "sb-prod", "prod", codes.PermissionDenied, "only dev may run it", 0},
+		{"sandbox from before a restart", "sb-old", "dev", codes.OK, "", 1},
+		{"unknown sandbox", "sb-none", "dev", codes.NotFound, "sb-none", 1},
+		{"no sandbox ID", "", "dev", codes.PermissionDenied, "names no pod sandbox", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r.sandboxes.asked = nil
+			req := createReq(imID, reg+"/team/app:1.0")
+			req.PodSandboxId = tc.sandbox
+			req.SandboxConfig = sandbox(tc.claimedNS, "web")
+			created := false
+			_, err := r.e.CreateContainer(context.Background(), req, okCreate(&created))
+			st := status.Convert(err)
+			if st.Code() != tc.wantCode || !strings.Contains(st.Message(), tc.wantMsg) {
+				t.Errorf("create: %v, want %v %q", err, tc.wantCode, tc.wantMsg)
+			}
+			if created != (tc.wantCode == codes.OK) {
+				t.Errorf("reached containerd: %v", created)
+			}
+			if len(r.sandboxes.asked) != tc.wantLookups {
+				t.Errorf("PodSandboxStatus calls %v, want %d", r.sandboxes.asked, tc.wantLookups)
+			}
+		})
+	}
+	// The sandbox looked up once is remembered.
+	r.sandboxes.asked = nil
+	req := createReq(imID, reg+"/team/app:1.0")
+	req.PodSandboxId, req.SandboxConfig = "sb-old", sandbox("dev", "old")
+	if _, err := r.e.CreateContainer(context.Background(), req, okCreate(nil)); err != nil || len(r.sandboxes.asked) != 0 {
+		t.Errorf("second create in sb-old: %v, lookups %v", err, r.sandboxes.asked)
 	}
 }
 
@@ -653,12 +762,15 @@ func TestCreateContainerMetrics(t *testing.T) {
 	}
 }
 
-func TestNewEnforcerNeedsJudgeAndImages(t *testing.T) {
-	if _, err := NewEnforcer(EnforcerConfig{Images: &fakeImages{}}); err == nil {
+func TestNewEnforcerNeedsJudgeImagesAndSandboxes(t *testing.T) {
+	if _, err := NewEnforcer(EnforcerConfig{Images: &fakeImages{}, Sandboxes: newFakeSandboxes()}); err == nil {
 		t.Error("no judge accepted")
 	}
-	if _, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{}}); err == nil {
+	if _, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{}, Sandboxes: newFakeSandboxes()}); err == nil {
 		t.Error("no image service accepted")
+	}
+	if _, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{}, Images: &fakeImages{}}); err == nil {
+		t.Error("no sandbox service accepted")
 	}
 }
 
@@ -693,7 +805,7 @@ func TestPullImageWaitsUntilTagServed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			imgs := &lateImages{n: tt.servedAt}
-			e, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{decide: allowAs(dgA)}, Images: imgs, Tagger: &fakeTagger{}, TagVisibleTimeout: tt.wait})
+			e, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{decide: allowAs(dgA)}, Images: imgs, Sandboxes: newFakeSandboxes(), Tagger: &fakeTagger{}, TagVisibleTimeout: tt.wait})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -768,7 +880,7 @@ func TestCreateContainerRemembersImageNames(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			judge := &fakeJudge{}
 			images := &fakeImages{images: map[string]*runtimeapi.Image{imID: app, reg + "/team/app:1.0": app}}
-			e, err := NewEnforcer(EnforcerConfig{Judge: judge, Images: images, ImageNamesTTL: tt.ttl})
+			e, err := NewEnforcer(EnforcerConfig{Judge: judge, Images: images, Sandboxes: newFakeSandboxes(), ImageNamesTTL: tt.ttl})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,8 +11,9 @@ const (
 	OpPullImage       = "PullImage"
 	OpCreateContainer = "CreateContainer"
 
-	opImageStatus = "ImageStatus"
-	opTag         = "Tag"
+	opImageStatus   = "ImageStatus"
+	opSandboxStatus = "PodSandboxStatus"
+	opTag           = "Tag"
 )
 
 // Decision results as they appear in the result label of
@@ -74,6 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.upstreamErrors.WithLabelValues(op)
 	}
 	m.upstreamErrors.WithLabelValues(opImageStatus)
+	m.upstreamErrors.WithLabelValues(opSandboxStatus)
 	m.upstreamErrors.WithLabelValues(opTag)
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("failed")

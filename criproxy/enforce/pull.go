@@ -27,9 +27,6 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 		return nil, denial(codes.Unknown, raw, d)
 	}
 	auth := authFromCRI(req.GetAuth())
-	if auth != nil {
-		e.creds.Remember(ref.host, auth)
-	}
 	d := e.judge.Evaluate(ctx, policy.Input{
 		Operation: OpPullImage, Image: raw, Digest: ref.digest,
 		Namespace: ns, Pod: pod, Auth: auth,
@@ -62,6 +59,11 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 	if err != nil {
 		e.metrics.upstreamError(OpPullImage)
 		return nil, err
+	}
+	if auth != nil {
+		// Remembered only once they proved good for an allowed pull, and only
+		// for this namespace's later creates.
+		e.creds.Remember(ns, ref.host, auth)
 	}
 	if ref.tag != "" && ref.digest == "" && e.tagger != nil {
 		tagRef := ref.name + ":" + ref.tag

@@ -156,6 +156,11 @@ func (f *fakeRuntime) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 	return &runtimeapi.PullImageResponse{ImageRef: "ref-of-" + req.GetImage().GetImage()}, nil
 }
 
+func (f *fakeRuntime) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	f.record(ctx)
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: "sb-" + req.GetConfig().GetMetadata().GetName()}, nil
+}
+
 func (f *fakeRuntime) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	f.record(ctx)
 	f.mu.Lock()

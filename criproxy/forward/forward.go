@@ -180,7 +180,7 @@ func copyRequests(ss grpc.ServerStream, cs grpc.ClientStream) error {
 }
 
 // judge decodes the one request of an intercepted method and lets decide (the
-// Guard) answer it, with next forwarding a typed request upstream. Upstream
+// Guard) answer it (subject names what the request is about, for a refusal), with next forwarding a typed request upstream. Upstream
 // header and trailer reach the caller whether the call succeeds or not.
 //
 // A request carrying a field unknown to the compiled cri-api is refused before
@@ -188,7 +188,7 @@ func copyRequests(ss grpc.ServerStream, cs grpc.ClientStream) error {
 // kubelet shows as the pod's reason.
 func judge[Req, Resp proto.Message](
 	ss grpc.ServerStream, up *grpc.ClientConn, method string, req Req, newResp func() Resp,
-	deniedCode codes.Code, imageOf func(Req) string, log *slog.Logger, refused func(reason string),
+	deniedCode codes.Code, subject func(Req) string, log *slog.Logger, refused func(reason string),
 	decide func(context.Context, Req, func(context.Context, Req) (Resp, error)) (Resp, error),
 ) error {
 	if err := recvRequest(ss, req); err != nil {
@@ -196,13 +196,13 @@ func judge[Req, Resp proto.Message](
 	}
 	in := ss.Context()
 	if field := UnknownField(req); field != "" {
-		image := imageOf(req)
+		what := subject(req)
 		log.WarnContext(in, "CRI request refused: it carries a field unknown to criguard's cri-api",
-			"method", method, "image", image, "field", field)
+			"method", method, "subject", what, "field", field)
 		refused(RefusedUnknownField)
-		return status.Errorf(deniedCode, "%simage %q denied: the %s request carries field %s, unknown to the CRI API criguard was built with; "+
+		return status.Errorf(deniedCode, "%s%s denied: the %s request carries field %s, unknown to the CRI API criguard was built with; "+
 			"criguard cannot judge what it cannot read: run a criguard built with a cri-api at least as new as the kubelet's",
-			DeniedPrefix, image, method, field)
+			DeniedPrefix, what, method, field)
 	}
 	var hdr, trl metadata.MD
 	next := func(ctx context.Context, r Req) (Resp, error) {

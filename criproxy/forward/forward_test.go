@@ -367,6 +367,43 @@ func (refuseAll) CreateContainer(context.Context, *runtimeapi.CreateContainerReq
 	return nil, status.Error(codes.PermissionDenied, "refused by test guard")
 }
 
+func (refuseAll) RunPodSandbox(context.Context, *runtimeapi.RunPodSandboxRequest, RunPodFunc) (*runtimeapi.RunPodSandboxResponse, error) {
+	return nil, status.Error(codes.PermissionDenied, "refused by test guard")
+}
+
+// RunPodSandbox goes through the Guard (which learns each sandbox's namespace
+// from it) when there is one, and straight upstream when there is none.
+func TestRunPodSandboxThroughGuard(t *testing.T) {
+	req := &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "prod", Uid: "u"}}}
+	for _, tc := range []struct {
+		name       string
+		guard      Guard
+		reachesUp  bool
+		wantCode   codes.Code
+		wantSubstr string
+	}{
+		{"refusing guard", refuseAll{}, false, codes.PermissionDenied, "refused by test guard"},
+		{"passing guard", funcGuard{}, true, codes.OK, ""},
+		{"no guard", nil, true, codes.OK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startProxy(t, Options{Guard: tc.guard}, true)
+			before := e.fake.callCount()
+			resp, err := e.rt().RunPodSandbox(testCtx(t), req)
+			if err == nil && resp.GetPodSandboxId() != "sb-p" {
+				t.Errorf("sandbox ID %q, want the upstream's sb-p", resp.GetPodSandboxId())
+			}
+			if st := status.Convert(err); st.Code() != tc.wantCode || !strings.Contains(st.Message(), tc.wantSubstr) {
+				t.Errorf("RunPodSandbox: %v, want %v %q", err, tc.wantCode, tc.wantSubstr)
+			}
+			if reached := e.fake.callCount() > before; reached != tc.reachesUp {
+				t.Errorf("reached upstream: %v, want %v", reached, tc.reachesUp)
+			}
+		})
+	}
+}
+
 // funcGuard lets each test case decide.
 type funcGuard struct {
 	pull   func(context.Context, *runtimeapi.PullImageRequest, PullFunc) (*runtimeapi.PullImageResponse, error)
@@ -375,6 +412,11 @@ type funcGuard struct {
 
 func (g funcGuard) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
 	return g.pull(ctx, r, next)
+}
+
+// RunPodSandbox forwards: these tests judge pulls and creates only.
+func (g funcGuard) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest, next RunPodFunc) (*runtimeapi.RunPodSandboxResponse, error) {
+	return next(ctx, r)
 }
 
 func (g funcGuard) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest, next CreateFunc) (*runtimeapi.CreateContainerResponse, error) {

@@ -76,12 +76,14 @@ const (
 	kindWatch                    // server stream that never ends by itself; cut at shutdown
 	kindPull                     // PullImage, judged by the Guard
 	kindCreate                   // CreateContainer, judged by the Guard
+	kindSandbox                  // RunPodSandbox, seen by the Guard (which namespace a sandbox is in)
 )
 
 const (
 	criPrefix    = "/runtime.v1."
 	methodPull   = runtimeapi.ImageService_PullImage_FullMethodName
 	methodCreate = runtimeapi.RuntimeService_CreateContainer_FullMethodName
+	methodRunPod = runtimeapi.RuntimeService_RunPodSandbox_FullMethodName
 	methodEvents = runtimeapi.RuntimeService_GetContainerEvents_FullMethodName
 )
 
@@ -124,6 +126,7 @@ func NewServer(opts Options) (*Server, error) {
 		// Without a guard the two judged methods are plain unary calls.
 		s.methods[methodPull] = kindUnary
 		s.methods[methodCreate] = kindUnary
+		s.methods[methodRunPod] = kindUnary
 	}
 	codec := newRawCodec()
 	s.callOpts = []grpc.CallOption{grpc.ForceCodecV2(codec)}
@@ -159,6 +162,7 @@ func criMethods() map[string]kind {
 	m[methodEvents] = kindWatch
 	m[methodPull] = kindPull
 	m[methodCreate] = kindCreate
+	m[methodRunPod] = kindSandbox
 	return m
 }
 
@@ -199,15 +203,26 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) error {
 		err = s.forwardWatch(ss, method)
 	case kindPull:
 		err = judge(ss, s.up, method, new(runtimeapi.PullImageRequest), newPullResponse,
-			codes.Unknown, func(r *runtimeapi.PullImageRequest) string { return r.GetImage().GetImage() }, s.log, s.refused,
+			codes.Unknown, func(r *runtimeapi.PullImageRequest) string { return fmt.Sprintf("image %q", r.GetImage().GetImage()) }, s.log, s.refused,
 			func(ctx context.Context, r *runtimeapi.PullImageRequest, next func(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error)) (*runtimeapi.PullImageResponse, error) {
 				return s.guard.PullImage(ctx, r, next)
 			})
 	case kindCreate:
 		err = judge(ss, s.up, method, new(runtimeapi.CreateContainerRequest), newCreateResponse,
-			codes.PermissionDenied, func(r *runtimeapi.CreateContainerRequest) string { return r.GetConfig().GetImage().GetImage() }, s.log, s.refused,
+			codes.PermissionDenied, func(r *runtimeapi.CreateContainerRequest) string {
+				return fmt.Sprintf("image %q", r.GetConfig().GetImage().GetImage())
+			}, s.log, s.refused,
 			func(ctx context.Context, r *runtimeapi.CreateContainerRequest, next func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error)) (*runtimeapi.CreateContainerResponse, error) {
 				return s.guard.CreateContainer(ctx, r, next)
+			})
+	case kindSandbox:
+		err = judge(ss, s.up, method, new(runtimeapi.RunPodSandboxRequest), newRunPodResponse,
+			codes.PermissionDenied, func(r *runtimeapi.RunPodSandboxRequest) string {
+				m := r.GetConfig().GetMetadata()
+				return fmt.Sprintf("pod sandbox %s/%s", m.GetNamespace(), m.GetName())
+			}, s.log, s.refused,
+			func(ctx context.Context, r *runtimeapi.RunPodSandboxRequest, next func(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error)) (*runtimeapi.RunPodSandboxResponse, error) {
+				return s.guard.RunPodSandbox(ctx, r, next)
 			})
 	default:
 		err = forwardBidi(ss, s.up, method, s.callOpts)
@@ -222,6 +237,10 @@ func newPullResponse() *runtimeapi.PullImageResponse { return new(runtimeapi.Pul
 
 func newCreateResponse() *runtimeapi.CreateContainerResponse {
 	return new(runtimeapi.CreateContainerResponse)
+}
+
+func newRunPodResponse() *runtimeapi.RunPodSandboxResponse {
+	return new(runtimeapi.RunPodSandboxResponse)
 }
 
 // forwardWatch forwards a watch and ends it when the server starts draining,
