@@ -860,7 +860,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 		b.Fatal(err)
 	}
 	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
-	enf, err := enforce.NewEnforcer(enforce.EnforcerConfig{Judge: engine, Images: directImg, Sandboxes: directRT,
+	enf, err := enforce.New(enforce.Options{Judge: engine, Images: directImg, Sandboxes: directRT,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)

@@ -157,7 +157,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 	if err != nil {
 		return nil, err
 	}
-	return enforce.NewEnforcer(enforce.EnforcerConfig{
+	return enforce.New(enforce.Options{
 		Judge:   engine,
 		Images:  runtimeapi.NewImageServiceClient(deps.upstream),
 		Sandboxes: runtimeapi.NewRuntimeServiceClient(deps.upstream),

@@ -30,8 +30,8 @@ type ImageStatuser interface {
 	ImageStatus(ctx context.Context, in *runtimeapi.ImageStatusRequest, opts ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error)
 }
 
-// EnforcerConfig holds what an Enforcer needs.
-type EnforcerConfig struct {
+// Options holds what an Enforcer needs.
+type Options struct {
 	Judge  Judge         // required
 	Images ImageStatuser // required: ImageStatus calls to containerd
 	// Sandboxes is required: PodSandboxStatus calls to containerd, for a
@@ -83,8 +83,8 @@ type Enforcer struct {
 
 var _ forward.Guard = (*Enforcer)(nil)
 
-// NewEnforcer checks cfg and returns the Guard.
-func NewEnforcer(cfg EnforcerConfig) (*Enforcer, error) {
+// New checks cfg and returns the Guard.
+func New(cfg Options) (*Enforcer, error) {
 	if cfg.Judge == nil {
 		return nil, errors.New("enforce: enforcer needs a policy judge")
 	}

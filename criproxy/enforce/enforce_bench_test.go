@@ -53,7 +53,7 @@ spec:
 	}
 	images := &fakeImages{images: map[string]*runtimeapi.Image{imID: {Id: imID, RepoTags: []string{ref},
 		RepoDigests: []string{reg.Host + "/demo/signed-bundle@" + d.Digest}}}}
-	enf, err := NewEnforcer(EnforcerConfig{Judge: engine, Images: images, Sandboxes: newFakeSandboxes(), Metrics: NewMetrics(prometheus.NewRegistry()),
+	enf, err := New(Options{Judge: engine, Images: images, Sandboxes: newFakeSandboxes(), Metrics: NewMetrics(prometheus.NewRegistry()),
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)

@@ -53,7 +53,7 @@ spec:
 	images := &fakeImages{images: map[string]*runtimeapi.Image{}}
 	tagger := &fakeTagger{}
 	metrics := NewMetrics(prometheus.NewRegistry())
-	enf, err := NewEnforcer(EnforcerConfig{
+	enf, err := New(Options{
 		Judge: policy.NewEngine(store, cosign.New(cosign.Options{}), nil), Images: images, Sandboxes: &fakeSandboxes{}, Tagger: tagger, Metrics: metrics,
 	})
 	if err != nil {

@@ -123,7 +123,7 @@ func newRig(t *testing.T, decide func(policy.Input) policy.Decision) *rig {
 	r := &rig{judge: &fakeJudge{decide: decide}, images: &fakeImages{images: map[string]*runtimeapi.Image{}}, sandboxes: newFakeSandboxes(),
 		metrics: NewMetrics(prometheus.NewRegistry()), logs: &bytes.Buffer{}}
 	r.tagger = &fakeTagger{images: r.images}
-	e, err := NewEnforcer(EnforcerConfig{
+	e, err := New(Options{
 		Judge: r.judge, Images: r.images, Sandboxes: r.sandboxes, Tagger: r.tagger, Metrics: r.metrics,
 		Logger: slog.New(slog.NewJSONHandler(r.logs, nil)),
 	})
@@ -763,13 +763,13 @@ func TestCreateContainerMetrics(t *testing.T) {
 }
 
 func TestNewEnforcerNeedsJudgeImagesAndSandboxes(t *testing.T) {
-	if _, err := NewEnforcer(EnforcerConfig{Images: &fakeImages{}, Sandboxes: newFakeSandboxes()}); err == nil {
+	if _, err := New(Options{Images: &fakeImages{}, Sandboxes: newFakeSandboxes()}); err == nil {
 		t.Error("no judge accepted")
 	}
-	if _, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{}, Sandboxes: newFakeSandboxes()}); err == nil {
+	if _, err := New(Options{Judge: &fakeJudge{}, Sandboxes: newFakeSandboxes()}); err == nil {
 		t.Error("no image service accepted")
 	}
-	if _, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{}, Images: &fakeImages{}}); err == nil {
+	if _, err := New(Options{Judge: &fakeJudge{}, Images: &fakeImages{}}); err == nil {
 		t.Error("no sandbox service accepted")
 	}
 }
@@ -805,7 +805,7 @@ func TestPullImageWaitsUntilTagServed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			imgs := &lateImages{n: tt.servedAt}
-			e, err := NewEnforcer(EnforcerConfig{Judge: &fakeJudge{decide: allowAs(dgA)}, Images: imgs, Sandboxes: newFakeSandboxes(), Tagger: &fakeTagger{}, TagVisibleTimeout: tt.wait})
+			e, err := New(Options{Judge: &fakeJudge{decide: allowAs(dgA)}, Images: imgs, Sandboxes: newFakeSandboxes(), Tagger: &fakeTagger{}, TagVisibleTimeout: tt.wait})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -880,7 +880,7 @@ func TestCreateContainerRemembersImageNames(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			judge := &fakeJudge{}
 			images := &fakeImages{images: map[string]*runtimeapi.Image{imID: app, reg + "/team/app:1.0": app}}
-			e, err := NewEnforcer(EnforcerConfig{Judge: judge, Images: images, Sandboxes: newFakeSandboxes(), ImageNamesTTL: tt.ttl})
+			e, err := New(Options{Judge: judge, Images: images, Sandboxes: newFakeSandboxes(), ImageNamesTTL: tt.ttl})
 			if err != nil {
 				t.Fatal(err)
 			}
