@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/policy"
 )
@@ -124,7 +125,11 @@ func buildJudge(cfg *verifyConfig, stderr io.Writer) (judge, error) {
 	}
 	v := cosign.New(cosign.Options{Timeout: cfg.timeout, MaxSignatures: cfg.maxSignatures})
 	return func(ctx context.Context, image string) verdict {
-		res, err := v.Verify(ctx, cosign.Request{Image: image, Keys: ks, Threshold: cfg.count, SignatureRepository: cfg.sigRepo})
+		ref, err := imageref.Parse(image)
+		if err != nil {
+			return verdict{Image: image, Reason: err.Error()}
+		}
+		res, err := v.Verify(ctx, cosign.Request{Image: ref, Keys: ks, Threshold: cfg.count, SignatureRepository: cfg.sigRepo})
 		o := verdict{Image: res.Image, Digest: res.Digest, Allowed: res.Allowed && err == nil, Verified: res.Verified, Reason: res.Reason}
 		if err != nil {
 			o.Reason, o.Incomplete = err.Error(), errors.Is(err, cosign.ErrIncomplete)
@@ -154,7 +159,11 @@ func buildPolicyJudge(cfg *verifyConfig, stderr io.Writer) (judge, error) {
 			ctx, cancel = context.WithTimeout(ctx, cfg.timeout)
 			defer cancel()
 		}
-		d := engine.Evaluate(ctx, policy.Input{Operation: "verify", Image: image, Namespace: cfg.namespace})
+		ref, err := imageref.Parse(image)
+		if err != nil {
+			return verdict{Image: image, Reason: err.Error(), byPolicy: true}
+		}
+		d := engine.Evaluate(ctx, policy.Input{Operation: "verify", Image: image, Ref: ref, Namespace: cfg.namespace})
 		o := verdict{Image: d.Image, Digest: d.Digest, Allowed: d.Allowed, Verified: d.Verified, Reason: d.Reason,
 			Policy: d.Policy, Rule: d.Rule, Audited: d.Audited && !d.FailedOpen, FailedOpen: d.FailedOpen, byPolicy: true}
 		for _, r := range d.Rules {

@@ -13,12 +13,13 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/imageref"
 )
 
 // Verifier is what the engine needs from cosign.Verifier.
 type Verifier interface {
 	// Resolve returns the digest a reference (tag) currently names.
-	Resolve(ctx context.Context, image string, auth *cosign.Auth) (ref, digest string, err error)
+	Resolve(ctx context.Context, ref imageref.Ref, auth *cosign.Auth) (digest string, err error)
 	// Verify judges one digest; an error wrapping cosign.ErrIncomplete means
 	// the verification could not complete.
 	Verify(ctx context.Context, req cosign.Request) (cosign.Result, error)
@@ -27,8 +28,12 @@ type Verifier interface {
 // Input is one image to judge.
 type Input struct {
 	Operation string // "PullImage", "CreateContainer", "verify": for logs only
-	// Image is the reference as requested (tag or digest).
+	// Image is the reference as requested (tag or digest), parsed by the
+	// engine when Ref is zero.
 	Image string
+	// Ref is the reference already parsed (imageref.Parse) by the caller; when
+	// set, Image is not parsed again.
+	Ref imageref.Ref
 	// Digest is the repository digest to judge; when empty and !Local the engine
 	// resolves Image's tag and returns the digest in Decision.Digest.
 	Digest string
@@ -196,25 +201,25 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 		return deny(d, "no policy is loaded")
 	}
 	d.Generation = set.Generation
-	ref, err := parseImage(in.Image)
+	ref, err := in.reference()
 	if err != nil {
 		return deny(d, err.Error())
 	}
-	d.Image = ref.normalized
+	d.Image = ref.String()
 	if in.Local {
 		if in.Digest != "" {
 			return deny(d, "invalid input: a local image has no repository digest to judge")
 		}
 		d.Digest = ""
 	} else if in.Digest != "" {
-		if err := checkDigest(in.Digest); err != nil {
+		if err := imageref.CheckDigest(in.Digest); err != nil {
 			return deny(d, err.Error())
 		}
-		if ref.hasDigest && ref.digest != in.Digest {
-			return deny(d, fmt.Sprintf("the reference pins %s but digest %s was asked for", ref.digest, in.Digest))
+		if ref.HasDigest() && ref.Digest() != in.Digest {
+			return deny(d, fmt.Sprintf("the reference pins %s but digest %s was asked for", ref.Digest(), in.Digest))
 		}
-	} else if ref.hasDigest {
-		d.Digest = ref.digest
+	} else if ref.HasDigest() {
+		d.Digest = ref.Digest()
 	}
 
 	matched := e.match(set, ref, in.Namespace)
@@ -226,7 +231,7 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 	var resolveErr error
 	if !in.Local && d.Digest == "" && !deniedWithoutDigest(set, matched) {
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout(set, matched))
-		_, dg, err := e.v.Resolve(rctx, ref.normalized, in.Auth)
+		dg, err := e.v.Resolve(rctx, ref, in.Auth)
 		timedOut := rctx.Err() != nil
 		cancel()
 		switch {
@@ -238,7 +243,7 @@ func (e *Engine) evaluate(ctx context.Context, in Input) Decision {
 				err = &timeoutError{err}
 			}
 			resolveErr = err
-		case checkDigest(dg) != nil:
+		case imageref.CheckDigest(dg) != nil:
 			resolveErr = fmt.Errorf("resolving the tag returned an invalid digest %q", dg)
 		default:
 			d.Digest = dg
@@ -304,11 +309,11 @@ type matchedRule struct {
 	mode Mode
 }
 
-func (e *Engine) match(set *Set, ref *imageRef, ns string) []matchedRule {
+func (e *Engine) match(set *Set, ref imageref.Ref, ns string) []matchedRule {
 	var out []matchedRule
 	for _, p := range set.Policies {
 		for _, r := range p.Rules {
-			if !r.appliesToNamespace(ns) || !ref.matchesAny(r.Images) || ref.excludedBy(r.ExcludeImages) {
+			if !r.appliesToNamespace(ns) || !matchesAny(ref, r.Images) || excludedBy(ref, r.ExcludeImages) {
 				continue
 			}
 			out = append(out, matchedRule{r: r, mode: r.modeFor(ns)})
@@ -370,7 +375,7 @@ type verifyMemo struct {
 // judge evaluates every matched rule. Cheap rules (Allow, Deny, local images,
 // digest references) go first so that an enforced denial needs no registry
 // call.
-func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef, d Decision, in Input, resolveErr error) Decision {
+func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref imageref.Ref, d Decision, in Input, resolveErr error) Decision {
 	outcomes := make([]RuleOutcome, len(matched))
 	var pending []int
 	for i, m := range matched {
@@ -380,7 +385,7 @@ func (e *Engine) judge(ctx context.Context, matched []matchedRule, ref *imageRef
 			o.Result, o.Reason = "pass", "allowed by the rule (action Allow)"
 		case m.r.Action == Deny:
 			o.Result, o.Reason = "fail", "denied by the rule (action Deny)"
-		case m.r.RequireDigestReference && !ref.hasDigest:
+		case m.r.RequireDigestReference && !ref.HasDigest():
 			o.Result, o.Reason = "fail", "the image must be referenced by digest (verifyDigest: true, mutateDigest: false)"
 		case in.Local:
 			o.Result, o.Reason = "fail", "the image has no repository digest (imported or side-loaded), so no signature can be checked; only a rule with action Allow or unmatchedImages: Allow admits it"
@@ -488,7 +493,7 @@ func networkError(err error) bool {
 	return errors.As(err, &op) || errors.Is(err, context.DeadlineExceeded)
 }
 
-func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref *imageRef, digest string, auth *cosign.Auth, a AttestorSet) (cosign.Result, error, bool) {
+func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref imageref.Ref, digest string, auth *cosign.Auth, a AttestorSet) (cosign.Result, error, bool) {
 	names := make([]string, len(a.Keys))
 	for i, k := range a.Keys {
 		// The key material, not only its name: two rules' keys may share a
@@ -510,8 +515,12 @@ func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMem
 		memo[mk] = verifyMemo{cosign.Result{}, err, true}
 		return cosign.Result{}, err, true
 	}
+	pinned, err := ref.AtDigest(digest)
+	if err != nil {
+		return cosign.Result{}, err, false
+	}
 	res, err := e.v.Verify(vctx, cosign.Request{
-		Image:               ref.repository + "@" + digest,
+		Image:               pinned,
 		Digest:              digest,
 		Auth:                auth,
 		Keys:                a.Keys,
@@ -614,7 +623,7 @@ func combine(d Decision, outcomes []RuleOutcome, matched []matchedRule, verified
 // their modes (they depend on the namespace and on how the image was spelled),
 // the repository and the digest. Only verdicts that needed a verification are
 // cached.
-func (e *Engine) cacheKey(set *Set, matched []matchedRule, ref *imageRef, digest string, in Input) (string, bool) {
+func (e *Engine) cacheKey(set *Set, matched []matchedRule, ref imageref.Ref, digest string, in Input) (string, bool) {
 	if in.Local || digest == "" {
 		return "", false
 	}
@@ -633,7 +642,7 @@ func (e *Engine) cacheKey(set *Set, matched []matchedRule, ref *imageRef, digest
 		return "", false
 	}
 	slices.Sort(ids)
-	return fmt.Sprintf("%d\x00%s\x00%s\x00%t\x00%s", set.Generation, ref.repository, digest, ref.hasDigest, strings.Join(ids, "\x01")), true
+	return fmt.Sprintf("%d\x00%s\x00%s\x00%t\x00%s", set.Generation, ref.Repository(), digest, ref.HasDigest(), strings.Join(ids, "\x01")), true
 }
 
 // cacheTTL: allows for the shortest TTL of the policies involved, anything
@@ -689,23 +698,11 @@ func resolveTimeout(set *Set, matched []matchedRule) time.Duration {
 	return t
 }
 
-func checkDigest(dg string) error {
-	if !validDigest(dg) {
-		return fmt.Errorf("%q is not an image digest (sha256:<64 hex>)", dg)
+// reference is the input's parsed reference: the caller's, else Image parsed
+// here.
+func (in Input) reference() (imageref.Ref, error) {
+	if !in.Ref.IsZero() {
+		return in.Ref, nil
 	}
-	return nil
-}
-
-func validDigest(dg string) bool {
-	alg, hex, ok := strings.Cut(dg, ":")
-	want := 0
-	switch alg {
-	case "sha256":
-		want = 64
-	case "sha384":
-		want = 96
-	case "sha512":
-		want = 128
-	}
-	return ok && want != 0 && len(hex) == want && strings.Trim(hex, "0123456789abcdef") == ""
+	return imageref.Parse(in.Image)
 }

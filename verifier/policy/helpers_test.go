@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/imageref"
 )
 
 // testKey is a generated ECDSA P-256 public key in PEM.
@@ -107,18 +108,18 @@ func (f *fakeVerifier) sign(repoAtDigest string, fps ...string) {
 	}
 }
 
-func (f *fakeVerifier) Resolve(ctx context.Context, image string, _ *cosign.Auth) (string, string, error) {
+func (f *fakeVerifier) Resolve(ctx context.Context, ref imageref.Ref, _ *cosign.Auth) (string, error) {
 	f.resolves.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.resolveErr != nil {
-		return "", "", f.resolveErr
+		return "", f.resolveErr
 	}
-	dg, ok := f.tags[image]
+	dg, ok := f.tags[ref.String()]
 	if !ok {
-		return "", "", fmt.Errorf("MANIFEST_UNKNOWN: %s not found", image)
+		return "", fmt.Errorf("MANIFEST_UNKNOWN: %s not found", ref)
 	}
-	return image, dg, nil
+	return dg, nil
 }
 
 func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.Result, error) {
@@ -142,7 +143,7 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	if f.serverError[req.Digest] {
 		return cosign.Result{}, fmt.Errorf("%w: registry answered 503 Service Unavailable", cosign.ErrIncomplete)
 	}
-	repo, _, _ := strings.Cut(req.Image, "@")
+	repo := req.Image.Repository()
 	if req.SignatureRepository != "" {
 		repo = req.SignatureRepository
 	}
@@ -162,7 +163,7 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	if need == 0 {
 		need = len(req.Keys)
 	}
-	res := cosign.Result{Image: req.Image, Digest: req.Digest, Verified: got, Allowed: len(got) >= need}
+	res := cosign.Result{Image: req.Image.String(), Digest: req.Digest, Verified: got, Allowed: len(got) >= need}
 	if !res.Allowed {
 		res.Verified = nil
 		if len(sigs) == 0 {
