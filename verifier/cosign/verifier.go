@@ -237,17 +237,25 @@ func (v *Verifier) judge(ctx context.Context, req Request, res Result, imgRepo *
 // listed twice (under two names, or two algorithms of an Ed25519 key) is one
 // signer. A threshold above the distinct keys returns a denial reason.
 func Needed(ks []*keys.Key, threshold int) (need int, short string) {
+	distinct := Signers(ks)
+	if threshold > distinct {
+		return 0, fmt.Sprintf("the policy requires %d trusted keys but lists only %d distinct ones: fix the count or the keys", threshold, distinct)
+	}
+	if threshold <= 0 {
+		return distinct, ""
+	}
+	return threshold, ""
+}
+
+// Signers counts the distinct signers among ks: keys with the same material
+// (keys.Key.Fingerprint) are one signer. Verify counts the keys that verified
+// a signature with it against Needed; test doubles must count the same way.
+func Signers(ks []*keys.Key) int {
 	distinct := map[string]bool{}
 	for _, k := range ks {
 		distinct[k.Fingerprint()] = true
 	}
-	if threshold > len(distinct) {
-		return 0, fmt.Sprintf("the policy requires %d trusted keys but lists only %d distinct ones: fix the count or the keys", threshold, len(distinct))
-	}
-	if threshold <= 0 {
-		return len(distinct), ""
-	}
-	return threshold, ""
+	return len(distinct)
 }
 
 // finding is what one signature (bundle or legacy layer) turned out to be.
@@ -386,14 +394,14 @@ func fetchErr(ctx context.Context, what string, err error) (string, error) {
 // verdict applies the threshold and writes a reason a person can act on.
 func (j *judgement) verdict(need int) (bool, string) {
 	byKey := map[int]bool{}
-	signers := map[string]bool{} // distinct key material that verified
+	var signed []*keys.Key
 	for _, f := range j.findings {
 		for _, k := range f.keys {
 			byKey[k] = true
-			signers[j.keys[k].Fingerprint()] = true
+			signed = append(signed, j.keys[k])
 		}
 	}
-	if len(signers) >= need {
+	if Signers(signed) >= need {
 		return true, ""
 	}
 	// Referrers first, then the legacy tag, whichever lookup finished first.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
+	"github.com/criguard/criguard/verifier/keys"
 )
 
 // testKey is a generated ECDSA P-256 public key in PEM.
@@ -71,17 +72,18 @@ func mustLoad(t testing.TB, yamlText string) *Set {
 // the key that made it, so keys with different names but the same material
 // (native file vs Kyverno inline) verify the same signatures, as in reality.
 type fakeVerifier struct {
-	mu          sync.Mutex
-	tags        map[string]string          // normalized tag reference -> digest
-	signed      map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
-	incomplete  map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
-	serverError map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
-	resolveErr  error
-	gate        chan struct{} // when set, Verify waits for it to close
-	entered     chan struct{} // when set, Verify signals each call
-	verifies    atomic.Int32
-	resolves    atomic.Int32
-	requests    []cosign.Request
+	mu           sync.Mutex
+	tags         map[string]string          // normalized tag reference -> digest
+	signed       map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
+	incomplete   map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
+	serverError  map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
+	resolveErr   error
+	answerDigest string        // when set, Verify answers for this digest (a confused verifier)
+	gate         chan struct{} // when set, Verify waits for it to close
+	entered      chan struct{} // when set, Verify signals each call
+	verifies     atomic.Int32
+	resolves     atomic.Int32
+	requests     []cosign.Request
 }
 
 func newFake() *fakeVerifier {
@@ -148,7 +150,14 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 		repo = req.SignatureRepository
 	}
 	sigs := f.signed[repo+"@"+req.Digest]
-	var got []cosign.Signature
+	// Signers are counted as the real verifier counts them (cosign.Needed,
+	// cosign.Signers): by key material, not per entry.
+	need, short := cosign.Needed(req.Keys, req.Threshold)
+	res := cosign.Result{Image: req.Image.String(), Digest: req.Digest, Reason: short}
+	if short != "" {
+		return res, nil
+	}
+	var signed []*keys.Key
 	for _, k := range req.Keys {
 		pub, err := k.PublicKey()
 		if err != nil {
@@ -156,20 +165,20 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 		}
 		der, _ := x509.MarshalPKIXPublicKey(pub)
 		if sigs[fmt.Sprintf("%x", der)] {
-			got = append(got, cosign.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
+			signed = append(signed, k)
+			res.Verified = append(res.Verified, cosign.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
 		}
 	}
-	need := req.Threshold
-	if need == 0 {
-		need = len(req.Keys)
+	res.Allowed = cosign.Signers(signed) >= need
+	if f.answerDigest != "" {
+		res.Digest = f.answerDigest
 	}
-	res := cosign.Result{Image: req.Image.String(), Digest: req.Digest, Verified: got, Allowed: len(got) >= need}
 	if !res.Allowed {
 		res.Verified = nil
 		if len(sigs) == 0 {
 			res.Reason = "no signatures found"
 		} else {
-			res.Reason = fmt.Sprintf("%d of %d required keys verified a signature", len(got), need)
+			res.Reason = fmt.Sprintf("%d of %d required keys verified a signature", cosign.Signers(signed), need)
 		}
 	}
 	return res, nil

@@ -96,7 +96,8 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 	if err != nil {
 		return nil, nil, err
 	}
-	p := &Policy{Name: nm, File: file, Document: doc, Timeout: DefaultTimeout, CacheTTL: DefaultCacheTTL, CacheMax: DefaultCacheMax}
+	p := &Policy{Name: nm, File: file, Document: doc, Timeout: DefaultTimeout, CacheTTL: DefaultCacheTTL, CacheMax: DefaultCacheMax,
+		OnlyNetworkErrorsIncomplete: true, IncompleteBlocksAnyMode: true}
 	var warns []Warning
 	warn := func(path, format string, args ...any) {
 		warns = append(warns, Warning{File: file, Document: doc, Path: path, Message: fmt.Sprintf(format, args...)})
