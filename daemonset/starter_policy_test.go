@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -15,8 +16,8 @@ import (
 // own images without verifying anything (kind's are imported, with no digest).
 type noRegistry struct{ t *testing.T }
 
-func (n noRegistry) Resolve(context.Context, string, *cosign.Auth) (string, string, error) {
-	return "", "", errors.New("no registry in this test")
+func (n noRegistry) Resolve(context.Context, imageref.Ref, *cosign.Auth) (string, error) {
+	return "", errors.New("no registry in this test")
 }
 
 func (n noRegistry) Verify(_ context.Context, req cosign.Request) (cosign.Result, error) {

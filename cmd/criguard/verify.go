@@ -105,82 +105,36 @@ func parseVerifyArgs(args []string, stderr io.Writer) (*verifyConfig, error) {
 	return &cfg, nil
 }
 
-// judge produces the verdict for one image.
-type judge func(ctx context.Context, image string) verdict
-
-// buildJudge loads the configuration (keys, or the policy) into a judge; an
-// error is a configuration error (exit 2).
-func buildJudge(cfg *verifyConfig, stderr io.Writer) (judge, error) {
+// buildEngine loads the configuration (keys, or the policy) into the policy
+// engine criguard serve uses; an error is a configuration error (exit 2). With
+// --key the keys form a one-rule policy (policy.ForKeys), so both modes judge
+// and explain alike.
+func buildEngine(cfg *verifyConfig, stderr io.Writer) (*policy.Engine, error) {
+	var set *policy.Set
 	if cfg.policyPath != "" {
-		return buildPolicyJudge(cfg, stderr)
-	}
-	var ks []*keys.Key
-	for _, f := range cfg.keyFiles {
-		k, err := keys.LoadFile(f, cfg.algorithm)
+		s, err := policy.Load(cfg.policyPath)
 		if err != nil {
 			return nil, err
 		}
-		ks = append(ks, k)
-	}
-	v := cosign.New(cosign.Options{Timeout: cfg.timeout, MaxSignatures: cfg.maxSignatures})
-	return func(ctx context.Context, image string) verdict {
-		res, err := v.Verify(ctx, cosign.Request{Image: image, Keys: ks, Threshold: cfg.count, SignatureRepository: cfg.sigRepo})
-		o := verdict{Image: res.Image, Digest: res.Digest, Allowed: res.Allowed && err == nil, Verified: res.Verified, Reason: res.Reason}
-		if err != nil {
-			o.Reason, o.Incomplete = err.Error(), errors.Is(err, cosign.ErrIncomplete)
+		for _, w := range s.Warnings {
+			fmt.Fprintf(stderr, "criguard verify: policy: skipped %s\n", w)
 		}
-		return o
-	}, nil
-}
-
-// buildPolicyJudge judges through the same policy engine as criguard serve:
-// tag resolution, every matching rule for the namespace, Audit mode,
-// failurePolicy and unmatchedImages included.
-func buildPolicyJudge(cfg *verifyConfig, stderr io.Writer) (judge, error) {
-	set, err := policy.Load(cfg.policyPath)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range set.Warnings {
-		fmt.Fprintf(stderr, "criguard verify: policy: skipped %s\n", w)
+		set = s
+	} else {
+		var ks []*keys.Key
+		for _, f := range cfg.keyFiles {
+			k, err := keys.LoadFile(f, cfg.algorithm)
+			if err != nil {
+				return nil, err
+			}
+			ks = append(ks, k)
+		}
+		set = policy.ForKeys(ks, cfg.count, cfg.sigRepo, cfg.timeout)
 	}
 	// As in serve, each rule's verificationTimeout bounds its verification;
-	// --timeout, when given, bounds the whole judgement of one image.
-	v := cosign.New(cosign.Options{Timeout: policy.MaxTimeout, MaxSignatures: cfg.maxSignatures})
-	engine := policy.NewEngine(policy.NewStaticStore(set), v, nil)
-	return func(ctx context.Context, image string) verdict {
-		if cfg.timeoutSet {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, cfg.timeout)
-			defer cancel()
-		}
-		d := engine.Evaluate(ctx, policy.Input{Operation: "verify", Image: image, Namespace: cfg.namespace})
-		o := verdict{Image: d.Image, Digest: d.Digest, Allowed: d.Allowed, Verified: d.Verified, Reason: d.Reason,
-			Policy: d.Policy, Rule: d.Rule, Audited: d.Audited && !d.FailedOpen, FailedOpen: d.FailedOpen, byPolicy: true}
-		for _, r := range d.Rules {
-			if !d.Allowed && r.Result == "incomplete" {
-				o.Incomplete = true
-			}
-		}
-		return o
-	}, nil
-}
-
-// verdict is one image's outcome as printed.
-type verdict struct {
-	Image      string             `json:"image"`
-	Digest     string             `json:"digest,omitempty"`
-	Allowed    bool               `json:"allowed"`
-	Incomplete bool               `json:"incomplete,omitempty"`
-	Verified   []cosign.Signature `json:"verified,omitempty"`
-	Reason     string             `json:"reason,omitempty"`
-	// With --policy: the deciding policy and rule, and whether the allow is
-	// Audit mode's (would be denied) or failurePolicy Ignore's.
-	Policy     string `json:"policy,omitempty"`
-	Rule       string `json:"rule,omitempty"`
-	Audited    bool   `json:"audited,omitempty"`
-	FailedOpen bool   `json:"failedOpen,omitempty"`
-	byPolicy   bool
+	// with --policy, --timeout (when given) bounds the whole judgement.
+	v := cosign.New(cosign.Options{Timeout: max(policy.MaxTimeout, cfg.timeout), MaxSignatures: cfg.maxSignatures})
+	return policy.NewEngine(policy.NewStaticStore(set), v, nil), nil
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -192,27 +146,30 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "criguard verify: %v\n", err)
 		return 2
 	}
-	j, err := buildJudge(cfg, stderr)
+	engine, err := buildEngine(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "criguard verify: %v\n", err)
 		return 2
 	}
-	out := make([]verdict, len(cfg.images))
+	out := make([]policy.Decision, len(cfg.images))
 	g := errgroup.Group{}
 	g.SetLimit(4)
 	for i, img := range cfg.images {
 		g.Go(func() error {
-			out[i] = j(ctx, img)
-			if out[i].Image == "" {
-				out[i].Image = img
+			jctx := ctx
+			if cfg.policyPath != "" && cfg.timeoutSet {
+				var cancel context.CancelFunc
+				jctx, cancel = context.WithTimeout(ctx, cfg.timeout)
+				defer cancel()
 			}
+			out[i] = engine.Evaluate(jctx, policy.Input{Operation: "verify", Image: img, Namespace: cfg.namespace})
 			return nil
 		})
 	}
 	_ = g.Wait()
 	code := 0
-	for _, o := range out {
-		if !o.Allowed {
+	for _, d := range out {
+		if !d.Allowed {
 			code = 1
 		}
 	}
@@ -225,52 +182,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return code
 	}
-	for _, o := range out {
-		fmt.Fprintln(stdout, textVerdict(o))
+	for _, d := range out {
+		fmt.Fprintln(stdout, d.Explain())
 	}
 	return code
-}
-
-func textVerdict(o verdict) string {
-	ref := o.Image
-	if o.Digest != "" && !strings.Contains(ref, "@") {
-		ref += "@" + o.Digest
-	}
-	if o.byPolicy {
-		return policyVerdict(ref, o)
-	}
-	if o.Allowed {
-		var by []string
-		for _, s := range o.Verified {
-			by = append(by, fmt.Sprintf("%s (%s %s)", s.Key, s.Format, s.Digest))
-		}
-		return fmt.Sprintf("ALLOWED %s: verified by %s", ref, strings.Join(by, ", "))
-	}
-	if o.Incomplete {
-		return fmt.Sprintf("DENIED  %s: could not verify: %s", ref, o.Reason)
-	}
-	return fmt.Sprintf("DENIED  %s: %s", ref, o.Reason)
-}
-
-// policyVerdict is the text line of a --policy verdict: the outcome, what
-// decided it, and why.
-func policyVerdict(ref string, o verdict) string {
-	by := ""
-	if o.Policy != "" {
-		by = " by policy " + o.Policy
-		if o.Rule != "" {
-			by += " rule " + o.Rule
-		}
-	}
-	switch {
-	case o.FailedOpen:
-		return fmt.Sprintf("ALLOWED %s (failed open: failurePolicy Ignore%s): %s", ref, by, o.Reason)
-	case o.Allowed && o.Audited:
-		return fmt.Sprintf("ALLOWED %s (audit: would be denied%s): %s", ref, by, o.Reason)
-	case o.Allowed:
-		return fmt.Sprintf("ALLOWED %s%s: %s", ref, by, o.Reason)
-	case o.Incomplete:
-		return fmt.Sprintf("DENIED  %s%s: could not verify: %s", ref, by, o.Reason)
-	}
-	return fmt.Sprintf("DENIED  %s%s: %s", ref, by, o.Reason)
 }

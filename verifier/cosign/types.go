@@ -8,6 +8,7 @@ package cosign
 import (
 	"errors"
 
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -28,9 +29,9 @@ type Auth struct {
 
 // Request asks whether one image digest is signed by enough of Keys.
 type Request struct {
-	// Image is the reference as written (tag or digest); it is normalized as Docker
-	// does (nginx -> index.docker.io/library/nginx:latest).
-	Image string
+	// Image is the parsed reference (tag or digest), with its canonical
+	// registry (imageref.Parse).
+	Image imageref.Ref
 	// Digest, when set, is the digest to judge instead of resolving Image's tag.
 	Digest string
 	// Auth is used for every registry call; nil means the node's docker config,
@@ -55,7 +56,7 @@ type Signature struct {
 // Result is a verdict for one image digest.
 type Result struct {
 	Allowed bool
-	Image   string // the normalized reference judged
+	Image   string // the canonical reference judged
 	Digest  string // the digest judged
 	// Verified lists the signatures trusted keys verified for Digest; on a
 	// denial for an unmet threshold it shows which keys did sign.

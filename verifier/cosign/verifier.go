@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/registry"
 	"github.com/criguard/criguard/verifier/sigformat"
@@ -84,16 +85,6 @@ func New(o Options) *Verifier {
 	return &Verifier{timeout: o.Timeout, maxSigs: o.MaxSignatures, keychain: o.Keychain, client: registry.New(o.Transport)}
 }
 
-// ParseReference normalizes an image reference as Docker does
-// (nginx -> index.docker.io/library/nginx:latest).
-func ParseReference(image string) (name.Reference, error) {
-	ref, err := name.ParseReference(strings.TrimSpace(image)) // adds index.docker.io, library/ and :latest
-	if err != nil {
-		return nil, fmt.Errorf("image reference %q: %w", image, err)
-	}
-	return ref, nil
-}
-
 // authenticator turns a kubelet-style Auth into credentials, else asks the
 // keychain (the node's docker config), else anonymous.
 func (v *Verifier) authenticator(reg name.Registry, a *Auth) authn.Authenticator {
@@ -134,66 +125,74 @@ func incomplete(ctx context.Context, what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrIncomplete, what, err)
 }
 
-// Resolve normalizes image and returns the digest it names: the digest in the
-// reference, else the digest the registry serves for the tag (one HEAD).
-func (v *Verifier) Resolve(ctx context.Context, image string, auth *Auth) (string, string, error) {
-	ref, err := ParseReference(image)
-	if err != nil {
-		return "", "", err
+// Resolve returns the digest ref names: the digest it pins, else the digest
+// the registry serves for its tag (one HEAD).
+func (v *Verifier) Resolve(ctx context.Context, ref imageref.Ref, auth *Auth) (string, error) {
+	if ref.HasDigest() {
+		return ref.Digest(), nil
 	}
-	if d, ok := ref.(name.Digest); ok {
-		return ref.Name(), d.DigestStr(), nil
+	n, err := ref.Name()
+	if err != nil {
+		return "", err
 	}
 	ctx, cancel := v.withTimeout(ctx)
 	defer cancel()
-	return v.resolve(ctx, v.repo(ctx, ref.Context(), auth), ref)
+	return v.resolve(ctx, v.repo(ctx, n.Context(), auth), ref, n)
 }
 
-func (v *Verifier) resolve(ctx context.Context, repo *registry.Repo, ref name.Reference) (string, string, error) {
-	desc, err := repo.Head(ctx, ref.Identifier(), MaxContentSize)
+func (v *Verifier) resolve(ctx context.Context, repo *registry.Repo, ref imageref.Ref, n name.Reference) (string, error) {
+	desc, err := repo.Head(ctx, n.Identifier(), MaxContentSize)
 	switch {
 	case err == nil:
-		return ref.Name(), desc.Digest, nil
+		if err := imageref.CheckDigest(desc.Digest); err != nil {
+			return "", fmt.Errorf("image %s: the registry answered the tag with %w", ref, err)
+		}
+		return desc.Digest, nil
 	case errors.Is(err, registry.ErrNotFound):
-		return ref.Name(), "", fmt.Errorf("image %s: tag %q not found in %s", ref.Name(), ref.Identifier(), ref.Context().Name())
+		return "", fmt.Errorf("image %s: tag %q not found in %s", ref, ref.Tag(), ref.Repository())
 	case errors.Is(err, registry.ErrBadContent), errors.Is(err, registry.ErrTooLarge):
-		return ref.Name(), "", fmt.Errorf("image %s: %w", ref.Name(), err)
+		return "", fmt.Errorf("image %s: %w", ref, err)
 	default:
-		return ref.Name(), "", incomplete(ctx, "resolving "+ref.Name(), err)
+		return "", incomplete(ctx, "resolving "+ref.String(), err)
 	}
 }
 
 // Verify judges one image digest. A denial is a Result with Allowed false and a
 // Reason; an error means no verdict could be reached: it wraps ErrIncomplete
 // when the registry could not be read in time, and is a request error otherwise
-// (bad reference, tag not found).
+// (no reference, tag not found, digests that disagree).
 func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
-	ref, err := ParseReference(req.Image)
+	ref := req.Image
+	res := Result{Image: ref.String()}
+	n, err := ref.Name()
 	if err != nil {
-		return Result{Image: req.Image}, err
+		return res, err
 	}
-	res := Result{Image: ref.Name()}
 	ctx, cancel := v.withTimeout(ctx)
 	defer cancel()
 
-	imgRepo := v.repo(ctx, ref.Context(), req.Auth)
+	imgRepo := v.repo(ctx, n.Context(), req.Auth)
 	digest := req.Digest
-	if d, ok := ref.(name.Digest); ok {
-		if digest != "" && digest != d.DigestStr() {
-			return res, fmt.Errorf("image %s names digest %s but the request asks to judge %s", ref.Name(), d.DigestStr(), digest)
+	if ref.HasDigest() {
+		if digest != "" && digest != ref.Digest() {
+			return res, fmt.Errorf("image %s names digest %s but the request asks to judge %s", ref, ref.Digest(), digest)
 		}
-		digest = d.DigestStr()
+		digest = ref.Digest()
 	}
 	if digest == "" {
-		if _, digest, err = v.resolve(ctx, imgRepo, ref); err != nil {
+		if digest, err = v.resolve(ctx, imgRepo, ref, n); err != nil {
 			return res, err
 		}
 	}
-	if !sigformat.ValidDigest(digest) {
-		return res, fmt.Errorf("image %s: digest %q is not a sha256 digest", ref.Name(), digest)
+	if err := imageref.CheckDigest(digest); err != nil {
+		return res, fmt.Errorf("image %s: %w", ref, err)
 	}
 	res.Digest = digest
+	return v.judge(ctx, req, res, imgRepo, n.Context().RegistryStr())
+}
 
+// judge counts the signers of res.Digest among req.Keys.
+func (v *Verifier) judge(ctx context.Context, req Request, res Result, imgRepo *registry.Repo, imgRegistry string) (Result, error) {
 	for i, k := range req.Keys {
 		if k == nil {
 			return res, fmt.Errorf("trusted key %d of %d is missing (nil)", i+1, len(req.Keys))
@@ -203,21 +202,11 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 		res.Reason = "no trusted keys are configured for this image: nothing can verify it"
 		return res, nil
 	}
-	// Signers are counted by key material: the same public key listed twice
-	// (under two names, or two algorithms of an Ed25519 key) is one signer.
-	distinct := map[string]bool{}
-	for _, k := range req.Keys {
-		distinct[k.Fingerprint()] = true
+	need, short := Needed(req.Keys, req.Threshold)
+	if short != "" {
+		res.Reason = short
+		return res, nil
 	}
-	need := req.Threshold
-	if need <= 0 || need > len(distinct) {
-		if need > len(distinct) {
-			res.Reason = fmt.Sprintf("the policy requires %d trusted keys but lists only %d distinct ones: fix the count or the keys", need, len(distinct))
-			return res, nil
-		}
-		need = len(distinct)
-	}
-
 	sigRepo := imgRepo
 	if req.SignatureRepository != "" {
 		r, err := name.NewRepository(strings.TrimSpace(req.SignatureRepository))
@@ -228,19 +217,45 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 		// on another registry gets the node's own credentials for that registry,
 		// never a password meant for someone else's server.
 		auth := req.Auth
-		if r.RegistryStr() != ref.Context().RegistryStr() {
+		if r.RegistryStr() != imgRegistry {
 			auth = nil
 		}
 		sigRepo = v.repo(ctx, r, auth)
 	}
 
-	j := &judgement{v: v, repo: sigRepo, digest: digest, keys: req.Keys, budget: v.maxSigs}
+	j := &judgement{v: v, repo: sigRepo, digest: res.Digest, keys: req.Keys, budget: v.maxSigs}
 	if err := j.run(ctx, need); err != nil {
 		return res, err
 	}
 	res.Verified = j.verified
 	res.Allowed, res.Reason = j.verdict(need)
 	return res, nil
+}
+
+// Needed is how many distinct signers of keys a threshold asks for. Signers
+// are counted by key material (keys.Key.Fingerprint): the same public key
+// listed twice (under two names, or two algorithms of an Ed25519 key) is one
+// signer. A threshold above the distinct keys returns a denial reason.
+func Needed(ks []*keys.Key, threshold int) (need int, short string) {
+	distinct := Signers(ks)
+	if threshold > distinct {
+		return 0, fmt.Sprintf("the policy requires %d trusted keys but lists only %d distinct ones: fix the count or the keys", threshold, distinct)
+	}
+	if threshold <= 0 {
+		return distinct, ""
+	}
+	return threshold, ""
+}
+
+// Signers counts the distinct signers among ks: keys with the same material
+// (keys.Key.Fingerprint) are one signer. Verify counts the keys that verified
+// a signature with it against Needed; test doubles must count the same way.
+func Signers(ks []*keys.Key) int {
+	distinct := map[string]bool{}
+	for _, k := range ks {
+		distinct[k.Fingerprint()] = true
+	}
+	return len(distinct)
 }
 
 // finding is what one signature (bundle or legacy layer) turned out to be.
@@ -379,14 +394,14 @@ func fetchErr(ctx context.Context, what string, err error) (string, error) {
 // verdict applies the threshold and writes a reason a person can act on.
 func (j *judgement) verdict(need int) (bool, string) {
 	byKey := map[int]bool{}
-	signers := map[string]bool{} // distinct key material that verified
+	var signed []*keys.Key
 	for _, f := range j.findings {
 		for _, k := range f.keys {
 			byKey[k] = true
-			signers[j.keys[k].Fingerprint()] = true
+			signed = append(signed, j.keys[k])
 		}
 	}
-	if len(signers) >= need {
+	if Signers(signed) >= need {
 		return true, ""
 	}
 	// Referrers first, then the legacy tag, whichever lookup finished first.

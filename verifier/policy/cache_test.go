@@ -320,7 +320,7 @@ func TestMaxConcurrentVerifications(t *testing.T) {
 	for i := range n {
 		e.v.sign(cacheRepo+"@"+digestOf(byte('a'+i)), e.fpA)
 	}
-	eng := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(limit))
+	eng := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(limit, limit))
 	e.v.gate = make(chan struct{})
 	e.v.entered = make(chan struct{}, n)
 	results := make([]Decision, n)
@@ -355,7 +355,7 @@ func TestMaxConcurrentVerifications(t *testing.T) {
 	// No turn within the timeout: incomplete, denied under failurePolicy Fail.
 	// The first holds the only turn (its timeout is long); the second caller's
 	// own deadline ends its wait.
-	short := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("  verificationTimeout: 30s\n", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(1))
+	short := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("  verificationTimeout: 30s\n", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(1, 1))
 	e.v.gate = make(chan struct{})
 	e.v.entered = make(chan struct{}, 2)
 	first := make(chan Decision)

@@ -285,7 +285,7 @@ spec:
 		e.v.tags[repo+":signed-by-someone-else"] = other
 		e.v.tags[repo+":unsigned"] = unsigned
 		e.v.tags["ghcr.io/kyverno/other:1"] = unsigned
-		e.v.tags["index.docker.io/library/nginx:latest"] = unsigned
+		e.v.tags["docker.io/library/nginx:latest"] = unsigned
 		e.v.sign(repo+"@"+signed, fingerprint(t, docsKey))
 		e.v.sign(repo+"@"+other, fingerprint(t, otherKey))
 		e.v.incomplete[flaky] = true

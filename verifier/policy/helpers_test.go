@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/imageref"
+	"github.com/criguard/criguard/verifier/keys"
 )
 
 // testKey is a generated ECDSA P-256 public key in PEM.
@@ -70,17 +72,18 @@ func mustLoad(t testing.TB, yamlText string) *Set {
 // the key that made it, so keys with different names but the same material
 // (native file vs Kyverno inline) verify the same signatures, as in reality.
 type fakeVerifier struct {
-	mu          sync.Mutex
-	tags        map[string]string          // normalized tag reference -> digest
-	signed      map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
-	incomplete  map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
-	serverError map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
-	resolveErr  error
-	gate        chan struct{} // when set, Verify waits for it to close
-	entered     chan struct{} // when set, Verify signals each call
-	verifies    atomic.Int32
-	resolves    atomic.Int32
-	requests    []cosign.Request
+	mu           sync.Mutex
+	tags         map[string]string          // normalized tag reference -> digest
+	signed       map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
+	incomplete   map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
+	serverError  map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
+	resolveErr   error
+	answerDigest string        // when set, Verify answers for this digest (a confused verifier)
+	gate         chan struct{} // when set, Verify waits for it to close
+	entered      chan struct{} // when set, Verify signals each call
+	verifies     atomic.Int32
+	resolves     atomic.Int32
+	requests     []cosign.Request
 }
 
 func newFake() *fakeVerifier {
@@ -107,18 +110,18 @@ func (f *fakeVerifier) sign(repoAtDigest string, fps ...string) {
 	}
 }
 
-func (f *fakeVerifier) Resolve(ctx context.Context, image string, _ *cosign.Auth) (string, string, error) {
+func (f *fakeVerifier) Resolve(ctx context.Context, ref imageref.Ref, _ *cosign.Auth) (string, error) {
 	f.resolves.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.resolveErr != nil {
-		return "", "", f.resolveErr
+		return "", f.resolveErr
 	}
-	dg, ok := f.tags[image]
+	dg, ok := f.tags[ref.String()]
 	if !ok {
-		return "", "", fmt.Errorf("MANIFEST_UNKNOWN: %s not found", image)
+		return "", fmt.Errorf("MANIFEST_UNKNOWN: %s not found", ref)
 	}
-	return image, dg, nil
+	return dg, nil
 }
 
 func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.Result, error) {
@@ -142,12 +145,19 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	if f.serverError[req.Digest] {
 		return cosign.Result{}, fmt.Errorf("%w: registry answered 503 Service Unavailable", cosign.ErrIncomplete)
 	}
-	repo, _, _ := strings.Cut(req.Image, "@")
+	repo := req.Image.Repository()
 	if req.SignatureRepository != "" {
 		repo = req.SignatureRepository
 	}
 	sigs := f.signed[repo+"@"+req.Digest]
-	var got []cosign.Signature
+	// Signers are counted as the real verifier counts them (cosign.Needed,
+	// cosign.Signers): by key material, not per entry.
+	need, short := cosign.Needed(req.Keys, req.Threshold)
+	res := cosign.Result{Image: req.Image.String(), Digest: req.Digest, Reason: short}
+	if short != "" {
+		return res, nil
+	}
+	var signed []*keys.Key
 	for _, k := range req.Keys {
 		pub, err := k.PublicKey()
 		if err != nil {
@@ -155,20 +165,20 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 		}
 		der, _ := x509.MarshalPKIXPublicKey(pub)
 		if sigs[fmt.Sprintf("%x", der)] {
-			got = append(got, cosign.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
+			signed = append(signed, k)
+			res.Verified = append(res.Verified, cosign.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
 		}
 	}
-	need := req.Threshold
-	if need == 0 {
-		need = len(req.Keys)
+	res.Allowed = cosign.Signers(signed) >= need
+	if f.answerDigest != "" {
+		res.Digest = f.answerDigest
 	}
-	res := cosign.Result{Image: req.Image, Digest: req.Digest, Verified: got, Allowed: len(got) >= need}
 	if !res.Allowed {
 		res.Verified = nil
 		if len(sigs) == 0 {
 			res.Reason = "no signatures found"
 		} else {
-			res.Reason = fmt.Sprintf("%d of %d required keys verified a signature", len(got), need)
+			res.Reason = fmt.Sprintf("%d of %d required keys verified a signature", cosign.Signers(signed), need)
 		}
 	}
 	return res, nil

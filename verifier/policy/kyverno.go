@@ -96,7 +96,8 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 	if err != nil {
 		return nil, nil, err
 	}
-	p := &Policy{Name: nm, File: file, Document: doc, Timeout: DefaultTimeout, CacheTTL: DefaultCacheTTL, CacheMax: DefaultCacheMax}
+	p := &Policy{Name: nm, File: file, Document: doc, Timeout: DefaultTimeout, CacheTTL: DefaultCacheTTL, CacheMax: DefaultCacheMax,
+		OnlyNetworkErrorsIncomplete: true, IncompleteBlocksAnyMode: true}
 	var warns []Warning
 	warn := func(path, format string, args ...any) {
 		warns = append(warns, Warning{File: file, Document: doc, Path: path, Message: fmt.Sprintf(format, args...)})
@@ -432,18 +433,21 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 	if len(refs) == 0 {
 		return errAt(vp+".imageReferences", "required: at least one image pattern")
 	}
-	if err := checkPatterns(vp+".imageReferences", vi.ImageReferences); err != nil {
+	images, err := imagePatterns(vp+".imageReferences", vi.ImageReferences)
+	if err != nil {
 		return err
 	}
 	if vi.Image != "" {
-		if err := checkPattern(vi.Image); err != nil {
-			return errAt(vp+".image", "%v", err)
+		img, err := imagePatterns(vp+".image", []string{vi.Image})
+		if err != nil {
+			return err
 		}
+		images = append(img, images...)
 	}
-	if err := checkPatterns(vp+".skipImageReferences", vi.SkipImageReferences); err != nil {
+	if r.ExcludeImages, err = imagePatterns(vp+".skipImageReferences", vi.SkipImageReferences); err != nil {
 		return err
 	}
-	r.Images, r.ExcludeImages = refs, vi.SkipImageReferences
+	r.Images = images
 	if vi.Repository != "" {
 		if err := checkRepository(vp+".repository", vi.Repository); err != nil {
 			return err

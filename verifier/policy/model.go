@@ -111,10 +111,23 @@ type Policy struct {
 	Timeout       time.Duration
 	CacheTTL      time.Duration
 	CacheMax      int
-	// Unmatched is what this policy says of images no rule of the whole set
-	// matches: Deny or Allow. Kyverno policies say nothing ("").
+	// Unmatched is what this policy says of images no Enforce-mode rule of the
+	// whole set matches: Deny or Allow. Kyverno policies say nothing ("").
 	Unmatched Action
 	Rules     []*Rule
+
+	// Kyverno's semantics, recorded when the policy is loaded so that
+	// evaluation never asks which kind a policy was written as.
+
+	// OnlyNetworkErrorsIncomplete: only a network error or a timeout leaves a
+	// verification incomplete (failurePolicy decides); any other registry
+	// failure fails the rule (Kyverno's handleRegistryErrors). Otherwise every
+	// verification that could not complete is incomplete.
+	OnlyNetworkErrorsIncomplete bool
+	// IncompleteBlocksAnyMode: an incomplete verification under failurePolicy
+	// Fail denies whatever the mode (Kyverno's engineutils.BlockRequest);
+	// otherwise it denies only under Enforce.
+	IncompleteBlocksAnyMode bool
 }
 
 // ModeOverride sets Mode for pods in Namespaces (globs).

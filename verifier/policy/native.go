@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -143,16 +144,15 @@ func compileNative(data []byte, file string, doc int, baseDir string) (*Policy, 
 		if len(nr.Images) == 0 {
 			return nil, errAt(path+".images", "required: at least one image pattern (\"*\" matches every image)")
 		}
-		if err := checkPatterns(path+".images", nr.Images); err != nil {
+		if r.Images, err = imagePatterns(path+".images", nr.Images); err != nil {
 			return nil, err
 		}
-		if err := checkPatterns(path+".excludeImages", nr.ExcludeImages); err != nil {
+		if r.ExcludeImages, err = imagePatterns(path+".excludeImages", nr.ExcludeImages); err != nil {
 			return nil, err
 		}
 		if err := checkPatterns(path+".namespaces", nr.Namespaces); err != nil {
 			return nil, err
 		}
-		r.Images, r.ExcludeImages = nr.Images, nr.ExcludeImages
 		if len(nr.Namespaces) > 0 {
 			r.Match = NamespaceMatch{Filters: []NamespaceFilter{{Namespaces: nr.Namespaces}}}
 		}
@@ -229,4 +229,25 @@ func checkPatterns(path string, ps []string) error {
 		}
 	}
 	return nil
+}
+
+// imagePatterns checks image patterns and makes their registry part canonical
+// (imageref.CanonicalPattern), so that a pattern matches however the pod
+// spells the registry.
+func imagePatterns(path string, ps []string) ([]string, error) {
+	if ps == nil {
+		return nil, nil
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		if err := checkPattern(p); err != nil {
+			return nil, errAt(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+		}
+		c, err := imageref.CanonicalPattern(p)
+		if err != nil {
+			return nil, errAt(fmt.Sprintf("%s[%d]", path, i), "pattern %q: %v", p, err)
+		}
+		out[i] = c
+	}
+	return out, nil
 }

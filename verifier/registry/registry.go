@@ -15,7 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,7 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
-	"github.com/criguard/criguard/verifier/sigformat"
+	"github.com/criguard/criguard/verifier/imageref"
 )
 
 // Media types of manifests this package asks for.
@@ -167,22 +167,6 @@ func (c *Client) Repo(repo name.Repository, auth authn.Authenticator) *Repo {
 // Name is the repository's full name (registry/path).
 func (r *Repo) Name() string { return r.repo.Name() }
 
-// isLoopback reports registries that are spoken to over plain HTTP without a
-// probe: the node's own loopback registries (an IP literal in 127.0.0.0/8 or ::1,
-// or localhost). A DNS name merely starting with "127." is not one.
-func isLoopback(host string) bool {
-	h := host
-	if sh, _, err := net.SplitHostPort(host); err == nil {
-		h = sh
-	}
-	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
 // state returns the transport and scheme to use, deciding the scheme on first use.
 // Loopback registries use http and public ones https without a probe; private
 // addresses that go-containerregistry would also try over http are pinged once.
@@ -197,7 +181,7 @@ func (r *Repo) state(ctx context.Context) (http.RoundTripper, string, error) {
 	}
 	reg := r.repo.Registry
 	switch {
-	case isLoopback(reg.RegistryStr()):
+	case imageref.IsLoopback(reg.RegistryStr()):
 		r.scheme = "http"
 	case reg.Scheme() == "http":
 		ch, err := transport.Ping(ctx, reg, r.c.base)
@@ -344,7 +328,7 @@ func (r *Repo) Head(ctx context.Context, ref string, limit int64) (Descriptor, e
 	}
 	drain(resp)
 	d := Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: resp.Header.Get("Docker-Content-Digest"), Size: resp.ContentLength}
-	if sigformat.ValidDigest(d.Digest) {
+	if imageref.ValidDigest(d.Digest) {
 		if strings.HasPrefix(ref, "sha256:") && d.Digest != ref {
 			return Descriptor{}, fmt.Errorf("registry answered digest %s for %s: %w", d.Digest, ref, ErrBadContent)
 		}
@@ -423,7 +407,7 @@ func (r *Repo) Blob(ctx context.Context, digest string, size, limit int64) ([]by
 	if size > limit {
 		return nil, fmt.Errorf("blob %s is %d bytes: %w (%d)", digest, size, ErrTooLarge, limit)
 	}
-	if !sigformat.ValidDigest(digest) {
+	if !imageref.ValidDigest(digest) {
 		return nil, fmt.Errorf("blob digest %q is not a sha256 digest: %w", digest, ErrBadContent)
 	}
 	resp, err := r.do(ctx, http.MethodGet, "blobs", digest, "", limit)

@@ -14,17 +14,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
-func TestIsLoopback(t *testing.T) {
-	for host, want := range map[string]bool{
-		"127.0.0.1:5000": true, "127.0.0.1": true, "localhost:5000": true, "[::1]:5000": true, "reg.localhost": true,
-		"10.0.0.1:5000": false, "index.docker.io": false, "127.example.com": false, "localhost.example.com:443": false,
-	} {
-		if got := isLoopback(host); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", host, got, want)
-		}
-	}
-}
-
 func TestTags(t *testing.T) {
 	d := "sha256:" + strings.Repeat("a", 64)
 	if FallbackTag(d) != "sha256-"+strings.Repeat("a", 64) || SignatureTag(d) != FallbackTag(d)+".sig" {

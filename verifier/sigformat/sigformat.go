@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/sigstore/sigstore-go/pkg/bundle"
+
+	"github.com/criguard/criguard/verifier/imageref"
 )
 
 // Names cosign uses.
@@ -67,22 +69,8 @@ type Index struct {
 	Manifests     []Descriptor `json:"manifests"`
 }
 
-// ValidDigest reports whether d is a well-formed sha256 digest (sha256:<64 lowercase hex>).
-func ValidDigest(d string) bool {
-	h, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(h) != 64 {
-		return false
-	}
-	for _, c := range h {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func checkDescriptor(what string, d Descriptor) error {
-	if !ValidDigest(d.Digest) {
+	if !imageref.ValidDigest(d.Digest) {
 		return fmt.Errorf("%s: digest %q is not a sha256 digest", what, d.Digest)
 	}
 	if d.Size < 0 {
@@ -159,7 +147,7 @@ func ParseSimpleSigning(b []byte) (*SimpleSigning, error) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("simple-signing payload is not valid JSON: %w", err)
 	}
-	if d := p.Critical.Image.DockerManifestDigest; !ValidDigest(d) {
+	if d := p.Critical.Image.DockerManifestDigest; !imageref.ValidDigest(d) {
 		return nil, fmt.Errorf("simple-signing payload: critical.image.docker-manifest-digest %q is not a sha256 digest", d)
 	}
 	return &p, nil

@@ -1,0 +1,133 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Verification slots bound the signature verifications running at once: each
+// may hold up to MaxSignatures bounded reads, so memory under a flood of
+// distinct images (or a hostile registry answering slowly) stays bounded.
+// They are shared fairly by registry: one registry holds at most perHost of
+// them, and a freed slot goes to the waiting registry that holds the fewest,
+// so a slow or hostile registry cannot starve verifications for the others.
+const (
+	DefaultMaxConcurrentVerifications = 16
+	// DefaultMaxVerificationsPerRegistry is half of the slots.
+	DefaultMaxVerificationsPerRegistry = DefaultMaxConcurrentVerifications / 2
+)
+
+// ErrSaturated marks a verification that got no slot within its timeout.
+var ErrSaturated = errors.New("no verification slot became free in time")
+
+// WithMaxConcurrentVerifications sets how many signature verifications run at
+// once in all (total < 1: DefaultMaxConcurrentVerifications) and for one
+// registry (perRegistry < 1 or above total: half of total, at least 1). A
+// verification waits for a slot within its own timeout; one that gets none is
+// incomplete, and the rule's failurePolicy decides, as for a registry that did
+// not answer.
+func WithMaxConcurrentVerifications(total, perRegistry int) EngineOption {
+	return func(e *Engine) { e.slots = newSlots(total, perRegistry) }
+}
+
+type slots struct {
+	mu      sync.Mutex
+	total   int
+	perHost int
+	used    int
+	held    map[string]int
+	queue   []*slotWaiter
+}
+
+type slotWaiter struct {
+	host  string
+	ready chan struct{} // closed when the slot is granted
+}
+
+func newSlots(total, perHost int) *slots {
+	if total < 1 {
+		total = DefaultMaxConcurrentVerifications
+	}
+	if perHost < 1 || perHost > total {
+		perHost = max(1, total/2)
+	}
+	return &slots{total: total, perHost: perHost, held: map[string]int{}}
+}
+
+// acquire waits for a slot for host; release gives it back.
+func (s *slots) acquire(ctx context.Context, host string) (release func(), err error) {
+	release = func() { s.release(host) }
+	s.mu.Lock()
+	if len(s.queue) == 0 && s.free(host) {
+		s.grant(host)
+		s.mu.Unlock()
+		return release, nil
+	}
+	w := &slotWaiter{host: host, ready: make(chan struct{})}
+	s.queue = append(s.queue, w)
+	s.mu.Unlock()
+	select {
+	case <-w.ready:
+		return release, nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-w.ready: // granted while giving up: hand it on
+		s.held[host]--
+		s.used--
+		s.dispatch()
+	default:
+		for i, q := range s.queue {
+			if q == w {
+				s.queue = append(s.queue[:i], s.queue[i+1:]...)
+				break
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: %d verifications were running (at most %d for registry %s) and none finished within this one's timeout: %w",
+		ErrSaturated, s.used, s.perHost, host, ctx.Err())
+}
+
+func (s *slots) free(host string) bool { return s.used < s.total && s.held[host] < s.perHost }
+
+func (s *slots) grant(host string) {
+	s.used++
+	s.held[host]++
+}
+
+func (s *slots) release(host string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used--
+	if s.held[host]--; s.held[host] <= 0 {
+		delete(s.held, host)
+	}
+	s.dispatch()
+}
+
+// dispatch hands free slots to waiters: each time to the earliest waiter of
+// the registry holding the fewest slots.
+func (s *slots) dispatch() {
+	for s.used < s.total {
+		best := -1
+		for i, w := range s.queue {
+			if s.held[w.host] >= s.perHost {
+				continue
+			}
+			if best < 0 || s.held[w.host] < s.held[s.queue[best].host] {
+				best = i
+			}
+		}
+		if best < 0 {
+			return
+		}
+		w := s.queue[best]
+		s.queue = append(s.queue[:best], s.queue[best+1:]...)
+		s.grant(w.host)
+		close(w.ready)
+	}
+}
