@@ -267,18 +267,46 @@ func TestSecurityCredentialsNeverLogged(t *testing.T) {
 		}
 
 		// A container from an image pulled around criguard: criguard verifies
-		// it with the credentials last sent for this registry.
-		pull(sideloaded+"-absent", &runtimeapi.AuthConfig{Username: user, Password: password}, false) // remember good credentials
-		harness.MustCrictl(t, e.c.Endpoint(), "pull", "--creds", user+":"+password, sideloaded)
+		// it with the credentials last sent for this registry by a pull of the
+		// same namespace that went through, and never with another
+		// namespace's (issue 11: one namespace's pull secret decided another's
+		// pods).
 		pod := benchPodConfig("creds-"+mode, "uid-creds-"+mode)
 		pod.Metadata.Namespace = "default"
-		podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
-		if err != nil {
-			t.Fatalf("RunPodSandbox: %v", err)
+		other := benchPodConfig("creds-other-"+mode, "uid-creds-other-"+mode)
+		other.Metadata.Namespace = "other"
+		if _, err := runtimeapi.NewImageServiceClient(conn).PullImage(ctx, &runtimeapi.PullImageRequest{
+			Image: &runtimeapi.ImageSpec{Image: withPassword}, SandboxConfig: pod,
+			Auth: &runtimeapi.AuthConfig{Username: user, Password: password}}); err != nil {
+			t.Fatalf("%s: pull in namespace default with good credentials: %v", mode, err)
 		}
-		if _, err := faultCreate(ctx, rt, podResp.GetPodSandboxId(), pod, "sideloaded", 0, sideloaded); err != nil {
+		// Namespace other sends a wrong secret: refused, and not remembered.
+		if _, err := runtimeapi.NewImageServiceClient(conn).PullImage(ctx, &runtimeapi.PullImageRequest{
+			Image: &runtimeapi.ImageSpec{Image: signedWrong}, SandboxConfig: other,
+			Auth: &runtimeapi.AuthConfig{Username: user, Password: wrong}}); !faultDenied(err) {
+			t.Errorf("%s: pull in namespace other with a wrong secret: %v; want a denial", mode, err)
+		} else {
 			returned = append(returned, err.Error())
-			t.Errorf("%s: create from the sideloaded signed image (verified with remembered credentials): %v", mode, err)
+		}
+		harness.MustCrictl(t, e.c.Endpoint(), "pull", "--creds", user+":"+password, sideloaded)
+		for _, tc := range []struct {
+			pod     *runtimeapi.PodSandboxConfig
+			allowed bool
+		}{{pod, true}, {other, false}} {
+			podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: tc.pod})
+			if err != nil {
+				t.Fatalf("RunPodSandbox: %v", err)
+			}
+			_, err = faultCreate(ctx, rt, podResp.GetPodSandboxId(), tc.pod, "sideloaded", 0, sideloaded)
+			if err != nil {
+				returned = append(returned, err.Error())
+			}
+			switch {
+			case tc.allowed && err != nil:
+				t.Errorf("%s: create in %s from the sideloaded signed image (verified with that namespace's credentials): %v", mode, tc.pod.Metadata.Namespace, err)
+			case !tc.allowed && !faultDenied(err):
+				t.Errorf("%s: create in %s, which never sent good credentials: %v; want a denial (registry refuses anonymous reads)", mode, tc.pod.Metadata.Namespace, err)
+			}
 		}
 		if front.AuthFailures() == challenged {
 			t.Fatalf("%s: the registry never challenged a request: credentials were not exercised", mode)
