@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,10 @@ type Engine struct {
 	cache  *verdictCache
 	flight singleflight.Group
 	slots  *slots
+	// credKey keys the HMAC that names credentials in cache keys: verdicts
+	// are kept per credential identity without keeping anything from which a
+	// password could be recovered, even in memory.
+	credKey []byte
 	// waitHook, when set (tests), runs when a caller starts waiting for a
 	// shared verification.
 	waitHook func()
@@ -49,7 +54,10 @@ func NewEngine(store *Store, v Verifier, logger *slog.Logger, opts ...EngineOpti
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{store: store, v: v, log: logger, now: time.Now, cache: newVerdictCache(),
-		slots: newSlots(DefaultMaxConcurrentVerifications, 0)}
+		slots: newSlots(DefaultMaxConcurrentVerifications, 0), credKey: make([]byte, 32)}
+	if _, err := rand.Read(e.credKey); err != nil {
+		panic(fmt.Sprintf("policy: reading randomness for the engine: %v", err)) // crypto/rand never fails on Linux
+	}
 	for _, o := range opts {
 		o(e)
 	}
@@ -168,7 +176,7 @@ func (e *Engine) resolve(ctx context.Context, set *Set, matched []matchedRule, r
 // judgeCached judges through the verdict cache; identical concurrent
 // verifications are made once and shared.
 func (e *Engine) judgeCached(ctx context.Context, set *Set, matched []matchedRule, ref imageref.Ref, d Decision, in Input, resolveErr error) Decision {
-	key, cacheable := cacheKey(set, matched, ref, d.Digest, in)
+	key, cacheable := cacheKey(set, matched, ref, d.Digest, in, e.credentialID(in.Auth))
 	if !cacheable || resolveErr != nil {
 		return e.judge(ctx, matched, ref, d, in, resolveErr)
 	}
