@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/distribution/reference"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -115,24 +115,20 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 	}
 
 	asked := spec.GetUserSpecifiedImage()
-	if asked == "" && !isImageID(image) {
+	if asked == "" && !imageref.IsImageID(image) {
 		asked = image
 	}
 	groups, order := repoDigestGroups(img.GetRepoDigests())
 	var candidates [][]policy.Input // every group must allow; within a group, any
 	if asked != "" {
-		ref, err := parseImageRef(asked)
+		ref, err := imageref.Parse(asked)
 		if err != nil {
 			d := policy.Decision{Image: asked, Reason: err.Error()}
 			e.record(OpCreateContainer, ns, pod, asked, d, start)
 			return "", denial(codes.PermissionDenied, asked, d)
 		}
 		if claimHolds(ref, img.GetRepoTags(), groups) {
-			digests := groups[ref.name]
-			if ref.digest != "" {
-				digests = []string{ref.digest}
-			}
-			candidates = append(candidates, e.inputs(ns, pod, asked, ref.host, digests))
+			candidates = append(candidates, e.inputs(ns, pod, asked, ref, claimedDigests(ref, groups)))
 		} else {
 			e.log.WarnContext(ctx, "the image is not known to containerd by the name the request claims; judging every name it has",
 				"image", image, "claimed", asked, "repo_tags", img.GetRepoTags(), "repo_digests", img.GetRepoDigests())
@@ -140,17 +136,22 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		}
 	}
 	if asked == "" {
-		for _, name := range order {
-			candidates = append(candidates, e.inputs(ns, pod, nameForGroup(name, img.GetRepoTags()), hostOf(name), groups[name]))
+		for _, repo := range order {
+			name, ref := nameForGroup(repo, img.GetRepoTags())
+			candidates = append(candidates, e.inputs(ns, pod, name, ref, groups[repo.Repository()]))
 		}
 		// Tags in repositories containerd holds no digest for are names too.
 		for _, t := range img.GetRepoTags() {
-			if r, err := parseImageRef(t); err != nil || len(groups[r.name]) == 0 {
-				candidates = append(candidates, e.inputs(ns, pod, t, "", nil))
+			r, err := imageref.Parse(t)
+			if err != nil {
+				r = imageref.Ref{}
+			}
+			if err != nil || len(groups[r.Repository()]) == 0 {
+				candidates = append(candidates, e.inputs(ns, pod, t, r, nil))
 			}
 		}
 		if len(candidates) == 0 { // no name at all: judged (and refused) by its ID
-			candidates = append(candidates, e.inputs(ns, pod, img.GetId(), "", nil))
+			candidates = append(candidates, e.inputs(ns, pod, img.GetId(), imageref.Ref{}, nil))
 		}
 	}
 
@@ -198,7 +199,7 @@ func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *ru
 	if asked == "" {
 		return "", false
 	}
-	ref, err := parseImageRef(asked)
+	ref, err := imageref.Parse(asked)
 	if err != nil {
 		return "", false
 	}
@@ -206,11 +207,7 @@ func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *ru
 	if !claimHolds(ref, img.GetRepoTags(), groups) {
 		return "", false
 	}
-	digests := groups[ref.name]
-	if ref.digest != "" {
-		digests = []string{ref.digest}
-	}
-	for _, in := range e.inputs(ns, pod, asked, ref.host, digests) {
+	for _, in := range e.inputs(ns, pod, asked, ref, claimedDigests(ref, groups)) {
 		d := e.judge.Evaluate(ctx, in)
 		if d.Allowed && (in.Local || d.Digest == in.Digest) {
 			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
@@ -220,50 +217,55 @@ func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *ru
 	return "", false
 }
 
-// repoDigestGroups groups "repo@digest" strings by normalized repository,
+// repoDigestGroups groups "repo@digest" strings by canonical repository,
 // keeping first-seen order. Unparsable entries are dropped: they cannot be judged.
-func repoDigestGroups(repoDigests []string) (map[string][]string, []string) {
+func repoDigestGroups(repoDigests []string) (map[string][]string, []imageref.Ref) {
 	groups := make(map[string][]string, len(repoDigests))
-	var order []string
+	var order []imageref.Ref
 	for _, rd := range repoDigests {
-		named, err := reference.ParseNormalizedNamed(rd)
-		if err != nil {
+		r, err := imageref.Parse(rd)
+		if err != nil || !r.HasDigest() {
 			continue
 		}
-		dg, ok := named.(reference.Digested)
-		if !ok {
-			continue
+		repo := r.Repository()
+		if _, seen := groups[repo]; !seen {
+			order = append(order, r)
 		}
-		name := named.Name()
-		if _, seen := groups[name]; !seen {
-			order = append(order, name)
-		}
-		groups[name] = append(groups[name], dg.Digest().String())
+		groups[repo] = append(groups[repo], r.Digest())
 	}
 	return groups, order
 }
 
 // nameForGroup prefers a tag of the repository (what policies' patterns are
-// usually written against), else the bare repository name.
-func nameForGroup(name string, repoTags []string) string {
+// usually written against), else the repository digest's own reference.
+func nameForGroup(repo imageref.Ref, repoTags []string) (string, imageref.Ref) {
 	for _, t := range repoTags {
-		if named, err := reference.ParseNormalizedNamed(t); err == nil && named.Name() == name {
-			return t
+		if r, err := imageref.Parse(t); err == nil && r.Repository() == repo.Repository() {
+			return t, r
 		}
 	}
-	return name
+	return repo.Repository(), repo
 }
 
 // claimHolds reports whether containerd knows the image by ref: its digest
 // among the repository's digests, else its tag among the image's tags.
-func claimHolds(ref imageRef, repoTags []string, groups map[string][]string) bool {
-	if ref.digest != "" {
-		return contains(groups[ref.name], ref.digest)
+func claimHolds(ref imageref.Ref, repoTags []string, groups map[string][]string) bool {
+	if ref.HasDigest() {
+		return contains(groups[ref.Repository()], ref.Digest())
 	}
 	for _, t := range repoTags {
-		if r, err := parseImageRef(t); err == nil && r.name == ref.name && r.tag == ref.tag && r.digest == "" {
+		if r, err := imageref.Parse(t); err == nil && r.Repository() == ref.Repository() && r.Tag() == ref.Tag() && !r.HasDigest() {
 			return true
 		}
 	}
 	return false
+}
+
+// claimedDigests are the digests to judge for a claim that holds: the one it
+// names, else every digest containerd holds for its repository.
+func claimedDigests(ref imageref.Ref, groups map[string][]string) []string {
+	if ref.HasDigest() {
+		return []string{ref.Digest()}
+	}
+	return groups[ref.Repository()]
 }

@@ -3,18 +3,16 @@ package enforce
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
-	"github.com/distribution/reference"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -113,74 +111,24 @@ func New(cfg Options) (*Enforcer, error) {
 	return e, nil
 }
 
-// imageRef is a parsed, Docker-normalized image reference.
-type imageRef struct {
-	name   string // repository, e.g. docker.io/library/busybox
-	host   string // registry host, e.g. docker.io
-	tag    string // tag, "latest" when neither tag nor digest was written
-	digest string // digest when written
-}
-
-func parseImageRef(s string) (imageRef, error) {
-	if isImageID(s) {
-		return imageRef{}, fmt.Errorf("%q is an image ID, not a reference to a repository", s)
-	}
-	named, err := reference.ParseNormalizedNamed(s)
-	if err != nil {
-		return imageRef{}, fmt.Errorf("invalid image reference %q: %w", s, err)
-	}
-	r := imageRef{name: named.Name(), host: reference.Domain(named)}
-	if t, ok := named.(reference.Tagged); ok {
-		r.tag = t.Tag()
-	}
-	if d, ok := named.(reference.Digested); ok {
-		r.digest = d.Digest().String()
-	}
-	if r.tag == "" && r.digest == "" {
-		r.tag = "latest" // as containerd records an untagged pull
-	}
-	return r, nil
-}
-
-// isImageID reports whether s is an image ID (sha256:<64 hex>, or the bare hex)
-// rather than a reference.
-func isImageID(s string) bool {
-	h := strings.TrimPrefix(s, "sha256:")
-	if len(h) != 64 {
-		return false
-	}
-	for _, c := range h {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func podOf(c *runtimeapi.PodSandboxConfig) (namespace, pod string) {
 	m := c.GetMetadata()
 	return m.GetNamespace(), m.GetName()
 }
 
-// inputs builds one policy input per repository digest, or a Local one when there is none.
-func (e *Enforcer) inputs(ns, pod, image, host string, digests []string) []policy.Input {
-	var auth = e.creds.For(ns, host)
+// inputs builds one policy input per repository digest, or a Local one when
+// there is none. image is the name as shown (logs, denials); ref is it parsed,
+// or zero when it is no reference (an image ID), which the engine then refuses.
+func (e *Enforcer) inputs(ns, pod, image string, ref imageref.Ref, digests []string) []policy.Input {
 	if len(digests) == 0 {
-		return []policy.Input{{Operation: OpCreateContainer, Image: image, Local: true, Namespace: ns, Pod: pod}}
+		return []policy.Input{{Operation: OpCreateContainer, Image: image, Ref: ref, Local: true, Namespace: ns, Pod: pod}}
 	}
+	auth := e.creds.For(ns, ref.Registry())
 	out := make([]policy.Input, 0, len(digests))
 	for _, dg := range digests {
-		out = append(out, policy.Input{Operation: OpCreateContainer, Image: image, Digest: dg, Namespace: ns, Pod: pod, Auth: auth})
+		out = append(out, policy.Input{Operation: OpCreateContainer, Image: image, Ref: ref, Digest: dg, Namespace: ns, Pod: pod, Auth: auth})
 	}
 	return out
-}
-
-func hostOf(name string) string {
-	named, err := reference.ParseNormalizedNamed(name)
-	if err != nil {
-		return ""
-	}
-	return reference.Domain(named)
 }
 
 func contains(ss []string, s string) bool {

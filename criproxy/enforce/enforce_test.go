@@ -19,6 +19,7 @@ import (
 
 	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -252,7 +253,7 @@ func TestPullImage(t *testing.T) {
 		},
 		{
 			name: "invalid reference", image: "UPPER/Case:x", decide: allowAs(dgA),
-			wantCode: codes.Unknown, wantMsg: []string{"SignatureValidationFailed: ", "invalid image reference"}, wantResult: ResultDeny,
+			wantCode: codes.Unknown, wantMsg: []string{"SignatureValidationFailed: ", `image reference "UPPER/Case:x" is not valid`}, wantResult: ResultDeny,
 		},
 	}
 	for _, tc := range tests {
@@ -265,8 +266,14 @@ func TestPullImage(t *testing.T) {
 				if len(r.judge.inputs) != 1 {
 					t.Fatalf("judge called %d times, want 1", len(r.judge.inputs))
 				}
-				if got := r.judge.inputs[0]; got != tc.wantInput {
-					t.Errorf("judge input = %+v, want %+v", got, tc.wantInput)
+				want := tc.wantInput
+				ref, err := imageref.Parse(want.Image)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want.Ref = ref // the reference is parsed once, here, and handed on
+				if got := r.judge.inputs[0]; got != want {
+					t.Errorf("judge input = %+v, want %+v", got, want)
 				}
 			} else if len(r.judge.inputs) != 0 {
 				t.Errorf("judge called for an unparsable reference: %+v", r.judge.inputs)

@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -20,7 +21,7 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 	start := time.Now()
 	raw := req.GetImage().GetImage()
 	ns, pod := podOf(req.GetSandboxConfig())
-	ref, err := parseImageRef(raw)
+	ref, err := imageref.Parse(raw)
 	if err != nil {
 		d := policy.Decision{Image: raw, Reason: err.Error()}
 		e.record(OpPullImage, ns, pod, raw, d, start)
@@ -28,10 +29,10 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 	}
 	auth := authFromCRI(req.GetAuth())
 	d := e.judge.Evaluate(ctx, policy.Input{
-		Operation: OpPullImage, Image: raw, Digest: ref.digest,
+		Operation: OpPullImage, Image: raw, Ref: ref, Digest: ref.Digest(),
 		Namespace: ns, Pod: pod, Auth: auth,
 	})
-	d = checkDigest(d, ref.digest)
+	d = checkDigest(d, ref.Digest())
 	e.record(OpPullImage, ns, pod, raw, d, start)
 	if !d.Allowed {
 		return nil, denial(codes.Unknown, raw, d)
@@ -52,7 +53,7 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 		}
 		return resp, err
 	}
-	digestRef := ref.name + "@" + d.Digest
+	digestRef := ref.Repository() + "@" + d.Digest
 	fwd := proto.CloneOf(req)
 	fwd.Image.Image = digestRef
 	resp, err := next(ctx, fwd)
@@ -63,10 +64,10 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 	if auth != nil {
 		// Remembered only once they proved good for an allowed pull, and only
 		// for this namespace's later creates.
-		e.creds.Remember(ns, ref.host, auth)
+		e.creds.Remember(ns, ref.Registry(), auth)
 	}
-	if ref.tag != "" && ref.digest == "" && e.tagger != nil {
-		tagRef := ref.name + ":" + ref.tag
+	if ref.Tag() != "" && !ref.HasDigest() && e.tagger != nil {
+		tagRef := ref.Repository() + ":" + ref.Tag()
 		if err := e.tagger.Tag(ctx, tagRef, digestRef); err != nil {
 			// The digest is pulled but kubelet's name for it is not recorded;
 			// failing like containerd does when it cannot record an image lets
