@@ -128,7 +128,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 		}
 	})
 	if store != nil {
-		deps.group.Go(func() error { watchPolicy(ctx, store, reload, log); return nil })
+		deps.group.Go(func() error { store.WatchForever(ctx, reload); return nil })
 	}
 
 	if cfg.metricsAddress != "" {
@@ -158,45 +158,13 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 		return nil, err
 	}
 	return enforce.New(enforce.Options{
-		Judge:   engine,
-		Images:  runtimeapi.NewImageServiceClient(deps.upstream),
+		Judge:     engine,
+		Images:    runtimeapi.NewImageServiceClient(deps.upstream),
 		Sandboxes: runtimeapi.NewRuntimeServiceClient(deps.upstream),
-		Tagger:  tagger,
-		Metrics: metrics,
-		Logger:  log,
+		Tagger:    tagger,
+		Metrics:   metrics,
+		Logger:    log,
 	})
-}
-
-// watchPolicy reloads store on file changes and on reload, until ctx ends. A
-// watch that stops (the watched directory replaced or removed, inotify
-// limits) is started again, after a reload that picks up what changed while
-// nothing watched; meanwhile SIGHUP still reloads. Losing the watch must never
-// stop the node's runtime nor leave an edit unnoticed for long.
-func watchPolicy(ctx context.Context, store *policy.Store, reload <-chan struct{}, log *slog.Logger) {
-	const maxBackoff = 30 * time.Second
-	backoff := time.Second
-	for {
-		started := time.Now()
-		err := store.Watch(ctx, reload)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(started) > maxBackoff {
-			backoff = time.Second
-		}
-		log.Error("policy file watch stopped; watching again", "path", store.Path(), "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-reload:
-		case <-t.C:
-		}
-		t.Stop()
-		_ = store.Reload()
-		backoff = min(2*backoff, maxBackoff)
-	}
 }
 
 // serveMetrics serves h on addr until ctx ends. A port that cannot be bound is
