@@ -697,8 +697,8 @@ spec:
 	// not in the one the request claims, and refuses the disagreement.
 	out, err = harness.Crictl(t, g.Endpoint(), "create", sandboxes[prodPod], devCtr, devPod)
 	mustRefuse(t, err, out, "create into the prod sandbox with the dev pod's config")
-	if !strings.Contains(out+fmt.Sprint(err), `belongs to namespace "prod"`) {
-		t.Errorf("refusal does not name the sandbox's namespace: %s", out)
+	if msg := out + fmt.Sprint(err); !strings.Contains(msg, "belongs to namespace") || !strings.Contains(msg, "prod") {
+		t.Errorf("refusal does not name the sandbox's namespace: %s %v", out, err)
 	}
 }
 
