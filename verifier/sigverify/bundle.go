@@ -3,7 +3,6 @@ package sigverify
 import (
 	"fmt"
 
-	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 
 	"github.com/criguard/criguard/verifier/sigformat"
@@ -27,9 +26,6 @@ func (v *Verifier) VerifyBundle(bundleJSON []byte, digest string, s Signer, o Op
 	if err != nil {
 		return nil, err
 	}
-	if err := bundleChainLen(b); err != nil {
-		return nil, err
-	}
 	env := b.GetDsseEnvelope()
 	if len(env.GetPayload()) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("the bundle's statement is %d bytes, larger than the %d-byte limit", len(env.GetPayload()), MaxEnvelopeSize)
@@ -38,28 +34,21 @@ func (v *Verifier) VerifyBundle(bundleJSON []byte, digest string, s Signer, o Op
 	if err != nil {
 		return nil, err
 	}
-	if !o.IgnoreTlog {
+	bind := func() error {
+		if o.IgnoreTlog {
+			return nil
+		}
 		entries, err := b.TlogEntries()
 		if err != nil {
-			return nil, fmt.Errorf("the bundle's transparency-log entries are unreadable: %w", err)
+			return fmt.Errorf("the bundle's transparency-log entries are unreadable: %w", err)
 		}
-		if err := bindEntries(entries, env.GetPayload()); err != nil {
-			return nil, err
-		}
+		return bindEntries(entries, env.GetPayload())
 	}
-	res, err := v.run(b, s, o, verify.WithArtifactDigest(sha256Algorithm, want))
+	res, err := v.run(b, s, o, verify.WithArtifactDigest(sha256Algorithm, want), bind)
 	if err != nil {
 		return nil, err
 	}
 	r := result(formatBundle, s, res)
 	r.PredicateType, r.Predicate = st.PredicateType, st.predicate
 	return r, nil
-}
-
-func bundleChainLen(b *bundle.Bundle) error {
-	vm := b.GetVerificationMaterial()
-	if ch := vm.GetX509CertificateChain(); ch != nil {
-		return chainLen(len(ch.GetCertificates()))
-	}
-	return nil
 }

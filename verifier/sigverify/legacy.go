@@ -59,10 +59,7 @@ func (v *Verifier) VerifyLegacySignature(l Legacy, digest string, s Signer, o Op
 		return nil, err
 	}
 	e.sig = bundle.NewMessageSignature(sha256Sum(l.Payload), "SHA2_256", sig)
-	if err := e.bind(l.Payload, o); err != nil {
-		return nil, err
-	}
-	res, err := v.run(e, s, o, verify.WithArtifact(bytes.NewReader(l.Payload)))
+	res, err := v.run(e, s, o, verify.WithArtifact(bytes.NewReader(l.Payload)), func() error { return e.bind(l.Payload, o) })
 	if err != nil {
 		return nil, err
 	}
@@ -112,10 +109,7 @@ func (v *Verifier) VerifyLegacyAttestation(l Legacy, digest string, s Signer, o 
 		return nil, err
 	}
 	e.sig = &bundle.Envelope{Envelope: &env}
-	if err := e.bind(payload, o); err != nil {
-		return nil, err
-	}
-	res, err := v.run(e, s, o, verify.WithArtifactDigest(sha256Algorithm, want))
+	res, err := v.run(e, s, o, verify.WithArtifactDigest(sha256Algorithm, want), func() error { return e.bind(payload, o) })
 	if err != nil {
 		return nil, err
 	}

@@ -134,9 +134,16 @@ const (
 )
 
 // run verifies entity with sigstore-go under s and o; artifact says what the
-// signature must cover.
-func (v *Verifier) run(entity verify.SignedEntity, s Signer, o Options, artifact verify.ArtifactPolicyOption) (*verify.VerificationResult, error) {
+// signature must cover; bind, run before the cryptography, checks what
+// sigstore-go does not (that log entries record this payload).
+func (v *Verifier) run(entity verify.SignedEntity, s Signer, o Options, artifact verify.ArtifactPolicyOption, bind func() error) (*verify.VerificationResult, error) {
 	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	if err := preflight(entity, s); err != nil {
+		return nil, err
+	}
+	if err := bind(); err != nil {
 		return nil, err
 	}
 	tm := v.trust
@@ -179,6 +186,19 @@ func (v *Verifier) run(entity verify.SignedEntity, s Signer, o Options, artifact
 		return nil, v.explain(err, entity, s, o)
 	}
 	return res, nil
+}
+
+// preflight denies a key signature under a keyless policy and the reverse
+// before anything else, so the denial says so rather than what failed first.
+func preflight(entity verify.SignedEntity, s Signer) error {
+	cert := entityCert(entity)
+	switch {
+	case s.Key != nil && cert != nil:
+		return fmt.Errorf("signed keyless by %s, not with key %s", certDesc(cert), s.Key.Name)
+	case s.Key == nil && cert == nil:
+		return errors.New("signed with a key, not with a keyless certificate for " + identities(s))
+	}
+	return nil
 }
 
 func (s Signer) validate() error {
@@ -287,12 +307,4 @@ func (kv keyVerifier) VerifySignature(sig, msg io.Reader, _ ...signature.VerifyO
 		return errors.New("signed message too large")
 	}
 	return kv.k.Verify(s, m)
-}
-
-// chainLen bounds a certificate chain before anything parses it further.
-func chainLen(n int) error {
-	if n > MaxChainCerts {
-		return fmt.Errorf("the signing certificate chain has %d certificates, more than the %d accepted", n, MaxChainCerts)
-	}
-	return nil
 }
