@@ -2,6 +2,7 @@ package sigverify
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	"github.com/criguard/criguard/verifier/trust"
 )
@@ -126,11 +128,30 @@ func TestHostileInputs(t *testing.T) {
 		m["payload"] = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte(" "), MaxEnvelopeSize))
 	})
 
+	own := ownOverrides(t, tr)
+	onlyOverrides, err := trust.Apply(nil, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ov, err := New(onlyOverrides)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	cases := []struct {
 		name   string
 		verify func() (*Result, error)
 		want   string // in the denial; "" means it must pass
 	}{
+		{"trust from Kyverno-style overrides alone (the fixture's own keys), bundle", func() (*Result, error) {
+			return ov.VerifyBundle(kbSig, kb.digest, aliceS, Options{})
+		}, ""},
+		{"trust from Kyverno-style overrides alone, legacy keyless with RFC 3161 timestamp", func() (*Result, error) {
+			return ov.VerifyLegacySignature(klSig, kl.digest, aliceS, Options{})
+		}, ""},
+		{"trust from Kyverno-style overrides alone, legacy key with SET", func() (*Result, error) {
+			return ov.VerifyLegacySignature(ktlSig, ktl.digest, keyS, Options{})
+		}, ""},
 		{"another identity (bob for alice)", func() (*Result, error) {
 			bob := loadImage(t, "fx/keyless-bob")
 			return v.VerifyBundle(bob.bundles[0], bob.digest, aliceS, Options{})
@@ -239,4 +260,26 @@ func TestHostileInputs(t *testing.T) {
 func pemCert(t *testing.T, der []byte) string {
 	t.Helper()
 	return "-----BEGIN CERTIFICATE-----\n" + base64.StdEncoding.EncodeToString(der) + "\n-----END CERTIFICATE-----\n"
+}
+
+// ownOverrides spells the fixture root's own keys and chains as Kyverno's
+// override fields (PEM).
+func ownOverrides(t *testing.T, tr *root.TrustedRoot) trust.Overrides {
+	t.Helper()
+	var o trust.Overrides
+	for _, l := range tr.RekorLogs() {
+		p, _ := cryptoutils.MarshalPublicKeyToPEM(l.PublicKey)
+		o.RekorPubKey = string(p)
+	}
+	for _, l := range tr.CTLogs() {
+		p, _ := cryptoutils.MarshalPublicKeyToPEM(l.PublicKey)
+		o.CTLogPubKey = string(p)
+	}
+	tsa := tr.TimestampingAuthorities()[0].(*root.SigstoreTimestampingAuthority)
+	chain, _ := cryptoutils.MarshalCertificatesToPEM(append(append([]*x509.Certificate{tsa.Leaf}, tsa.Intermediates...), tsa.Root))
+	o.TSACertChain = string(chain)
+	ca := tr.FulcioCertificateAuthorities()[0].(*root.FulcioCertificateAuthority)
+	roots, _ := cryptoutils.MarshalCertificatesToPEM(append(ca.Intermediates, ca.Root))
+	o.FulcioRoots = string(roots)
+	return o
 }
