@@ -3,6 +3,7 @@ package sigverify
 import (
 	"fmt"
 
+	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 
 	"github.com/criguard/criguard/verifier/sigformat"
@@ -22,8 +23,8 @@ func (v *Verifier) VerifyBundle(bundleJSON []byte, digest string, s Signer, o Op
 	if len(bundleJSON) > MaxBundleSize {
 		return nil, fmt.Errorf("the bundle is %d bytes, larger than the %d-byte limit", len(bundleJSON), MaxBundleSize)
 	}
-	b, err := sigformat.ParseBundle(bundleJSON)
-	if err != nil {
+	var b *bundle.Bundle
+	if err := guard("the bundle", func() (err error) { b, err = sigformat.ParseBundle(bundleJSON); return err }); err != nil {
 		return nil, err
 	}
 	env := b.GetDsseEnvelope()

@@ -232,6 +232,23 @@ func TestHostileInputs(t *testing.T) {
 		{"oversized bundle", func() (*Result, error) {
 			return v.VerifyBundle(append(bytes.Clone(kbSig), bytes.Repeat([]byte(" "), MaxBundleSize)...), kb.digest, aliceS, Options{})
 		}, "larger than the 1048576-byte limit"},
+		{"SET entry body without apiVersion (rekor panics on it)", func() (*Result, error) {
+			noVersion := editJSON(t, []byte(ktlSig.Annotations[BundleAnnotation]), func(m map[string]any) {
+				p := m["Payload"].(map[string]any)
+				body, _ := base64.StdEncoding.DecodeString(p["body"].(string))
+				p["body"] = base64.StdEncoding.EncodeToString(bytes.Replace(body, []byte(`"apiVersion"`), []byte(`"apiVersioX"`), 1))
+			})
+			return v.VerifyLegacySignature(with(ktlSig, map[string]string{BundleAnnotation: string(noVersion)}), ktl.digest, keyS, Options{})
+		}, "malformed material made the Sigstore library fail"},
+		{"bundle entry body without apiVersion (rekor panics on it)", func() (*Result, error) {
+			kbk := loadImage(t, "fx/key-tlog-bundle")
+			b := editJSON(t, kbk.bundles[0], func(m map[string]any) {
+				e := m["verificationMaterial"].(map[string]any)["tlogEntries"].([]any)[0].(map[string]any)
+				raw, _ := base64.StdEncoding.DecodeString(e["canonicalizedBody"].(string))
+				e["canonicalizedBody"] = base64.StdEncoding.EncodeToString(bytes.Replace(raw, []byte(`"apiVersion"`), []byte(`"apiVersioX"`), 1))
+			})
+			return v.VerifyBundle(b, kbk.digest, keyS, Options{})
+		}, "malformed material made the Sigstore library fail"},
 		{"key signature under a keyless policy", func() (*Result, error) {
 			return v.VerifyLegacySignature(ktlSig, ktl.digest, aliceS, Options{})
 		}, "signed with a key, not with a keyless certificate"},

@@ -222,7 +222,11 @@ func parseSETBundle(s string) (*tlog.Entry, error) {
 	if err != nil || len(logID) != 32 {
 		return nil, fmt.Errorf("logID %q is not a hex sha256", rb.Payload.LogID)
 	}
-	entry, err := tlog.NewEntry(rb.Payload.Body, rb.Payload.IntegratedTime, rb.Payload.LogIndex, logID, rb.SignedEntryTimestamp, nil)
+	var entry *tlog.Entry
+	err = guard("the entry body", func() (err error) {
+		entry, err = tlog.NewEntry(rb.Payload.Body, rb.Payload.IntegratedTime, rb.Payload.LogIndex, logID, rb.SignedEntryTimestamp, nil) //nolint:staticcheck // the Rekor v1 entry of a SET
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("the entry body is not a Rekor entry: %w", err)
 	}

@@ -181,7 +181,8 @@ func (v *Verifier) run(entity verify.SignedEntity, s Signer, o Options, artifact
 	if err != nil {
 		return nil, fmt.Errorf("sigverify: %w", err)
 	}
-	res, err := sv.Verify(entity, verify.NewPolicy(artifact, popts...))
+	var res *verify.VerificationResult
+	err = guard("verification", func() (err error) { res, err = sv.Verify(entity, verify.NewPolicy(artifact, popts...)); return err })
 	if err != nil {
 		return nil, v.explain(err, entity, s, o)
 	}

@@ -12,12 +12,14 @@ func Match(pattern, s string) bool {
 	star, mark := -1, 0
 	for ni < len(n) {
 		switch {
+		case pi < len(p) && p[pi] == '*':
+			// Before the literal case: a '*' in the pattern is always a
+			// wildcard, even facing a '*' in s.
+			star, mark = pi, ni
+			pi++
 		case pi < len(p) && (p[pi] == '?' || p[pi] == n[ni]):
 			pi++
 			ni++
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, ni
-			pi++
 		case star >= 0:
 			pi = star + 1
 			mark++

@@ -10,6 +10,7 @@ func TestMatch(t *testing.T) {
 		{"*", "", true}, {"*", "a/b", true}, {"a*c", "abbbc", true}, {"a?c", "abc", true}, {"a?c", "ac", false},
 		{"*b*", "abc", true}, {"a*", "b", false}, {"", "", true}, {"", "a", false}, {"ab", "abc", false},
 		{"a*b*c", "axxbyyc", true}, {"a*b*c", "axxbyy", false}, {"é?", "éa", true},
+		{"*", "*0", true}, {"*?0", "*0", true}, {"a*", "a*b", true}, // a pattern star facing a star in s
 	} {
 		if got := Match(c.p, c.s); got != c.want {
 			t.Errorf("Match(%q, %q) = %v, want %v", c.p, c.s, got, c.want)
