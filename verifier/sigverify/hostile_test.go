@@ -156,6 +156,26 @@ func TestHostileInputs(t *testing.T) {
 			bob := loadImage(t, "fx/keyless-bob")
 			return v.VerifyBundle(bob.bundles[0], bob.digest, aliceS, Options{})
 		}, `signed by bob@example.com (issuer http://127.0.0.1:8080), another identity than the policy's (subject "alice@example.com"`},
+		{"GitHub workflow identity with another ref", func() (*Result, error) {
+			gh := loadImage(t, "fx/github-main")
+			id := github
+			id.Extensions.GithubWorkflowRef = "refs/heads/dev"
+			return v.VerifyBundle(gh.bundles[0], gh.digest, Signer{Identities: []Identity{id}}, Options{})
+		}, "another identity than the policy's"},
+		{"GitHub workflow identity: trigger, sha, name, repository and ref all match", func() (*Result, error) {
+			gh := loadImage(t, "fx/github-main")
+			id := github
+			id.Extensions.GithubWorkflowTrigger, id.Extensions.GithubWorkflowSHA = "push", "0123456789abcdef0123456789abcdef01234567"
+			id.Extensions.GithubWorkflowName, id.Extensions.GithubWorkflowRepository = "release", "example/app"
+			return v.VerifyBundle(gh.bundles[0], gh.digest, Signer{Identities: []Identity{id}}, Options{})
+		}, ""},
+		{"any one of several identities", func() (*Result, error) {
+			bob := Identity{Subject: "bob@example.com", Issuer: alice.Issuer}
+			return v.VerifyBundle(kbSig, kb.digest, Signer{Identities: []Identity{bob, github, alice}}, Options{})
+		}, ""},
+		{"subject regexp is unanchored, as in cosign", func() (*Result, error) {
+			return v.VerifyBundle(kbSig, kb.digest, Signer{Identities: []Identity{{SubjectRegExp: "@example\\.com$", IssuerRegExp: "^http://127\\.0\\.0\\.1:"}}}, Options{})
+		}, ""},
 		{"keyless legacy, log ignored, RFC 3161 timestamp proves the time", func() (*Result, error) {
 			return v.VerifyLegacySignature(klSig, kl.digest, aliceS, Options{IgnoreTlog: true})
 		}, ""},
