@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/semver"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/criguard/criguard/verifier/wildcard"
 )
@@ -70,7 +71,8 @@ func number(v any) (float64, bool) {
 
 // equals is Kyverno's Equals: by the key's type; a string value is a
 // wildcard pattern (* and ?) for a string key; numbers compare as numbers,
-// also against a numeric string value; durations compare as durations.
+// also against a numeric string value; durations and resource quantities
+// compare as such.
 func equals(key, value any) bool {
 	if kn, ok := number(key); ok {
 		if vn, ok := number(value); ok {
@@ -89,6 +91,9 @@ func equals(key, value any) bool {
 	case string:
 		if kd, vd, ok := durations(k, value); ok {
 			return kd == vd
+		}
+		if kq, vq, ok := quantities(k, value); ok {
+			return kq.Cmp(vq) == 0
 		}
 		v, ok := value.(string)
 		return ok && wildcard.Match(v, k)
@@ -121,6 +126,18 @@ func durations(key string, value any) (time.Duration, time.Duration, bool) {
 	kd, err1 := time.ParseDuration(key)
 	vd, err2 := time.ParseDuration(v)
 	return kd, vd, err1 == nil && err2 == nil
+}
+
+// quantities parses key and value as Kubernetes resource quantities ("1Gi",
+// "500m"), both strings, as Kyverno compares them.
+func quantities(key string, value any) (resource.Quantity, resource.Quantity, bool) {
+	v, ok := value.(string)
+	if !ok {
+		return resource.Quantity{}, resource.Quantity{}, false
+	}
+	kq, err1 := resource.ParseQuantity(key)
+	vq, err2 := resource.ParseQuantity(v)
+	return kq, vq, err1 == nil && err2 == nil
 }
 
 // setOp applies a set comparison to the key's and value's string sets.
@@ -216,12 +233,16 @@ func allIn(key, value []string) bool {
 }
 
 // numeric compares as Kyverno's numeric operators: durations (two duration
-// strings), numbers (numeric strings too), then semantic versions.
+// strings), resource quantities (two quantity strings), numbers (numeric
+// strings too), then semantic versions.
 func numeric(ok func(cmp int) bool) operator {
 	return func(key, value any) bool {
 		if ks, isStr := key.(string); isStr {
 			if kd, vd, dur := durations(ks, value); dur {
 				return ok(compare(float64(kd), float64(vd)))
+			}
+			if kq, vq, q := quantities(ks, value); q {
+				return ok(kq.Cmp(vq))
 			}
 		}
 		// A numeric key compares numerically or not at all (Kyverno parses
