@@ -72,7 +72,7 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 	}
 	bin := harness.CriguardBinary(b)
 	req := func(format string) cosign.Request {
-		return cosign.Request{Image: refs[format], Keys: []*keys.Key{k}}
+		return cosign.Request{Image: refs[format], Attestors: cosign.KeyAttestors(true, k)}
 	}
 	mustAllow := func(res cosign.Result, err error) {
 		if err != nil || !res.Allowed {

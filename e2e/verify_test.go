@@ -64,7 +64,7 @@ func verifyOne(t *testing.T, ref, pub string) cosign.Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := v.Verify(context.Background(), cosign.Request{Image: image, Keys: []*keys.Key{verifyLoadKey(t, pub)}})
+	res, err := v.Verify(context.Background(), cosign.Request{Image: image, Attestors: cosign.KeyAttestors(true, verifyLoadKey(t, pub))})
 	if err != nil {
 		t.Fatalf("verify %s: %v", ref, err)
 	}

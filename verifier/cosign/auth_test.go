@@ -14,7 +14,6 @@ import (
 
 	"github.com/criguard/criguard/internal/fixtureregistry"
 	"github.com/criguard/criguard/verifier/cosign"
-	"github.com/criguard/criguard/verifier/keys"
 )
 
 // guarded puts credentials in front of the registry: Basic user:s3cr3t-pw, or a
@@ -85,7 +84,7 @@ func TestRegistryAuth(t *testing.T) {
 			} else {
 				v = newVerifier(nil, o)
 			}
-			res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, c.reg.Ref("demo/signed-bundle", "1.0")), Auth: c.auth, Keys: []*keys.Key{loadKey(t, c.reg, "a")}})
+			res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, c.reg.Ref("demo/signed-bundle", "1.0")), Auth: c.auth, Attestors: cosign.KeyAttestors(true, loadKey(t, c.reg, "a"))})
 			if c.ok {
 				if err != nil || !res.Allowed {
 					t.Fatalf("want allowed: %+v %v", res, err)
@@ -116,7 +115,7 @@ func TestSignatureRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := newVerifier(nil, cosign.Options{})
-	req := cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Keys: []*keys.Key{s.key}}
+	req := cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Attestors: cosign.KeyAttestors(true, s.key)}
 	res, err := v.Verify(context.Background(), req)
 	if err != nil || res.Allowed || !strings.Contains(res.Reason, "looked in "+reg.Host+"/"+imgRepo) {
 		t.Fatalf("own repository: %+v %v", res, err)
@@ -136,7 +135,7 @@ func TestTokenReuse(t *testing.T) {
 	v := newVerifier(cnt, cosign.Options{})
 	verify := func(a *cosign.Auth) (int64, error) {
 		before := cnt.n.Load()
-		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-legacy", "1.0")), Auth: a, Keys: []*keys.Key{loadKey(t, reg, "a")}})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-legacy", "1.0")), Auth: a, Attestors: cosign.KeyAttestors(true, loadKey(t, reg, "a"))})
 		if err == nil && !res.Allowed {
 			t.Fatalf("denied: %s", res.Reason)
 		}
@@ -197,7 +196,7 @@ func TestSignatureRepositoryCredentialsStayWithTheirRegistry(t *testing.T) {
 	}
 	imageCreds := &cosign.Auth{Username: "user", Password: "s3cr3t-pw"}
 	imageBasic := base64.StdEncoding.EncodeToString([]byte("user:s3cr3t-pw"))
-	req := cosign.Request{Image: mustRef(t, imgReg.Ref(imgRepo, "1.0")), Auth: imageCreds, Keys: []*keys.Key{s.key}, SignatureRepository: sigReg.Host + "/sigs/store"}
+	req := cosign.Request{Image: mustRef(t, imgReg.Ref(imgRepo, "1.0")), Auth: imageCreds, Attestors: cosign.KeyAttestors(true, s.key), SignatureRepository: sigReg.Host + "/sigs/store"}
 
 	cases := []struct {
 		name       string

@@ -107,7 +107,7 @@ func FuzzVerify(f *testing.F) {
 		}
 		reg.manifests[tag+".sig"] = sm
 		v := newVerifier(reg, cosign.Options{MaxSignatures: 4})
-		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:5000/demo/x@"+judged), Keys: []*keys.Key{key}})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:5000/demo/x@"+judged), Attestors: cosign.KeyAttestors(true, key)})
 		if err != nil {
 			t.Fatalf("Verify against a well-behaved registry returned an error: %v", err)
 		}

@@ -243,7 +243,7 @@ func TestCraftedSignatures(t *testing.T) {
 				reg := &env{Registry: fixtureregistry.Serve(t, referrers, nil), referrers: referrers}
 				d := reg.Tags[imgRepo]["1.0"]
 				c.setup(t, reg, d)
-				res, err := newVerifier(nil, cosign.Options{}).Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Keys: []*keys.Key{s.key}})
+				res, err := newVerifier(nil, cosign.Options{}).Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Attestors: cosign.KeyAttestors(true, s.key)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -441,7 +441,7 @@ func TestLimitsAndFaults(t *testing.T) {
 				}
 				start := time.Now()
 				v := newVerifier(nil, cosign.Options{Timeout: timeout, MaxSignatures: 5})
-				res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Digest: d, Keys: []*keys.Key{s.key}})
+				res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Digest: d, Attestors: cosign.KeyAttestors(true, s.key)})
 				if c.incomplete {
 					if !errors.Is(err, cosign.ErrIncomplete) || !strings.Contains(err.Error(), c.reason) {
 						t.Fatalf("want ErrIncomplete with %q, got %+v, %v", c.reason, res, err)
@@ -470,11 +470,11 @@ func TestLimitsAndFaults(t *testing.T) {
 func TestUnreachableRegistryIsIncomplete(t *testing.T) {
 	v := newVerifier(nil, cosign.Options{Timeout: 2 * time.Second})
 	k := newSigner(t, "k").key
-	_, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:1/x/y:1"), Keys: []*keys.Key{k}})
+	_, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:1/x/y:1"), Attestors: cosign.KeyAttestors(true, k)})
 	if !errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("want ErrIncomplete, got %v", err)
 	}
-	_, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:1/x/y@sha256:"+hex64()), Keys: []*keys.Key{k}})
+	_, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:1/x/y@sha256:"+hex64()), Attestors: cosign.KeyAttestors(true, k)})
 	if !errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("want ErrIncomplete, got %v", err)
 	}
@@ -487,15 +487,15 @@ func TestDigestPinned(t *testing.T) {
 	a := loadKey(t, reg, "a")
 	signed := reg.Tags["demo/signed-bundle"]["1.0"]
 	// demo/multi contains the signed-bundle image's manifest as an index member.
-	res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-bundle", "1.0")), Digest: reg.Tags["demo/unsigned"]["1.0"], Keys: []*keys.Key{a}})
+	res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-bundle", "1.0")), Digest: reg.Tags["demo/unsigned"]["1.0"], Attestors: cosign.KeyAttestors(true, a)})
 	if err != nil || res.Allowed || res.Digest != reg.Tags["demo/unsigned"]["1.0"] {
 		t.Fatalf("pinned unsigned digest: %+v %v", res, err)
 	}
-	res, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Host+"/demo/signed-bundle@"+signed), Keys: []*keys.Key{a}})
+	res, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Host+"/demo/signed-bundle@"+signed), Attestors: cosign.KeyAttestors(true, a)})
 	if err != nil || !res.Allowed {
 		t.Fatalf("by digest: %+v %v", res, err)
 	}
-	_, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Host+"/demo/signed-bundle@"+signed), Digest: reg.Tags["demo/unsigned"]["1.0"], Keys: []*keys.Key{a}})
+	_, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Host+"/demo/signed-bundle@"+signed), Digest: reg.Tags["demo/unsigned"]["1.0"], Attestors: cosign.KeyAttestors(true, a)})
 	if err == nil || errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("conflicting digests: %v", err)
 	}
@@ -505,7 +505,7 @@ func TestDigestPinned(t *testing.T) {
 // callers that treat network errors, deadlines and registry answers apart.
 func TestIncompleteKeepsCause(t *testing.T) {
 	k := newSigner(t, "k").key
-	_, err := newVerifier(nil, cosign.Options{Timeout: 2 * time.Second}).Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:1/x/y:1"), Keys: []*keys.Key{k}})
+	_, err := newVerifier(nil, cosign.Options{Timeout: 2 * time.Second}).Verify(context.Background(), cosign.Request{Image: mustRef(t, "127.0.0.1:1/x/y:1"), Attestors: cosign.KeyAttestors(true, k)})
 	var op *net.OpError
 	if !errors.Is(err, cosign.ErrIncomplete) || !errors.As(err, &op) {
 		t.Fatalf("connection refused: want ErrIncomplete wrapping *net.OpError, got %v", err)
@@ -525,7 +525,7 @@ func TestIncompleteKeepsCause(t *testing.T) {
 		return false
 	})
 	d := reg.Tags[imgRepo]["1.0"]
-	_, err = newVerifier(nil, cosign.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Digest: d, Keys: []*keys.Key{k}})
+	_, err = newVerifier(nil, cosign.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Digest: d, Attestors: cosign.KeyAttestors(true, k)})
 	var se *registry.StatusError
 	if !errors.Is(err, cosign.ErrIncomplete) || !errors.As(err, &se) || se.Code != http.StatusBadGateway {
 		t.Fatalf("502: want ErrIncomplete wrapping *registry.StatusError 502, got %v", err)
@@ -537,7 +537,7 @@ func TestIncompleteKeepsCause(t *testing.T) {
 		}
 		return false
 	})
-	_, err = newVerifier(nil, cosign.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Digest: d, Keys: []*keys.Key{k}})
+	_, err = newVerifier(nil, cosign.Options{Timeout: 300 * time.Millisecond}).Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(imgRepo, "1.0")), Digest: d, Attestors: cosign.KeyAttestors(true, k)})
 	if !errors.Is(err, cosign.ErrIncomplete) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("hang: want ErrIncomplete wrapping context.DeadlineExceeded, got %v", err)
 	}
@@ -555,11 +555,11 @@ func TestPartialFailureAllowsOnlyOnValidSignatures(t *testing.T) {
 		return false
 	}}).wrap)
 	v := newVerifier(nil, cosign.Options{})
-	res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-bundle", "1.0")), Keys: []*keys.Key{loadKey(t, reg, "a")}})
+	res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-bundle", "1.0")), Attestors: cosign.KeyAttestors(true, loadKey(t, reg, "a"))})
 	if err != nil || !res.Allowed {
 		t.Fatalf("valid bundle with a failing .sig lookup: %+v %v", res, err)
 	}
-	res, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-bundle", "1.0")), Keys: []*keys.Key{loadKey(t, reg, "b")}})
+	res, err = v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("demo/signed-bundle", "1.0")), Attestors: cosign.KeyAttestors(true, loadKey(t, reg, "b"))})
 	if !errors.Is(err, cosign.ErrIncomplete) {
 		t.Fatalf("untrusted bundle and a failing .sig lookup: want ErrIncomplete, got %+v %v", res, err)
 	}

@@ -2,22 +2,13 @@ package cosign
 
 import (
 	"context"
-	"crypto"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"time"
 
-	"github.com/sigstore/sigstore-go/pkg/bundle"
-	"github.com/sigstore/sigstore-go/pkg/root"
-	"github.com/sigstore/sigstore-go/pkg/verify"
-	"github.com/sigstore/sigstore/pkg/signature"
-
-	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/registry"
 	"github.com/criguard/criguard/verifier/sigformat"
+	"github.com/criguard/criguard/verifier/sigverify"
 )
 
 // listBundles finds the referrers of the digest that may be Sigstore bundles:
@@ -62,9 +53,19 @@ func (j *judgement) listBundles(ctx context.Context) ([]sigformat.Descriptor, er
 	return out, nil
 }
 
-// legacyManifest reads the sha256-<hex>.sig manifest, or nil when there is none.
+// legacyTag is where cosign's legacy format keeps what this judgement looks
+// for: sha256-<hex>.sig for signatures, .att for attestations.
+func (j *judgement) legacyTag() string {
+	if j.want != nil {
+		return registry.FallbackTag(j.digest) + ".att"
+	}
+	return registry.SignatureTag(j.digest)
+}
+
+// legacyManifest reads the legacy .sig (or .att) manifest, or nil when there
+// is none.
 func (j *judgement) legacyManifest(ctx context.Context) (*sigformat.Manifest, string, error) {
-	tag := registry.SignatureTag(j.digest)
+	tag := j.legacyTag()
 	b, d, err := j.repo.Manifest(ctx, tag, MaxContentSize)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
@@ -75,30 +76,31 @@ func (j *judgement) legacyManifest(ctx context.Context) (*sigformat.Manifest, st
 		if ierr != nil {
 			return nil, "", ierr
 		}
-		j.add(finding{format: "legacy", digest: tag, problem: p})
+		j.add(finding{format: j.legacyFormat(), digest: tag, problem: p})
 		j.note("tag " + tag + ": unreadable")
 		return nil, "", nil
 	}
 	m, err := sigformat.ParseManifest(b)
 	if err != nil {
-		j.add(finding{format: "legacy", digest: d.Digest, problem: "signature manifest " + tag + " is malformed: " + err.Error()})
+		j.add(finding{format: j.legacyFormat(), digest: d.Digest, problem: "signature manifest " + tag + " is malformed: " + err.Error()})
 		j.note("tag " + tag + ": malformed")
 		return nil, "", nil
 	}
-	j.note(fmt.Sprintf("tag %s: %d signature layer(s)", tag, len(m.Layers)))
+	j.note(fmt.Sprintf("tag %s: %d layer(s)", tag, len(m.Layers)))
 	return m, d.Digest, nil
 }
 
-// checkLegacy verifies one simple-signing layer: the signature over the exact
-// payload bytes with each key, then the payload's docker-manifest-digest.
-func (j *judgement) checkLegacy(ctx context.Context, _ string, l sigformat.Descriptor) error {
-	f := finding{format: "legacy", digest: l.Digest}
-	sig, err := sigformat.DecodeSignature(l.Annotations[sigformat.SignatureAnnotation])
-	if err != nil {
-		f.problem = err.Error()
-		j.add(f)
-		return nil
+func (j *judgement) legacyFormat() string {
+	if j.want != nil {
+		return "legacy attestation"
 	}
+	return "legacy"
+}
+
+// checkLegacy reads one legacy layer (a simple-signing payload, or an
+// attestation's DSSE envelope) and verifies it with every attestor.
+func (j *judgement) checkLegacy(ctx context.Context, l sigformat.Descriptor) error {
+	f := finding{format: j.legacyFormat(), digest: l.Digest}
 	payload, err := j.repo.Blob(ctx, l.Digest, l.Size, MaxContentSize)
 	if err != nil {
 		p, ierr := fetchErr(ctx, "signature payload", err)
@@ -109,32 +111,19 @@ func (j *judgement) checkLegacy(ctx context.Context, _ string, l sigformat.Descr
 		j.add(f)
 		return nil
 	}
-	ss, perr := sigformat.ParseSimpleSigning(payload)
-	for i, k := range j.keys {
-		if k.Verify(sig, payload) != nil {
-			continue
+	lg := sigverify.Legacy{Payload: payload, Annotations: l.Annotations}
+	j.verifyAll(&f, func(sv *sigverify.Verifier, s sigverify.Signer, o sigverify.Options) (*sigverify.Result, error) {
+		if j.want != nil {
+			return sv.VerifyLegacyAttestation(lg, j.digest, s, o)
 		}
-		switch {
-		case perr != nil:
-			f.problem = fmt.Sprintf("signed by %s but %v", k.Name, perr)
-		case ss.Critical.Image.DockerManifestDigest != j.digest:
-			f.otherFor, f.otherKey = ss.Critical.Image.DockerManifestDigest, i
-		default:
-			f.keys = append(f.keys, i)
-		}
-	}
-	if len(f.keys) > 0 {
-		f.otherFor, f.problem = "", ""
-	} else if f.problem == "" && f.otherFor == "" && perr != nil {
-		f.problem = perr.Error()
-	}
+		return sv.VerifyLegacySignature(lg, j.digest, s, o)
+	})
 	j.add(f)
 	return nil
 }
 
-// checkBundle reads one referrer manifest and its bundle layer and verifies the
-// bundle with each key as cosign does (key only, no transparency log), requiring
-// the in-toto subject to be the judged digest.
+// checkBundle reads one referrer manifest and its bundle layer and verifies
+// the bundle with every attestor.
 func (j *judgement) checkBundle(ctx context.Context, d sigformat.Descriptor) error {
 	f := finding{format: "bundle", digest: d.Digest}
 	fail := func(what string, err error) error {
@@ -177,83 +166,48 @@ func (j *judgement) checkBundle(ctx context.Context, d sigformat.Descriptor) err
 	if err != nil {
 		return fail("bundle", err)
 	}
-	bn, err := sigformat.ParseBundle(blob)
-	if err != nil {
-		f.problem = err.Error()
-		j.add(f)
-		return nil
-	}
-	env := bn.GetDsseEnvelope()
-	st, err := sigformat.ParseStatement(env.GetPayloadType(), env.GetPayload())
-	if err != nil {
-		f.problem = err.Error()
-		j.add(f)
-		return nil
-	}
-	want, _ := hex.DecodeString(strings.TrimPrefix(j.digest, "sha256:"))
-	for i, k := range j.keys {
-		switch {
-		case !st.HasSubject(j.digest):
-			if verifyBundle(bn, k, nil) == nil {
-				f.otherFor, f.otherKey = strings.Join(st.SubjectDigests(), ", "), i
-			}
-		case st.PredicateType != sigformat.CosignSignPredicate:
-			if verifyBundle(bn, k, want) == nil {
-				f.attest, f.otherKey = fmt.Sprintf("is an attestation of type %q, not an image signature", st.PredicateType), i
-			}
-		default:
-			if verifyBundle(bn, k, want) == nil {
-				f.keys = append(f.keys, i)
-			}
-		}
-	}
+	j.verifyAll(&f, func(sv *sigverify.Verifier, s sigverify.Signer, o sigverify.Options) (*sigverify.Result, error) {
+		return sv.VerifyBundle(blob, j.digest, s, o)
+	})
 	j.add(f)
 	return nil
 }
 
-// verifyBundle verifies b with key k, as `cosign verify --key K
-// --insecure-ignore-tlog` does: the key is the only trust material, no
-// transparency log or timestamps are required. digest nil checks only the
-// signature (to explain a denial), never to allow.
-func verifyBundle(b *bundle.Bundle, k *keys.Key, digest []byte) error {
-	expiring := root.NewExpiringKey(keyVerifier{k}, time.Time{}, time.Time{})
-	tm := root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) { return expiring, nil })
-	v, err := verify.NewVerifier(tm, verify.WithNoObserverTimestamps())
-	if err != nil {
-		return err
+// verifyAll verifies one piece of material with each attestor and records
+// what each found: a signer, an attestation whose predicate does (not) meet
+// the conditions, or why it did not verify.
+func (j *judgement) verifyAll(f *finding, verify func(*sigverify.Verifier, sigverify.Signer, sigverify.Options) (*sigverify.Result, error)) {
+	f.errs = make([]error, len(j.attestors))
+	for i, a := range j.attestors {
+		sv := j.verifiers[i]
+		if sv == nil {
+			f.errs[i] = j.trustErrs[i]
+			continue
+		}
+		res, err := verify(sv, sigverify.Signer{Key: a.Key, Identities: a.Identities}, sigverify.Options{IgnoreTlog: a.IgnoreTlog, IgnoreSCT: a.IgnoreSCT})
+		switch {
+		case err != nil:
+			f.errs[i] = err
+		case j.want == nil && !res.IsImageSignature():
+			f.errs[i] = &kindError{fmt.Sprintf("is by %s but is an attestation of type %q, not an image signature", res.Signer, res.PredicateType)}
+		case j.want == nil:
+			f.hits = append(f.hits, hit{attestor: i, signer: res.Signer})
+		case res.PredicateType != j.want.PredicateType:
+			f.errs[i] = &kindError{fmt.Sprintf("is an attestation by %s of type %q, not %q", res.Signer, res.PredicateType, j.want.PredicateType)}
+		default:
+			h := hit{attestor: i, signer: res.Signer, predicateType: res.PredicateType}
+			if j.want.Conditions != nil {
+				if cerr := j.want.Conditions.Evaluate(res.Predicate); cerr != nil {
+					h.conditions = fmt.Errorf("attestation of type %s by %s does not meet the policy's conditions: %w", res.PredicateType, res.Signer, cerr)
+				}
+			}
+			f.hits = append(f.hits, h)
+		}
 	}
-	artifact := verify.WithoutArtifactUnsafe()
-	if digest != nil {
-		artifact = verify.WithArtifactDigest("sha256", digest)
-	}
-	_, err = v.Verify(b, verify.NewPolicy(artifact, verify.WithKey()))
-	return err
 }
 
-// keyVerifier adapts a keys.Key to sigstore's signature.Verifier, so bundle
-// verification uses the same key and algorithm as legacy verification.
-type keyVerifier struct{ k *keys.Key }
+// kindError: the material verified, but is not what was asked for (an
+// attestation instead of a signature, another predicate type).
+type kindError struct{ msg string }
 
-func (kv keyVerifier) PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error) {
-	return kv.k.PublicKey()
-}
-
-func (kv keyVerifier) VerifySignature(sig, msg io.Reader, _ ...signature.VerifyOption) error {
-	s, err := io.ReadAll(io.LimitReader(sig, sigformat.MaxSignatureSize+1))
-	if err != nil {
-		return err
-	}
-	if len(s) > sigformat.MaxSignatureSize {
-		return errors.New("signature too large")
-	}
-	m, err := io.ReadAll(io.LimitReader(msg, MaxContentSize+1))
-	if err != nil {
-		return err
-	}
-	if len(m) > MaxContentSize {
-		return errors.New("signed message too large")
-	}
-	return kv.k.Verify(s, m)
-}
-
-var _ signature.Verifier = keyVerifier{}
+func (e *kindError) Error() string { return e.msg }

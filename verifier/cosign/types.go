@@ -1,15 +1,28 @@
-// Package verifier decides whether the exact digest of a container image carries a
-// valid cosign signature from trusted public keys, and says why when it does not.
+// Package cosign decides whether the exact digest of a container image carries
+// valid cosign signatures (or in-toto attestations) from trusted signers —
+// public keys, with or without a transparency-log entry, or keyless Fulcio
+// identities — and says why when it does not. It finds the signature material
+// in the registry (Sigstore bundles as OCI referrers or under the fallback tag,
+// legacy .sig and .att tags); every verification of that material is
+// verifier/sigverify's.
 //
-// Trust material (keys) and registry credentials are passed explicitly with each
-// Request; a Verifier holds only its registry options and limits.
+// Trust material (keys, the Sigstore trusted root, per-attestor overrides) and
+// registry credentials are passed explicitly with each Request; a Verifier
+// holds only its registry options and limits.
 package cosign
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 
+	"github.com/sigstore/sigstore-go/pkg/root"
+
+	"github.com/criguard/criguard/verifier/attest"
 	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
+	"github.com/criguard/criguard/verifier/sigverify"
+	"github.com/criguard/criguard/verifier/trust"
 )
 
 // ErrIncomplete marks a verification that could not finish: the registry was
@@ -27,7 +40,82 @@ type Auth struct {
 	RegistryToken string
 }
 
-// Request asks whether one image digest is signed by enough of Keys.
+// Attestor is one trusted signer: a public key, or keyless identities (a
+// certificate from a trusted Fulcio CA for any one of them).
+type Attestor struct {
+	// Name is how verdicts name the attestor; "" means the key's name, or the
+	// identities.
+	Name       string
+	Key        *keys.Key
+	Identities []sigverify.Identity
+	// Overrides replace parts of the request's trusted root for this attestor
+	// (Kyverno's rekor.pubkey, ctlog.pubkey, ctlog.tsaCertChain, keyless.roots).
+	Overrides trust.Overrides
+	// IgnoreTlog waives the transparency-log entry (Kyverno rekor.ignoreTlog,
+	// cosign --insecure-ignore-tlog); IgnoreSCT the keyless certificate's
+	// embedded SCT (ctlog.ignoreSCT, --insecure-ignore-sct).
+	IgnoreTlog bool
+	IgnoreSCT  bool
+}
+
+// KeyAttestors makes one key attestor per key, each requiring a
+// transparency-log entry unless ignoreTlog.
+func KeyAttestors(ignoreTlog bool, ks ...*keys.Key) []Attestor {
+	out := make([]Attestor, len(ks))
+	for i, k := range ks {
+		out[i] = Attestor{Key: k, IgnoreTlog: ignoreTlog}
+	}
+	return out
+}
+
+// Label names the attestor in verdicts.
+func (a Attestor) Label() string {
+	switch {
+	case a.Name != "":
+		return a.Name
+	case a.Key != nil:
+		return a.Key.Name
+	}
+	ids := make([]string, len(a.Identities))
+	for i, id := range a.Identities {
+		ids[i] = id.String()
+	}
+	return "keyless " + strings.Join(ids, " or ")
+}
+
+// SignerID identifies the signer behind the attestor for thresholds: a key by
+// its material (keys.Key.Fingerprint: the same key under two names is one
+// signer), keyless identities by what they accept.
+func (a Attestor) SignerID() string {
+	if a.Key != nil {
+		return "key:" + a.Key.Fingerprint()
+	}
+	ids := make([]string, len(a.Identities))
+	for i, id := range a.Identities {
+		ids[i] = fmt.Sprintf("%q/%q/%q/%q/%+v", id.Subject, id.SubjectRegExp, id.Issuer, id.IssuerRegExp, id.Extensions)
+	}
+	return "keyless:" + strings.Join(ids, "|")
+}
+
+func (a Attestor) check() error {
+	switch {
+	case a.Key != nil && len(a.Identities) > 0:
+		return errors.New("an attestor is a key or keyless identities, not both")
+	case a.Key == nil && len(a.Identities) == 0:
+		return errors.New("an attestor needs a key or keyless identities (a nil key?)")
+	}
+	return nil
+}
+
+// Attestation asks for in-toto attestations instead of image signatures: of
+// PredicateType, and whose predicate meets Conditions (nil: any predicate).
+type Attestation struct {
+	PredicateType string
+	Conditions    *attest.Conditions
+}
+
+// Request asks whether one image digest is signed by Threshold distinct
+// signers among Attestors (or, with Attestation, attested by them).
 type Request struct {
 	// Image is the parsed reference (tag or digest), with its canonical
 	// registry (imageref.Parse).
@@ -37,20 +125,35 @@ type Request struct {
 	// Auth is used for every registry call; nil means the node's docker config,
 	// else anonymous.
 	Auth *Auth
-	// Keys are the trusted keys; Threshold of them must each verify a signature
-	// (0 means all of them).
-	Keys      []*keys.Key
+	// Attestors are the trusted signers; Threshold distinct ones of them
+	// (Attestor.SignerID) must each verify a signature (0 means all of them).
+	Attestors []Attestor
 	Threshold int
+	// Trust is the Sigstore trusted root (Fulcio CAs, Rekor and CT logs,
+	// timestamp authorities) for transparency-log entries and keyless
+	// certificates; nil trusts none, so only key attestors with IgnoreTlog
+	// can verify.
+	Trust root.TrustedMaterial
+	// Attestation, when set, asks for attestations of its type meeting its
+	// conditions instead of image signatures: each attestor counts when it
+	// signed at least one such attestation of the digest and every one of its
+	// attestations of that type meets the conditions (as Kyverno).
+	Attestation *Attestation
 	// SignatureRepository, when set, is where signatures are looked up instead of
 	// the image's own repository (like COSIGN_REPOSITORY).
 	SignatureRepository string
 }
 
-// Signature records one signature that verified.
+// Signature records one signature (or attestation) that verified.
 type Signature struct {
-	Key    string `json:"key"`    // the trusted key's name
-	Format string `json:"format"` // "bundle" (Sigstore bundle as OCI referrer) or "legacy" (.sig tag)
-	Digest string `json:"digest"` // digest of the bundle's manifest, or of the legacy payload layer
+	Key    string `json:"key"`    // the attestor's label (Attestor.Label)
+	Format string `json:"format"` // "bundle" (Sigstore bundle as OCI referrer), "legacy" (.sig tag) or "legacy attestation" (.att tag)
+	Digest string `json:"digest"` // digest of the bundle's manifest, or of the legacy layer
+	// Signer is who signed, as the verification proved it: the key, or the
+	// certificate's identity and issuer.
+	Signer string `json:"signer,omitempty"`
+	// PredicateType is an attestation's predicate type.
+	PredicateType string `json:"predicateType,omitempty"`
 }
 
 // Result is a verdict for one image digest.

@@ -15,10 +15,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sigstore/sigstore-go/pkg/root"
+
 	"github.com/criguard/criguard/verifier/imageref"
-	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/registry"
 	"github.com/criguard/criguard/verifier/sigformat"
+	"github.com/criguard/criguard/verifier/sigverify"
+	"github.com/criguard/criguard/verifier/trust"
 )
 
 // Defaults for Options.
@@ -191,18 +194,21 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	return v.judge(ctx, req, res, imgRepo, n.Context().RegistryStr())
 }
 
-// judge counts the signers of res.Digest among req.Keys.
+// judge counts the signers of res.Digest among req.Attestors.
 func (v *Verifier) judge(ctx context.Context, req Request, res Result, imgRepo *registry.Repo, imgRegistry string) (Result, error) {
-	for i, k := range req.Keys {
-		if k == nil {
-			return res, fmt.Errorf("trusted key %d of %d is missing (nil)", i+1, len(req.Keys))
+	for i, a := range req.Attestors {
+		if err := a.check(); err != nil {
+			return res, fmt.Errorf("attestor %d of %d: %w", i+1, len(req.Attestors), err)
 		}
 	}
-	if len(req.Keys) == 0 {
-		res.Reason = "no trusted keys are configured for this image: nothing can verify it"
+	if req.Attestation != nil && req.Attestation.PredicateType == "" {
+		return res, errors.New("an attestation requirement needs a predicate type")
+	}
+	if len(req.Attestors) == 0 {
+		res.Reason = "no trusted keys or keyless identities are configured for this image: nothing can verify it"
 		return res, nil
 	}
-	need, short := Needed(req.Keys, req.Threshold)
+	need, short := Needed(req.Attestors, req.Threshold)
 	if short != "" {
 		res.Reason = short
 		return res, nil
@@ -223,7 +229,8 @@ func (v *Verifier) judge(ctx context.Context, req Request, res Result, imgRepo *
 		sigRepo = v.repo(ctx, r, auth)
 	}
 
-	j := &judgement{v: v, repo: sigRepo, digest: res.Digest, keys: req.Keys, budget: v.maxSigs}
+	j := &judgement{v: v, repo: sigRepo, digest: res.Digest, attestors: req.Attestors, want: req.Attestation, budget: v.maxSigs}
+	j.trustFor(req.Trust)
 	if err := j.run(ctx, need); err != nil {
 		return res, err
 	}
@@ -232,14 +239,14 @@ func (v *Verifier) judge(ctx context.Context, req Request, res Result, imgRepo *
 	return res, nil
 }
 
-// Needed is how many distinct signers of keys a threshold asks for. Signers
-// are counted by key material (keys.Key.Fingerprint): the same public key
-// listed twice (under two names, or two algorithms of an Ed25519 key) is one
-// signer. A threshold above the distinct keys returns a denial reason.
-func Needed(ks []*keys.Key, threshold int) (need int, short string) {
-	distinct := Signers(ks)
+// Needed is how many distinct signers of attestors a threshold asks for.
+// Signers are counted by Attestor.SignerID: the same public key listed twice
+// (under two names, or two algorithms of an Ed25519 key) is one signer. A
+// threshold above the distinct signers returns a denial reason.
+func Needed(as []Attestor, threshold int) (need int, short string) {
+	distinct := Signers(as)
 	if threshold > distinct {
-		return 0, fmt.Sprintf("the policy requires %d trusted keys but lists only %d distinct ones: fix the count or the keys", threshold, distinct)
+		return 0, fmt.Sprintf("the policy requires %d trusted %ss but lists only %d distinct ones: fix the count or the %ss", threshold, noun(as), distinct, noun(as))
 	}
 	if threshold <= 0 {
 		return distinct, ""
@@ -247,35 +254,57 @@ func Needed(ks []*keys.Key, threshold int) (need int, short string) {
 	return threshold, ""
 }
 
-// Signers counts the distinct signers among ks: keys with the same material
-// (keys.Key.Fingerprint) are one signer. Verify counts the keys that verified
-// a signature with it against Needed; test doubles must count the same way.
-func Signers(ks []*keys.Key) int {
+// Signers counts the distinct signers among as (Attestor.SignerID). Verify
+// counts the attestors that verified a signature against Needed; test
+// doubles must count the same way.
+func Signers(as []Attestor) int {
 	distinct := map[string]bool{}
-	for _, k := range ks {
-		distinct[k.Fingerprint()] = true
+	for _, a := range as {
+		distinct[a.SignerID()] = true
 	}
 	return len(distinct)
 }
 
-// finding is what one signature (bundle or legacy layer) turned out to be.
-type finding struct {
-	format   string // "bundle" or "legacy"
-	digest   string // digest of the manifest or layer holding it
-	problem  string // malformed, unreadable ... ("" when it parsed)
-	keys     []int  // indexes of keys that verified it for the judged digest
-	otherFor string // a trusted key verified it, but for this other digest
-	otherKey int
-	attest   string // a trusted key signed it, but it is not an image signature
+// noun is what the attestors are called in verdicts.
+func noun(as []Attestor) string {
+	for _, a := range as {
+		if a.Key == nil {
+			return "signer"
+		}
+	}
+	return "key"
 }
 
-// judgement collects signatures for one digest and checks them against keys.
+// finding is what one signature (bundle or legacy layer) turned out to be.
+type finding struct {
+	format  string  // "bundle", "legacy" or "legacy attestation"
+	digest  string  // digest of the manifest or layer holding it
+	problem string  // malformed, unreadable ... ("" when it was read)
+	hits    []hit   // attestors that verified it for the judged digest
+	errs    []error // per attestor: why it did not verify (nil for a hit)
+}
+
+// hit is one attestor that verified one finding.
+type hit struct {
+	attestor      int
+	signer        string
+	predicateType string
+	conditions    error // an attestation whose predicate fails the conditions
+}
+
+// judgement collects signatures for one digest and checks them against the
+// attestors.
 type judgement struct {
-	v      *Verifier
-	repo   *registry.Repo
-	digest string
-	keys   []*keys.Key
-	budget int
+	v         *Verifier
+	repo      *registry.Repo
+	digest    string
+	attestors []Attestor
+	want      *Attestation
+	budget    int
+	// verifiers hold each attestor's trust material (the root with its
+	// overrides); trustErrs why an attestor has none.
+	verifiers []*sigverify.Verifier
+	trustErrs []error
 
 	mu        sync.Mutex
 	looked    []string // where signatures were looked for, with what was there
@@ -283,6 +312,22 @@ type judgement struct {
 	skipped   int // signatures not read because of MaxSignatures
 	verified  []Signature
 	readSlots int
+}
+
+// trustFor prepares one sigverify.Verifier per attestor: the trusted root
+// with the attestor's overrides.
+func (j *judgement) trustFor(base root.TrustedMaterial) {
+	j.verifiers = make([]*sigverify.Verifier, len(j.attestors))
+	j.trustErrs = make([]error, len(j.attestors))
+	for i, a := range j.attestors {
+		tm, err := trust.Apply(base, a.Overrides)
+		if err == nil {
+			j.verifiers[i], err = sigverify.New(tm)
+		}
+		if err != nil {
+			j.trustErrs[i] = fmt.Errorf("the trust material of %s is unusable: %w", a.Label(), err)
+		}
+	}
 }
 
 func (j *judgement) note(s string) {
@@ -295,8 +340,10 @@ func (j *judgement) add(f finding) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.findings = append(j.findings, f)
-	for _, k := range f.keys {
-		j.verified = append(j.verified, Signature{Key: j.keys[k].Name, Format: f.format, Digest: f.digest})
+	for _, h := range f.hits {
+		if h.conditions == nil {
+			j.verified = append(j.verified, Signature{Key: j.attestors[h.attestor].Label(), Format: f.format, Digest: f.digest, Signer: h.signer, PredicateType: h.predicateType})
+		}
 	}
 }
 
@@ -335,7 +382,6 @@ func (j *judgement) run(ctx context.Context, need int) error {
 	}
 	var bundleRefs []sigformat.Descriptor
 	var legacy *sigformat.Manifest
-	var legacyDigest string
 	var g errgroup.Group
 	g.Go(func() error {
 		var err error
@@ -344,7 +390,7 @@ func (j *judgement) run(ctx context.Context, need int) error {
 	})
 	g.Go(func() error {
 		var err error
-		legacy, legacyDigest, err = j.legacyManifest(ctx)
+		legacy, _, err = j.legacyManifest(ctx)
 		return record(err)
 	})
 	_ = g.Wait()
@@ -361,7 +407,7 @@ func (j *judgement) run(ctx context.Context, need int) error {
 		g.Go(func() error { return record(j.checkBundle(ctx, d)) })
 	}
 	for _, l := range layers {
-		g.Go(func() error { return record(j.checkLegacy(ctx, legacyDigest, l)) })
+		g.Go(func() error { return record(j.checkLegacy(ctx, l)) })
 	}
 	_ = g.Wait()
 	// Deterministic order for verdicts and output.
@@ -391,78 +437,138 @@ func fetchErr(ctx context.Context, what string, err error) (string, error) {
 	}
 }
 
-// verdict applies the threshold and writes a reason a person can act on.
-func (j *judgement) verdict(need int) (bool, string) {
-	byKey := map[int]bool{}
-	var signed []*keys.Key
+// signed returns, per attestor that verified a finding, whether all its
+// attestations met the conditions (always true for signatures).
+func (j *judgement) signed() map[int]bool {
+	ok := map[int]bool{}
 	for _, f := range j.findings {
-		for _, k := range f.keys {
-			byKey[k] = true
-			signed = append(signed, j.keys[k])
+		for _, h := range f.hits {
+			prev, seen := ok[h.attestor]
+			ok[h.attestor] = (prev || !seen) && h.conditions == nil
 		}
 	}
-	if Signers(signed) >= need {
+	return ok
+}
+
+// verdict applies the threshold and writes a reason a person can act on.
+func (j *judgement) verdict(need int) (bool, string) {
+	byAttestor := j.signed()
+	var passed []Attestor
+	for i, ok := range byAttestor {
+		if ok {
+			passed = append(passed, j.attestors[i])
+		}
+	}
+	if Signers(passed) >= need {
 		return true, ""
+	}
+	what, n := "cosign signature(s)", noun(j.attestors)
+	if j.want != nil {
+		what = "attestation(s) of type " + j.want.PredicateType
 	}
 	// Referrers first, then the legacy tag, whichever lookup finished first.
 	slices.SortStableFunc(j.looked, func(a, b string) int {
 		return strings.Compare(a[:min(len(a), 4)], b[:min(len(b), 4)])
 	})
 	where := fmt.Sprintf("looked in %s: %s", j.repo.Name(), strings.Join(j.looked, "; "))
-	trusted := keyNames(j.keys, nil)
-	var missing []string
-	for i, k := range j.keys {
-		if !byKey[i] {
-			missing = append(missing, k.Name)
-		}
-	}
 	truncated := ""
 	if j.skipped > 0 {
 		truncated = fmt.Sprintf("; %d more signatures were not read (limit %d per image)", j.skipped, j.budget)
 	}
 	if len(j.findings) == 0 {
+		if j.want != nil {
+			return false, fmt.Sprintf("no attestations found for %s (%s)%s; attest this digest with cosign attest --type, or set the signature repository if they are stored elsewhere", j.digest, where, truncated)
+		}
 		return false, fmt.Sprintf("no cosign signatures found for %s (%s)%s; sign this digest with cosign, or set the signature repository if signatures are stored elsewhere", j.digest, where, truncated)
 	}
-	if len(byKey) > 0 {
-		return false, fmt.Sprintf("signed by %d of the %d required trusted keys (verified: %s; missing: %s)%s",
-			len(byKey), need, strings.Join(keyNames(j.keys, byKey), ", "), strings.Join(missing, ", "), truncated)
+	var failedConditions []string
+	for _, f := range j.findings {
+		for _, h := range f.hits {
+			if h.conditions != nil {
+				failedConditions = append(failedConditions, fmt.Sprintf("%s %s: %v", f.format, short(f.digest), h.conditions))
+			}
+		}
 	}
-	// Nothing verified: say what the signatures were, most actionable first.
-	var other, attest, problems []string
+	if len(byAttestor) > 0 {
+		var okNames, missing []string
+		for i, a := range j.attestors {
+			if byAttestor[i] {
+				okNames = append(okNames, a.Label())
+			} else {
+				missing = append(missing, a.Label())
+			}
+		}
+		cond := ""
+		if len(failedConditions) > 0 {
+			cond = "; " + strings.Join(failedConditions, "; ")
+		}
+		if len(okNames) == 0 {
+			return false, fmt.Sprintf("no %s meets the policy's conditions: %s%s", what, strings.Join(failedConditions, "; "), truncated)
+		}
+		return false, fmt.Sprintf("%s: signed by %d of the %d required trusted %ss (verified: %s; missing: %s)%s%s",
+			what, len(okNames), need, n, strings.Join(okNames, ", "), strings.Join(missing, ", "), cond, truncated)
+	}
+	labels := make([]string, len(j.attestors))
+	for i, a := range j.attestors {
+		labels[i] = a.Label()
+	}
+	return false, fmt.Sprintf("%d %s found for %s but none verified by a trusted %s (%s): %s%s",
+		len(j.findings), what, j.digest, n, strings.Join(labels, ", "), strings.Join(j.whyNot(), "; "), truncated)
+}
+
+// whyNot says what the findings were when none verified, most actionable
+// first.
+func (j *judgement) whyNot() []string {
+	var other, kind, reasons, problems []string
 	untrusted := 0
 	for _, f := range j.findings {
-		switch {
-		case f.otherFor != "":
-			other = append(other, fmt.Sprintf("%s signature %s is by %s but for %s", f.format, short(f.digest), j.keys[f.otherKey].Name, f.otherFor))
-		case f.attest != "":
-			attest = append(attest, fmt.Sprintf("%s %s is by %s but %s", f.format, short(f.digest), j.keys[f.otherKey].Name, f.attest))
-		case f.problem != "":
+		if f.problem != "" {
 			problems = append(problems, fmt.Sprintf("%s %s: %s", f.format, short(f.digest), f.problem))
-		default:
+			continue
+		}
+		var first error
+		mismatch := true
+		for _, err := range f.errs {
+			var ke *kindError
+			msg := fmt.Sprint(err)
+			switch {
+			case errors.As(err, &ke):
+				first, mismatch = err, false
+			case strings.Contains(msg, "another digest") || strings.Contains(msg, "another image"):
+				if first == nil || !errors.As(first, &ke) {
+					first = err
+				}
+				mismatch = false
+			case !strings.Contains(msg, "the signature does not verify with key "):
+				if first == nil {
+					first = err
+				}
+				mismatch = false
+			}
+		}
+		var ke *kindError
+		msg := fmt.Sprint(first)
+		switch {
+		case mismatch:
 			untrusted++
+		case errors.As(first, &ke):
+			kind = append(kind, fmt.Sprintf("%s %s %s", f.format, short(f.digest), msg))
+		case strings.Contains(msg, "another digest") || strings.Contains(msg, "another image"):
+			other = append(other, fmt.Sprintf("%s %s: %s", f.format, short(f.digest), msg))
+		default:
+			reasons = append(reasons, fmt.Sprintf("%s %s: %s", f.format, short(f.digest), msg))
 		}
 	}
 	var parts []string
 	if len(other) > 0 {
 		parts = append(parts, "a signature for another digest: "+strings.Join(other, "; ")+" (the tag may have moved after signing, or the signature was copied from another image)")
 	}
-	parts = append(parts, attest...)
+	parts = append(parts, kind...)
+	parts = append(parts, reasons...)
 	if untrusted > 0 {
 		parts = append(parts, fmt.Sprintf("%d signed by keys not trusted here", untrusted))
 	}
-	parts = append(parts, problems...)
-	return false, fmt.Sprintf("%d cosign signature(s) found for %s but none verified by a trusted key (%s): %s%s",
-		len(j.findings), j.digest, strings.Join(trusted, ", "), strings.Join(parts, "; "), truncated)
-}
-
-func keyNames(ks []*keys.Key, only map[int]bool) []string {
-	var out []string
-	for i, k := range ks {
-		if only == nil || only[i] {
-			out = append(out, k.Name)
-		}
-	}
-	return out
+	return append(parts, problems...)
 }
 
 // short abbreviates a digest for messages.

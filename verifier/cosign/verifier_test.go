@@ -85,7 +85,7 @@ func TestFixturesAgreeWithCosign(t *testing.T) {
 					want := slices.Contains(row.passes, kn)
 					t.Run(row.repo+"/"+kn, func(t *testing.T) {
 						k := loadKey(t, reg, kn)
-						res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(row.repo, "1.0")), Keys: []*keys.Key{k}})
+						res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(row.repo, "1.0")), Attestors: cosign.KeyAttestors(true, k)})
 						if err != nil {
 							t.Fatalf("Verify: %v", err)
 						}
@@ -157,7 +157,7 @@ func TestThreshold(t *testing.T) {
 		{"demo/signed-bundle", []*keys.Key{a, aCopy}, 0, true, ""},
 	}
 	for _, c := range cases {
-		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(c.repo, "1.0")), Keys: c.keys, Threshold: c.threshold})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(c.repo, "1.0")), Attestors: cosign.KeyAttestors(true, c.keys...), Threshold: c.threshold})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +185,7 @@ func TestRoundTrips(t *testing.T) {
 		reg := fixtureregistry.Serve(t, c.referrers, nil)
 		cnt := newCounter()
 		v := newVerifier(cnt, cosign.Options{})
-		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(c.repo, "1.0")), Keys: []*keys.Key{loadKey(t, reg, "a")}})
+		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(c.repo, "1.0")), Attestors: cosign.KeyAttestors(true, loadKey(t, reg, "a"))})
 		if err != nil || !res.Allowed {
 			t.Fatalf("%s: %+v %v", c.repo, res, err)
 		}

@@ -1,0 +1,182 @@
+package cosign_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/verifier/attest"
+	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/keys"
+	"github.com/criguard/criguard/verifier/sigverify"
+	"github.com/criguard/criguard/verifier/trust"
+)
+
+// The identities of testdata/sigstore/verdicts.md's columns.
+var (
+	alice  = sigverify.Identity{Subject: "alice@example.com", Issuer: "http://127.0.0.1:8080"}
+	github = func() sigverify.Identity {
+		id := sigverify.Identity{SubjectRegExp: "^https://github.com/example/app/", Issuer: "http://localhost:8080"}
+		id.Extensions.GithubWorkflowRef = "refs/heads/main"
+		return id
+	}()
+)
+
+// sigstoreColumns turns each verdicts.md column into the Request `cosign
+// verify` / `cosign verify-attestation` would make.
+func sigstoreColumns(t *testing.T, reg *fixtureregistry.Registry) map[string]cosign.Request {
+	t.Helper()
+	k, err := keys.LoadFile(reg.Key("t"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slsa, _ := attest.PredicateType("slsaprovenance1")
+	vuln, _ := attest.PredicateType("vuln")
+	return map[string]cosign.Request{
+		"alice keyless":                     {Attestors: []cosign.Attestor{{Identities: []sigverify.Identity{alice}}}},
+		"GitHub workflow":                   {Attestors: []cosign.Attestor{{Identities: []sigverify.Identity{github}}}},
+		"key t.pub (tlog required)":         {Attestors: cosign.KeyAttestors(false, k)},
+		"key t.pub --insecure-ignore-tlog":  {Attestors: cosign.KeyAttestors(true, k)},
+		"alice slsaprovenance1 attestation": {Attestors: []cosign.Attestor{{Identities: []sigverify.Identity{alice}}}, Attestation: &cosign.Attestation{PredicateType: slsa}},
+		"t.pub vuln attestation":            {Attestors: cosign.KeyAttestors(false, k), Attestation: &cosign.Attestation{PredicateType: vuln}},
+	}
+}
+
+// TestSigstoreVerdicts: cosign.Verify, reading the fixtures from a registry
+// with and without the referrers API, agrees with every cell of
+// testdata/sigstore/verdicts.md (the real cosign CLI's verdicts).
+func TestSigstoreVerdicts(t *testing.T) {
+	for _, referrers := range []bool{true, false} {
+		reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, referrers, nil)
+		root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols := sigstoreColumns(t, reg)
+		header, rows := readVerdicts(t, reg.Dir)
+		v := newVerifier(nil, cosign.Options{})
+		cells := 0
+		for _, row := range rows {
+			for i, col := range header[1:] {
+				req, ok := cols[col]
+				if !ok {
+					t.Fatalf("verdicts.md column %q has no request here", col)
+				}
+				req.Image, req.Trust = mustRef(t, reg.Ref(row[0], "1.0")), root
+				res, err := v.Verify(context.Background(), req)
+				if err != nil {
+					t.Fatalf("%s, %s: %v", row[0], col, err)
+				}
+				got := map[bool]string{true: "pass", false: "fail"}[res.Allowed]
+				if got != row[i+1] {
+					t.Errorf("referrers=%v %s, %s: %s, verdicts.md says %s; reason: %s", referrers, row[0], col, got, row[i+1], res.Reason)
+				}
+				if res.Allowed == (res.Reason != "") || res.Allowed && len(res.Verified) == 0 {
+					t.Errorf("%s, %s: allowed=%v with reason %q and %d verified", row[0], col, res.Allowed, res.Reason, len(res.Verified))
+				}
+				cells++
+			}
+		}
+		if cells != 54 {
+			t.Errorf("checked %d cells, verdicts.md has 54", cells)
+		}
+	}
+}
+
+// TestSigstoreReasons: denials name what is missing.
+func TestSigstoreReasons(t *testing.T) {
+	reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, false, nil)
+	root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := sigstoreColumns(t, reg)
+	cases := []struct{ repo, col, reason string }{
+		{"fx/key-no-tlog", "key t.pub (tlog required)", "no transparency-log entry"},
+		{"fx/keyless-bob", "alice keyless", "another identity than the policy's"},
+		{"fx/unsigned", "alice keyless", "no cosign signatures found"},
+		{"fx/keyless-bundle", "t.pub vuln attestation", "attestation"},
+	}
+	v := newVerifier(nil, cosign.Options{})
+	for _, c := range cases {
+		req := cols[c.col]
+		req.Image, req.Trust = mustRef(t, reg.Ref(c.repo, "1.0")), root
+		res, err := v.Verify(context.Background(), req)
+		if err != nil || res.Allowed || !strings.Contains(res.Reason, c.reason) {
+			t.Errorf("%s, %s: allowed=%v err=%v reason %q, want a denial with %q", c.repo, c.col, res.Allowed, err, res.Reason, c.reason)
+		}
+		t.Logf("%s, %s: %s", c.repo, c.col, res.Reason)
+	}
+}
+
+// TestAttestationConditions: the issue's tests: fx/keyless-bundle's SLSA
+// provenance passes a condition on its builder id, fx/key-attest passes
+// critical == 0; the opposite conditions deny.
+func TestAttestationConditions(t *testing.T) {
+	reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, true, nil)
+	root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := keys.LoadFile(reg.Key("t"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cond := func(key, op string, value any) *attest.Conditions {
+		c, err := attest.Compile([]attest.AnyAllConditions{{All: []attest.Condition{{Key: key, Operator: op, Value: value}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	slsa, _ := attest.PredicateType("slsaprovenance1")
+	vuln, _ := attest.PredicateType("vuln")
+	aliceA := []cosign.Attestor{{Identities: []sigverify.Identity{alice}}}
+	cases := []struct {
+		repo      string
+		attestors []cosign.Attestor
+		att       cosign.Attestation
+		allowed   bool
+	}{
+		{"fx/keyless-bundle", aliceA, cosign.Attestation{PredicateType: slsa, Conditions: cond("{{ runDetails.builder.id }}", "Equals", "https://example.test/builder@v1")}, true},
+		{"fx/keyless-bundle", aliceA, cosign.Attestation{PredicateType: slsa, Conditions: cond("{{ runDetails.builder.id }}", "Equals", "https://evil.test/builder")}, false},
+		{"fx/keyless-legacy", aliceA, cosign.Attestation{PredicateType: slsa, Conditions: cond("{{ runDetails.builder.id }}", "Equals", "https://example.test/builder@v1")}, true},
+		{"fx/key-attest", cosign.KeyAttestors(false, k), cosign.Attestation{PredicateType: vuln, Conditions: cond("{{ scanner.result.summary.critical }}", "Equals", 0)}, true},
+		{"fx/key-attest", cosign.KeyAttestors(false, k), cosign.Attestation{PredicateType: vuln, Conditions: cond("{{ scanner.result.summary.critical }}", "GreaterThan", 0)}, false},
+	}
+	v := newVerifier(nil, cosign.Options{})
+	for _, c := range cases {
+		att := c.att
+		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref(c.repo, "1.0")), Trust: root, Attestors: c.attestors, Attestation: &att})
+		if err != nil || res.Allowed != c.allowed {
+			t.Errorf("%s: allowed=%v err=%v, want %v; reason %s", c.repo, res.Allowed, err, c.allowed, res.Reason)
+		}
+		t.Logf("%s: %v %s %+v", c.repo, res.Allowed, res.Reason, res.Verified)
+	}
+}
+
+func readVerdicts(t *testing.T, dir string) (header []string, rows [][]string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "verdicts.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		var cells []string
+		for _, c := range strings.Split(strings.Trim(line, "| "), "|") {
+			cells = append(cells, strings.TrimSpace(c))
+		}
+		if header == nil {
+			header = cells
+			continue
+		}
+		rows = append(rows, cells)
+	}
+	return header, rows
+}
