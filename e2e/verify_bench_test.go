@@ -111,7 +111,7 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 					case "criguard-warm":
 						mustAllow(warm.Verify(ctx, req(format)))
 					case "criguard-cli":
-						if out, err := exec.CommandContext(ctx, bin, "verify", "--key", pub, refs[format].String()).CombinedOutput(); err != nil {
+						if out, err := exec.CommandContext(ctx, bin, "verify", "--insecure-ignore-tlog", "--key", pub, refs[format].String()).CombinedOutput(); err != nil {
 							b.Fatalf("criguard verify: %v: %s", err, out)
 						}
 					case "cosign":

@@ -215,14 +215,14 @@ func TestVerifyCommandBinary(t *testing.T) {
 		code int
 		out  string
 	}{
-		{[]string{"verify", "--key", k.ecPub, signed}, 0, "ALLOWED " + signed + "@" + d},
-		{[]string{"verify", "--key", k.ecPub, signed, unsigned}, 1, "no cosign signatures found"},
-		{[]string{"verify", "--key", k.rsaPub, signed}, 1, "none verified by a trusted key"},
-		{[]string{"verify", "--key", k.ecPub, "--output", "json", signed}, 0, `"allowed": true`},
-		{[]string{"verify", "--key", k.ecPub, "--timeout", "2s", "127.0.0.1:1/nothing/here:1"}, 1, "could not verify"},
+		{[]string{"verify", "--insecure-ignore-tlog", "--key", k.ecPub, signed}, 0, "ALLOWED " + signed + "@" + d},
+		{[]string{"verify", "--insecure-ignore-tlog", "--key", k.ecPub, signed, unsigned}, 1, "no cosign signatures found"},
+		{[]string{"verify", "--insecure-ignore-tlog", "--key", k.rsaPub, signed}, 1, "none verified by a trusted key"},
+		{[]string{"verify", "--insecure-ignore-tlog", "--key", k.ecPub, "--output", "json", signed}, 0, `"allowed": true`},
+		{[]string{"verify", "--insecure-ignore-tlog", "--key", k.ecPub, "--timeout", "2s", "127.0.0.1:1/nothing/here:1"}, 1, "could not verify"},
 		{[]string{"verify", signed}, 2, ""},
-		{[]string{"verify", "--key", k.ecKey, signed}, 2, ""}, // a private key is not a public key
-		{[]string{"verify", "--key", k.ecPub}, 2, ""},
+		{[]string{"verify", "--insecure-ignore-tlog", "--key", k.ecKey, signed}, 2, ""}, // a private key is not a public key
+		{[]string{"verify", "--insecure-ignore-tlog", "--key", k.ecPub}, 2, ""},
 	} {
 		stdout, stderr, code := harness.RunCriguard(t, c.args...)
 		if code != c.code || !strings.Contains(stdout, c.out) {

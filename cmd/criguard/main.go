@@ -24,11 +24,12 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":   {"serve CRI on a socket, forwarding to containerd and enforcing the image policy", runServe},
-		"verify":  {"verify the cosign signatures of images and print a verdict for each", runVerify},
-		"policy":  {"check a policy file or directory and explain what it enforces", runPolicy},
-		"node":    {"install or uninstall criguard on a node's host (used by the DaemonSet)", runNode},
-		"version": {"print the version", runVersion},
+		"serve":              {"serve CRI on a socket, forwarding to containerd and enforcing the image policy", runServe},
+		"verify":             {"verify the cosign signatures of images and print a verdict for each", runVerify},
+		"verify-attestation": {"verify the in-toto attestations of images (cosign verify-attestation) and print a verdict for each", runVerifyAttestation},
+		"policy":             {"check a policy file or directory and explain what it enforces", runPolicy},
+		"node":               {"install or uninstall criguard on a node's host (used by the DaemonSet)", runNode},
+		"version":            {"print the version", runVersion},
 	}
 }
 
@@ -60,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer, cmds map[string]command) {
 	fmt.Fprintln(w, "usage: criguard <command> [flags]")
 	fmt.Fprintln(w)
-	for _, name := range []string{"serve", "verify", "policy", "node", "version"} {
+	for _, name := range []string{"serve", "verify", "verify-attestation", "policy", "node", "version"} {
 		fmt.Fprintf(w, "  %-8s %s\n", name, cmds[name].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'criguard <command> -h' for a command's flags.")

@@ -55,6 +55,9 @@ type serveConfig struct {
 	policy string
 	// metricsAddress serves /metrics, /healthz and /readyz; "" disables them.
 	metricsAddress string
+	// trustedRoot is the Sigstore trusted root file; "" means the embedded
+	// public-good root.
+	trustedRoot string
 }
 
 func (c *serveConfig) register(fs *flag.FlagSet) {
@@ -65,6 +68,8 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", forward.DefaultDrainTimeout, "on SIGTERM, how long in-flight CRI calls may finish before they are cut")
 	fs.StringVar(&c.policy, "policy", "", "image policy: a YAML file or a directory of them (criguard ImagePolicy, Kyverno ClusterPolicy/Policy); "+
 		"reloaded on change and on SIGHUP. Without it every image passes unverified")
+	fs.StringVar(&c.trustedRoot, "trusted-root", "", "Sigstore trusted root (trusted_root.json) that transparency-log entries, timestamps and keyless certificates are verified against; "+
+		"reloaded with the policy (a broken file keeps the last good one). Default: the embedded Sigstore public-good root")
 	fs.StringVar(&c.metricsAddress, "metrics-address", defaultMetricsAddress, "host:port serving /metrics, /healthz and /readyz (empty disables); keep it on loopback")
 }
 
@@ -90,12 +95,16 @@ type serveDeps struct {
 // in deps.group, and joins the proxy to the policy engine through the Enforcer.
 func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.Guard, error) {
 	log := deps.logger
+	if cfg.trustedRoot != "" && cfg.policy == "" {
+		return nil, errors.New("--trusted-root needs --policy: without a policy nothing is verified")
+	}
 	metrics := enforce.NewMetrics(deps.registry)
 	var store *policy.Store
 	if cfg.policy != "" {
 		s, err := policy.NewStore(cfg.policy, policy.StoreOptions{
-			Logger:   log,
-			OnReload: func(r policy.ReloadResult) { metrics.PolicyReloaded(r.Err) },
+			Logger:      log,
+			OnReload:    func(r policy.ReloadResult) { metrics.PolicyReloaded(r.Err) },
+			TrustedRoot: cfg.trustedRoot,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("--policy: %w", err)
@@ -129,6 +138,13 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 	})
 	if store != nil {
 		deps.group.Go(func() error { store.WatchForever(ctx, reload); return nil })
+		deps.group.Go(func() error {
+			if err := store.WatchTrustedRoot(ctx); err != nil {
+				// SIGHUP still reloads it; only edits go unseen.
+				log.Error("trusted root: not watched for changes; send SIGHUP after changing it", "path", cfg.trustedRoot, "error", err)
+			}
+			return nil
+		})
 	}
 
 	if cfg.metricsAddress != "" {

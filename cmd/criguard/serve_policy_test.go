@@ -171,3 +171,32 @@ func TestServeWithoutPolicyNotReady(t *testing.T) {
 		t.Errorf("no warning that images pass unverified:\n%s", logs.String())
 	}
 }
+
+// serve --trusted-root: a broken root refuses to start (naming the file), as
+// does a root without a policy.
+func TestServeTrustedRootErrors(t *testing.T) {
+	dir := tempDir(t)
+	up := filepath.Join(dir, "up.sock")
+	startUpstream(t, up, true)
+	pol := filepath.Join(dir, "policy.yaml")
+	badRoot := filepath.Join(dir, "root.json")
+	for f, data := range map[string]string{pol: denyAllPolicy, badRoot: `{"mediaType":"x"}`} {
+		if err := os.WriteFile(f, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--policy", pol, "--trusted-root", badRoot}, "root.json"},
+		{[]string{"--trusted-root", badRoot}, "--trusted-root needs --policy"},
+	} {
+		var stderr bytes.Buffer
+		listen := filepath.Join(dir, "run", "criguard.sock")
+		code := runServe(context.Background(), append([]string{"--listen", listen, "--upstream", up, "--metrics-address", ""}, tc.args...), &bytes.Buffer{}, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 1 naming %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+}

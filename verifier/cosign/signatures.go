@@ -192,6 +192,8 @@ func (j *judgement) verifyAll(f *finding, verify func(*sigverify.Verifier, sigve
 			f.errs[i] = &kindError{fmt.Sprintf("is by %s but is an attestation of type %q, not an image signature", res.Signer, res.PredicateType)}
 		case j.want == nil:
 			f.hits = append(f.hits, hit{attestor: i, signer: res.Signer})
+		case res.IsImageSignature():
+			f.errs[i] = &kindError{fmt.Sprintf("is an image signature by %s, not an attestation", res.Signer)}
 		case res.PredicateType != j.want.PredicateType:
 			f.errs[i] = &kindError{fmt.Sprintf("is an attestation by %s of type %q, not %q", res.Signer, res.PredicateType, j.want.PredicateType)}
 		default:

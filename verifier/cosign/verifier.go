@@ -512,6 +512,10 @@ func (j *judgement) verdict(need int) (bool, string) {
 	for i, a := range j.attestors {
 		labels[i] = a.Label()
 	}
+	if j.want != nil {
+		return false, fmt.Sprintf("no attestation of type %s by a trusted %s (%s) among the %d signature(s) and attestation(s) found for %s: %s%s",
+			j.want.PredicateType, n, strings.Join(labels, ", "), len(j.findings), j.digest, strings.Join(j.whyNot(), "; "), truncated)
+	}
 	return false, fmt.Sprintf("%d %s found for %s but none verified by a trusted %s (%s): %s%s",
 		len(j.findings), what, j.digest, n, strings.Join(labels, ", "), strings.Join(j.whyNot(), "; "), truncated)
 }

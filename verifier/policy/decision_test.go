@@ -110,8 +110,8 @@ func TestSemanticsAreData(t *testing.T) {
 // TestForKeys: the --key policy of `criguard verify` is an ordinary set.
 func TestForKeys(t *testing.T) {
 	e := newEnv(t)
-	a := mustLoad(t, e.expand(native("", verifyA))).Policies[0].Rules[0].Attestors[0].Keys[0]
-	eng := NewEngine(NewStaticStore(ForKeys([]*keys.Key{a}, 0, "", time.Second)), e.v, nil)
+	a := mustLoad(t, e.expand(native("", verifyA))).Policies[0].Rules[0].Attestors[0].Attestors[0].Key
+	eng := NewEngine(NewStaticStore(ForKeys([]*keys.Key{a}, true, 0, "", time.Second)), e.v, nil)
 	e.v.sign("ghcr.io/x/y@"+digestOf('1'), e.fpA)
 	if d := eng.Evaluate(context.Background(), Input{Image: "ghcr.io/x/y@" + digestOf('1')}); !d.Allowed || d.Rule != "--key" {
 		t.Fatalf("%+v", d)

@@ -5,6 +5,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 // Describe writes what a loaded set enforces, policy by policy, then the
@@ -78,19 +80,53 @@ func describeRule(w io.Writer, r *Rule) {
 		fmt.Fprintln(w, "    verdicts are not cached (useCache: false)")
 	}
 	for i, a := range r.Attestors {
-		names := make([]string, len(a.Keys))
-		for j, k := range a.Keys {
-			names[j] = fmt.Sprintf("%s (%s)", k.Name, k.Algorithm)
-		}
-		label := "keys"
+		label := "attestors"
 		if len(r.Attestors) > 1 {
 			label = fmt.Sprintf("attestor set %d", i+1)
 		}
-		fmt.Fprintf(w, "    %s: %d of %d must verify: %s\n", label, a.Count, len(a.Keys), strings.Join(names, ", "))
-		if a.Repository != "" {
-			fmt.Fprintf(w, "      signatures looked up in %s\n", a.Repository)
+		describeSetTo(w, "    ", label, a)
+	}
+	for _, at := range r.Attestations {
+		fmt.Fprintf(w, "    attestation %s: predicate type %s", at.Name, at.PredicateType)
+		if at.Conditions != nil {
+			fmt.Fprint(w, ", with conditions")
+		}
+		fmt.Fprintln(w)
+		for i, a := range at.Sets {
+			describeSetTo(w, "      ", fmt.Sprintf("attestor set %d", i+1), a)
 		}
 	}
+}
+
+func describeSetTo(w io.Writer, indent, label string, a AttestorSet) {
+	names := make([]string, len(a.Attestors))
+	for j, at := range a.Attestors {
+		names[j] = describeAttestor(at)
+	}
+	fmt.Fprintf(w, "%s%s: %d of %d must verify: %s\n", indent, label, a.Count, len(a.Attestors), strings.Join(names, ", "))
+	if a.Repository != "" {
+		fmt.Fprintf(w, "%s  signatures looked up in %s\n", indent, a.Repository)
+	}
+}
+
+// describeAttestor names an attestor with what it requires.
+func describeAttestor(a cosign.Attestor) string {
+	var req []string
+	if a.Key != nil {
+		req = append(req, a.Key.Algorithm)
+	}
+	if a.IgnoreTlog {
+		req = append(req, "no transparency log")
+	} else {
+		req = append(req, "transparency-log entry required")
+	}
+	if a.Key == nil && a.IgnoreSCT {
+		req = append(req, "SCT not checked")
+	}
+	if !a.Overrides.Empty() {
+		req = append(req, "own trust overrides")
+	}
+	return fmt.Sprintf("%s (%s)", a.Label(), strings.Join(req, ", "))
 }
 
 // describeUnmatched states, through the engine's own decisions, what happens

@@ -49,8 +49,8 @@ func FuzzLoadDocuments(f *testing.F) {
 						t.Fatal("verify rule without attestors")
 					}
 					for _, a := range r.Attestors {
-						if a.Count < 1 || a.Count > len(a.Keys) {
-							t.Fatalf("count %d of %d keys", a.Count, len(a.Keys))
+						if a.Count < 1 || a.Count > len(a.Attestors) {
+							t.Fatalf("count %d of %d keys", a.Count, len(a.Attestors))
 						}
 					}
 				}

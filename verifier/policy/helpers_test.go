@@ -19,7 +19,6 @@ import (
 
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
-	"github.com/criguard/criguard/verifier/keys"
 )
 
 // testKey is a generated ECDSA P-256 public key in PEM.
@@ -156,20 +155,24 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	sigs := f.signed[repo+"@"+req.Digest]
 	// Signers are counted as the real verifier counts them (cosign.Needed,
 	// cosign.Signers): by key material, not per entry.
-	need, short := cosign.Needed(req.Keys, req.Threshold)
+	need, short := cosign.Needed(req.Attestors, req.Threshold)
 	res := cosign.Result{Image: req.Image.String(), Digest: req.Digest, Reason: short}
 	if short != "" {
 		return res, nil
 	}
-	var signed []*keys.Key
-	for _, k := range req.Keys {
+	var signed []cosign.Attestor
+	for _, a := range req.Attestors {
+		k := a.Key
+		if k == nil {
+			return cosign.Result{}, fmt.Errorf("the test double verifies keys only")
+		}
 		pub, err := k.PublicKey()
 		if err != nil {
 			return cosign.Result{}, err
 		}
 		der, _ := x509.MarshalPKIXPublicKey(pub)
 		if sigs[fmt.Sprintf("%x", der)] {
-			signed = append(signed, k)
+			signed = append(signed, a)
 			res.Verified = append(res.Verified, cosign.Signature{Key: k.Name, Format: "legacy", Digest: "sha256:" + strings.Repeat("e", 64)})
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
@@ -67,12 +66,9 @@ func judgeCheap(o *RuleOutcome, m matchedRule, ref imageref.Ref, in Input, resol
 func (e *Engine) judgeVerify(ctx context.Context, memo map[verifyMemoKey]verifyMemo, o *RuleOutcome, m matchedRule, ref imageref.Ref, digest string, auth *cosign.Auth) []cosign.Signature {
 	var verified []cosign.Signature
 	var reasons []string
-	for k, a := range m.r.Attestors {
-		res, err := e.verifySet(ctx, memo, m.r.Policy.Timeout, ref, digest, auth, a)
-		what := describeSet(a)
-		if len(m.r.Attestors) > 1 {
-			what = fmt.Sprintf("attestor set %d (%s)", k+1, what)
-		}
+	for _, c := range m.r.checks() {
+		res, err := e.verifySet(ctx, memo, m.r.Policy, ref, digest, auth, c)
+		what := c.what
 		switch {
 		case err != nil && errors.Is(err, cosign.ErrIncomplete) && !m.r.Policy.incomplete(err):
 			// Kyverno counts only network errors (and webhook timeouts) as
@@ -99,18 +95,6 @@ func (e *Engine) judgeVerify(ctx context.Context, memo map[verifyMemoKey]verifyM
 	}
 	o.Result, o.Reason = OutcomePass, strings.Join(reasons, "; ")
 	return verified
-}
-
-func describeSet(a AttestorSet) string {
-	names := make([]string, len(a.Keys))
-	for i, k := range a.Keys {
-		names[i] = k.Name
-	}
-	s := fmt.Sprintf("%d of keys [%s]", a.Count, strings.Join(names, ", "))
-	if a.Repository != "" {
-		s += " (signatures in " + a.Repository + ")"
-	}
-	return s
 }
 
 // incompleteDetail is err's message without the ErrIncomplete prefix(es) it
@@ -149,8 +133,7 @@ func (p *Policy) incomplete(err error) bool {
 }
 
 type verifyMemoKey struct {
-	keys  string
-	count int
+	check string
 	repo  string
 }
 
@@ -159,21 +142,15 @@ type verifyMemo struct {
 	err error
 }
 
-// verifySet verifies one attestor set, once per evaluation (memo), within the
-// policy's timeout and a verification slot. An answer for another digest than
-// the one asked is an error.
-func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, timeout time.Duration, ref imageref.Ref, digest string, auth *cosign.Auth, a AttestorSet) (cosign.Result, error) {
-	names := make([]string, len(a.Keys))
-	for i, k := range a.Keys {
-		// The key material, not only its name: two rules' keys may share a
-		// name (policy/rule/path) across kinds or namespaces.
-		names[i] = k.Fingerprint() + "\x00" + k.Algorithm + "\x00" + k.Name
-	}
-	mk := verifyMemoKey{keys: strings.Join(names, "\x01"), count: a.Count, repo: a.Repository}
+// verifySet verifies one check of a rule, once per evaluation (memo), within
+// the policy's timeout and a verification slot. An answer for another digest
+// than the one asked is an error.
+func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMemo, p *Policy, ref imageref.Ref, digest string, auth *cosign.Auth, c check) (cosign.Result, error) {
+	mk := verifyMemoKey{check: c.key(), repo: c.set.Repository}
 	if m, ok := memo[mk]; ok {
 		return m.res, m.err
 	}
-	res, err := e.verifyInSlot(ctx, timeout, ref, digest, auth, a)
+	res, err := e.verifyInSlot(ctx, p, ref, digest, auth, c)
 	if err == nil && res.Digest != "" && res.Digest != digest {
 		err = fmt.Errorf("the verifier judged digest %s instead of %s", res.Digest, digest)
 	}
@@ -181,8 +158,8 @@ func (e *Engine) verifySet(ctx context.Context, memo map[verifyMemoKey]verifyMem
 	return res, err
 }
 
-func (e *Engine) verifyInSlot(ctx context.Context, timeout time.Duration, ref imageref.Ref, digest string, auth *cosign.Auth, a AttestorSet) (cosign.Result, error) {
-	vctx, cancel := context.WithTimeout(ctx, timeout)
+func (e *Engine) verifyInSlot(ctx context.Context, p *Policy, ref imageref.Ref, digest string, auth *cosign.Auth, c check) (cosign.Result, error) {
+	vctx, cancel := context.WithTimeout(ctx, p.Timeout)
 	defer cancel()
 	pin, err := ref.AtDigest(digest)
 	if err != nil {
@@ -193,9 +170,7 @@ func (e *Engine) verifyInSlot(ctx context.Context, timeout time.Duration, ref im
 		return cosign.Result{}, &timeoutError{fmt.Errorf("%w: %w", cosign.ErrIncomplete, err)}
 	}
 	defer release()
-	res, err := e.v.Verify(vctx, cosign.Request{
-		Image: pin, Digest: digest, Auth: auth, Keys: a.Keys, Threshold: a.Count, SignatureRepository: a.Repository,
-	})
+	res, err := e.v.Verify(vctx, c.request(pin, digest, auth, p.Trust))
 	if err != nil && vctx.Err() != nil {
 		if !errors.Is(err, cosign.ErrIncomplete) {
 			err = fmt.Errorf("%w: %w", cosign.ErrIncomplete, err)

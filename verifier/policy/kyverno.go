@@ -5,12 +5,18 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/criguard/criguard/verifier/attest"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
+	"github.com/criguard/criguard/verifier/sigverify"
+	"github.com/criguard/criguard/verifier/trust"
 )
 
 // present reports whether a raw field holds something other than nothing.
@@ -409,16 +415,13 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 	switch vi.Type {
 	case "", "Cosign":
 	default:
-		return errAt(vp+".type", "%s verification is not supported: criguard verifies Cosign signatures with public keys", vi.Type)
+		return errAt(vp+".type", "%s verification is not supported: criguard verifies Cosign signatures and attestations", vi.Type)
 	}
 	for _, f := range []struct {
 		set  bool
 		name string
 		why  string
 	}{
-		{vi.Key != "", "key", "the deprecated key field verifies through the Rekor transparency log, which criguard cannot reach; use attestors[].entries[].keys.publicKeys with rekor.ignoreTlog: true"},
-		{vi.Roots != "" || vi.Subject != "" || vi.Issuer != "" || len(vi.AdditionalExtensions) > 0, "roots/subject/issuer/additionalExtensions", "keyless verification is not supported"},
-		{present(vi.Attestations), "attestations", "attestation checks are not supported: criguard verifies image signatures only"},
 		{len(vi.Annotations) > 0, "annotations", "signature annotation checks are not supported"},
 		{present(vi.Validation), "validate", "validate checks across attestations are not supported"},
 	} {
@@ -466,10 +469,25 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 			warn(vp+".imageRegistryCredentials.allowInsecureRegistry", "ignored: criguard's verifier decides how registries are reached")
 		}
 	}
-	if len(vi.Attestors) == 0 {
-		return errAt(vp+".attestors", "required: criguard needs at least one attestor set with public keys (a verifyImages rule without attestors checks nothing criguard can verify)")
+	// The deprecated single-signer fields are one attestor set, as Kyverno
+	// converts them.
+	attestors := vi.Attestors
+	if vi.Key != "" || vi.Roots != "" || vi.Subject != "" || vi.Issuer != "" || len(vi.AdditionalExtensions) > 0 {
+		if len(attestors) > 0 {
+			return errAt(vp+".key", "the deprecated key/subject/issuer/roots fields cannot be combined with attestors")
+		}
+		e := kyvernoAttestor{}
+		if vi.Key != "" {
+			e.Keys = &kyvernoStaticKey{PublicKeys: vi.Key}
+		} else {
+			e.Keyless = &kyvernoKeyless{Subject: vi.Subject, Issuer: vi.Issuer, Roots: vi.Roots, AdditionalExtensions: vi.AdditionalExtensions}
+		}
+		attestors = []kyvernoAttestorSet{{Entries: []kyvernoAttestor{e}}}
 	}
-	for k, as := range vi.Attestors {
+	if len(attestors) == 0 && len(vi.Attestations) == 0 {
+		return errAt(vp+".attestors", "required: at least one attestor set (keys or keyless) or one attestation (a verifyImages rule without them checks nothing)")
+	}
+	for k, as := range attestors {
 		ap := fmt.Sprintf("%s.attestors[%d]", vp, k)
 		set, err := kyvernoAttestorSetOf(r, as, ap, vi.Repository)
 		if err != nil {
@@ -477,7 +495,56 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 		}
 		r.Attestors = append(r.Attestors, set)
 	}
+	for k, ka := range vi.Attestations {
+		ap := fmt.Sprintf("%s.attestations[%d]", vp, k)
+		at, err := kyvernoAttestationOf(r, ka, ap, vi.Repository)
+		if err != nil {
+			return err
+		}
+		r.Attestations = append(r.Attestations, at)
+	}
 	return nil
+}
+
+// kyvernoAttestationOf compiles one attestations[] entry: its predicate type
+// (type or predicateType: a URI, or one of cosign's --type names), its
+// attestor sets and its conditions.
+func kyvernoAttestationOf(r *Rule, ka kyvernoAttestation, ap, repo string) (Attestation, error) {
+	typ, tp := ka.PredicateType, ap+".predicateType"
+	switch {
+	case typ == "" && ka.Type == "":
+		return Attestation{}, errAt(tp, "required (or type): the predicate type of the attestations to check")
+	case typ == "":
+		typ, tp = ka.Type, ap+".type"
+	case ka.Type != "" && ka.Type != typ:
+		return Attestation{}, errAt(ap+".type", "conflicts with predicateType %q", typ)
+	}
+	uri, err := attest.PredicateType(typ)
+	if err != nil {
+		return Attestation{}, errAt(tp, "%v", err)
+	}
+	at := Attestation{Name: ka.Name, PredicateType: uri}
+	if at.Name == "" {
+		at.Name = uri
+	}
+	if len(ka.Conditions) > 0 {
+		if at.Conditions, err = attest.Compile(ka.Conditions); err != nil {
+			return Attestation{}, errAt(ap+".conditions", "%v", err)
+		}
+	}
+	if len(ka.Attestors) == 0 {
+		// Kyverno then checks no signer; criguard never trusts an
+		// unsigned statement.
+		return Attestation{}, errAt(ap+".attestors", "required: criguard judges only attestations signed by a trusted key or keyless identity")
+	}
+	for k, as := range ka.Attestors {
+		set, err := kyvernoAttestorSetOf(r, as, fmt.Sprintf("%s.attestors[%d]", ap, k), repo)
+		if err != nil {
+			return Attestation{}, err
+		}
+		at.Sets = append(at.Sets, set)
+	}
+	return at, nil
 }
 
 func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (AttestorSet, error) {
@@ -488,18 +555,6 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 	entryRepo := ""
 	for e, en := range as.Entries {
 		ep := fmt.Sprintf("%s.entries[%d]", ap, e)
-		switch {
-		case present(en.Certificates):
-			return AttestorSet{}, errAt(ep+".certificates", "certificate attestors are not supported: use keys.publicKeys")
-		case present(en.Keyless):
-			return AttestorSet{}, errAt(ep+".keyless", "keyless verification (Fulcio certificates, Rekor) is not supported")
-		case present(en.Attestor):
-			return AttestorSet{}, errAt(ep+".attestor", "nested attestor sets are not supported: list the keys in entries")
-		case len(en.Annotations) > 0:
-			return AttestorSet{}, errAt(ep+".annotations", "signature annotation checks are not supported")
-		case en.Keys == nil:
-			return AttestorSet{}, errAt(ep+".keys", "required")
-		}
 		if en.Repository != "" {
 			if err := checkRepository(ep+".repository", en.Repository); err != nil {
 				return AttestorSet{}, err
@@ -511,78 +566,201 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 		} else if entryRepo != "" {
 			return AttestorSet{}, errAt(ep+".repository", "entries of one attestor set must use the same signature repository")
 		}
-		k := en.Keys
-		kp := ep + ".keys"
-		switch {
-		case k.KMS != "":
-			return AttestorSet{}, errAt(kp+".kms", "KMS keys are not supported: put the PEM public key in publicKeys")
-		case present(k.Secret):
-			return AttestorSet{}, errAt(kp+".secret", "Secret references are not resolved on the node: put the PEM public key in publicKeys")
-		case k.PublicKeys == "":
-			return AttestorSet{}, errAt(kp+".publicKeys", "required")
-		case strings.HasPrefix(strings.TrimSpace(k.PublicKeys), "k8s://"):
-			return AttestorSet{}, errAt(kp+".publicKeys", "Secret references (k8s://) are not resolved on the node: put the PEM public key here")
-		case strings.Contains(k.PublicKeys, "{{"):
-			return AttestorSet{}, errAt(kp+".publicKeys", "variables are not resolved on the node: put the PEM public key here")
-		case strings.Contains(k.PublicKeys, "://"):
-			return AttestorSet{}, errAt(kp+".publicKeys", "key URIs (KMS, k8s://) are not supported: put the PEM public key here")
-		}
-		// Kyverno verifies key signatures against the Rekor transparency log
-		// unless rekor.ignoreTlog is true; criguard has no log access, so only
-		// the offline form is accepted (see docs/policy.md).
-		if k.Rekor == nil || k.Rekor.IgnoreTlog == nil || !*k.Rekor.IgnoreTlog {
-			return AttestorSet{}, errAt(kp+".rekor.ignoreTlog", "must be true: without it Kyverno also requires a Rekor transparency log entry, which criguard cannot check on the node; accepting the signature without it would be weaker than the policy says")
-		}
-		if k.Rekor.RekorPubKey != "" {
-			return AttestorSet{}, errAt(kp+".rekor.pubkey", "a Rekor key has no use with ignoreTlog: true; remove it")
-		}
-		if c := k.CTLog; c != nil {
-			if c.TSACertChain != "" {
-				return AttestorSet{}, errAt(kp+".ctlog.tsaCertChain", "RFC 3161 timestamp verification is not supported")
-			}
-			if c.CTLogPubKey != "" {
-				return AttestorSet{}, errAt(kp+".ctlog.pubkey", "certificate transparency checks are not supported")
-			}
-		}
-		alg := en.SignatureAlgorithm
-		algPath := ep + ".signatureAlgorithm"
-		if alg == "" {
-			alg, algPath = k.SignatureAlgorithm, kp+".signatureAlgorithm"
-		} else if k.SignatureAlgorithm != "" && k.SignatureAlgorithm != alg {
-			return AttestorSet{}, errAt(kp+".signatureAlgorithm", "conflicts with %s (%s)", algPath, alg)
-		}
-		pems, err := splitPEM(k.PublicKeys)
+		got, err := kyvernoEntryOf(r, en, ep)
 		if err != nil {
-			return AttestorSet{}, errAt(kp+".publicKeys", "%v", err)
+			return AttestorSet{}, err
 		}
-		for i, blk := range pems {
-			nm := fmt.Sprintf("%s/%s/%s", r.Policy.Name, r.Name, strings.TrimPrefix(ep, "spec."))
-			if len(pems) > 1 {
-				nm = fmt.Sprintf("%s#%d", nm, i)
-			}
-			key, err := keys.Parse(nm, blk, alg)
-			if err != nil {
-				p := kp + ".publicKeys"
-				if strings.Contains(err.Error(), "algorithm") {
-					p = algPath
-				}
-				return AttestorSet{}, errAt(p, "%v", err)
-			}
-			set.Keys = append(set.Keys, key)
-		}
+		set.Attestors = append(set.Attestors, got...)
 	}
 	if entryRepo != "" {
 		set.Repository = entryRepo
 	}
 	// Several keys in one publicKeys count as separate entries (Kyverno).
-	set.Count = len(set.Keys)
+	set.Count = len(set.Attestors)
 	if as.Count != nil && *as.Count != 0 {
-		if *as.Count < 0 || *as.Count > len(set.Keys) {
-			return AttestorSet{}, errAt(ap+".count", "%d is out of range: between 1 and the number of keys (%d)", *as.Count, len(set.Keys))
+		if *as.Count < 0 || *as.Count > len(set.Attestors) {
+			return AttestorSet{}, errAt(ap+".count", "%d is out of range: between 1 and the number of attestors (%d)", *as.Count, len(set.Attestors))
 		}
 		set.Count = *as.Count
 	}
 	return set, nil
+}
+
+// kyvernoEntryOf compiles one attestor entry: keys, keyless or certificates.
+func kyvernoEntryOf(r *Rule, en kyvernoAttestor, ep string) ([]cosign.Attestor, error) {
+	kinds := 0
+	for _, set := range []bool{en.Keys != nil, en.Keyless != nil, en.Certificates != nil, present(en.Attestor)} {
+		if set {
+			kinds++
+		}
+	}
+	switch {
+	case present(en.Attestor):
+		return nil, errAt(ep+".attestor", "nested attestor sets are not supported: list the attestors in entries")
+	case len(en.Annotations) > 0:
+		return nil, errAt(ep+".annotations", "signature annotation checks are not supported")
+	case kinds == 0:
+		return nil, errAt(ep, "needs keys, keyless or certificates")
+	case kinds > 1:
+		return nil, errAt(ep, "set one of keys, keyless or certificates")
+	case en.Keyless != nil:
+		if en.SignatureAlgorithm != "" {
+			return nil, errAt(ep+".signatureAlgorithm", "applies to keys only")
+		}
+		a, err := kyvernoKeylessOf(en.Keyless, ep+".keyless")
+		if err != nil {
+			return nil, err
+		}
+		return []cosign.Attestor{a}, nil
+	case en.Certificates != nil:
+		return nil, errAt(ep+".certificates", "certificate attestors (a fixed signing certificate and chain) are not supported yet: use keys.publicKeys with the certificate's public key, or keyless with roots")
+	}
+	return kyvernoKeysOf(r, en, ep)
+}
+
+// kyvernoKeysOf compiles keys.publicKeys (one attestor per PEM key). As in
+// Kyverno, a transparency-log entry is required unless rekor.ignoreTlog.
+func kyvernoKeysOf(r *Rule, en kyvernoAttestor, ep string) ([]cosign.Attestor, error) {
+	k := en.Keys
+	kp := ep + ".keys"
+	switch {
+	case k.KMS != "":
+		return nil, errAt(kp+".kms", "KMS keys are not supported: put the PEM public key in publicKeys")
+	case present(k.Secret):
+		return nil, errAt(kp+".secret", "Secret references are not resolved on the node: put the PEM public key in publicKeys")
+	case k.PublicKeys == "":
+		return nil, errAt(kp+".publicKeys", "required")
+	case strings.HasPrefix(strings.TrimSpace(k.PublicKeys), "k8s://"):
+		return nil, errAt(kp+".publicKeys", "Secret references (k8s://) are not resolved on the node: put the PEM public key here")
+	case strings.Contains(k.PublicKeys, "{{"):
+		return nil, errAt(kp+".publicKeys", "variables are not resolved on the node: put the PEM public key here")
+	case strings.Contains(k.PublicKeys, "://"):
+		return nil, errAt(kp+".publicKeys", "key URIs (KMS, k8s://) are not supported: put the PEM public key here")
+	}
+	tmpl, err := kyvernoLogs(k.Rekor, k.CTLog, kp)
+	if err != nil {
+		return nil, err
+	}
+	alg := en.SignatureAlgorithm
+	algPath := ep + ".signatureAlgorithm"
+	if alg == "" {
+		alg, algPath = k.SignatureAlgorithm, kp+".signatureAlgorithm"
+	} else if k.SignatureAlgorithm != "" && k.SignatureAlgorithm != alg {
+		return nil, errAt(kp+".signatureAlgorithm", "conflicts with %s (%s)", algPath, alg)
+	}
+	pems, err := splitPEM(k.PublicKeys)
+	if err != nil {
+		return nil, errAt(kp+".publicKeys", "%v", err)
+	}
+	var out []cosign.Attestor
+	for i, blk := range pems {
+		nm := fmt.Sprintf("%s/%s/%s", r.Policy.Name, r.Name, strings.TrimPrefix(ep, "spec."))
+		if len(pems) > 1 {
+			nm = fmt.Sprintf("%s#%d", nm, i)
+		}
+		key, err := keys.Parse(nm, blk, alg)
+		if err != nil {
+			p := kp + ".publicKeys"
+			if strings.Contains(err.Error(), "algorithm") {
+				p = algPath
+			}
+			return nil, errAt(p, "%v", err)
+		}
+		a := tmpl
+		a.Key = key
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// kyvernoKeylessOf compiles a keyless attestor: the certificate's identity
+// (subject or subjectRegExp, issuer or issuerRegExp, GitHub workflow
+// extensions), its roots, and the logs.
+func kyvernoKeylessOf(kl *kyvernoKeyless, kp string) (cosign.Attestor, error) {
+	a, err := kyvernoLogs(kl.Rekor, kl.CTLog, kp)
+	if err != nil {
+		return a, err
+	}
+	id := sigverify.Identity{Subject: kl.Subject, SubjectRegExp: kl.SubjectRegExp, Issuer: kl.Issuer, IssuerRegExp: kl.IssuerRegExp}
+	if strings.ContainsAny(id.Subject, "*?") {
+		// Kyverno's documented keyless subjects use wildcards
+		// ("*@example.com"): the whole subject must match the pattern.
+		id.Subject, id.SubjectRegExp = "", wildcardRegexp(id.Subject)
+	}
+	if err := checkIdentity(kp, id); err != nil {
+		return a, err
+	}
+	for name, v := range kl.AdditionalExtensions {
+		switch name {
+		case "githubWorkflowTrigger":
+			id.Extensions.GithubWorkflowTrigger = v
+		case "githubWorkflowSha":
+			id.Extensions.GithubWorkflowSHA = v
+		case "githubWorkflowName":
+			id.Extensions.GithubWorkflowName = v
+		case "githubWorkflowRepository":
+			id.Extensions.GithubWorkflowRepository = v
+		case "githubWorkflowRef":
+			id.Extensions.GithubWorkflowRef = v
+		default:
+			return a, errAt(kp+".additionalExtensions."+name, "unknown extension (want githubWorkflowTrigger, githubWorkflowSha, githubWorkflowName, githubWorkflowRepository or githubWorkflowRef)")
+		}
+	}
+	a.Identities = []sigverify.Identity{id}
+	if kl.Roots != "" {
+		a.Overrides.FulcioRoots = kl.Roots
+		if _, err := trust.Apply(nil, a.Overrides); err != nil {
+			return a, errAt(kp+".roots", "%v", err)
+		}
+	}
+	return a, nil
+}
+
+// kyvernoLogs compiles rekor and ctlog into an attestor's options and trust
+// overrides: rekor.ignoreTlog, rekor.pubkey (the only Rekor key trusted),
+// ctlog.ignoreSCT, ctlog.pubkey (the only CT log), ctlog.tsaCertChain (the
+// only timestamp authority). rekor.url is informational: entries are
+// verified offline against the keys of the trusted root.
+func kyvernoLogs(rk *kyvernoRekor, ct *kyvernoCTLog, kp string) (cosign.Attestor, error) {
+	var a cosign.Attestor
+	if rk != nil {
+		a.IgnoreTlog = rk.IgnoreTlog != nil && *rk.IgnoreTlog
+		if rk.URL != "" {
+			if u, err := url.Parse(rk.URL); err != nil || u.Host == "" {
+				return a, errAt(kp+".rekor.url", "%q is not a URL", rk.URL)
+			}
+		}
+		a.Overrides.RekorPubKey, a.Overrides.RekorURL = rk.RekorPubKey, rk.URL
+		if a.IgnoreTlog && rk.RekorPubKey != "" {
+			return a, errAt(kp+".rekor.pubkey", "a Rekor key has no use with ignoreTlog: true; remove it")
+		}
+		if err := overrideErr(a.Overrides, kp+".rekor.pubkey"); err != nil {
+			return a, err
+		}
+	}
+	if ct != nil {
+		a.IgnoreSCT = ct.IgnoreSCT != nil && *ct.IgnoreSCT
+		a.Overrides.CTLogPubKey = ct.CTLogPubKey
+		if err := overrideErr(trust.Overrides{CTLogPubKey: ct.CTLogPubKey}, kp+".ctlog.pubkey"); err != nil {
+			return a, err
+		}
+		a.Overrides.TSACertChain = ct.TSACertChain
+		if err := overrideErr(trust.Overrides{TSACertChain: ct.TSACertChain}, kp+".ctlog.tsaCertChain"); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+// overrideErr checks one override at load time (a bad PEM refuses the policy).
+func overrideErr(o trust.Overrides, path string) error {
+	if o.Empty() {
+		return nil
+	}
+	if _, err := trust.Apply(nil, o); err != nil {
+		return errAt(path, "%v", err)
+	}
+	return nil
 }
 
 // splitPEM splits a publicKeys string holding one or more PEM blocks.
@@ -611,4 +789,13 @@ func checkRepository(path, repo string) error {
 		return errAt(path, "%q is not a repository: %v", repo, err)
 	}
 	return nil
+}
+
+// wildcardRegexp turns a Kyverno wildcard pattern ('*' any run, '?' one
+// character) into an anchored regular expression.
+func wildcardRegexp(p string) string {
+	q := regexp.QuoteMeta(p)
+	q = strings.ReplaceAll(q, `\*`, ".*")
+	q = strings.ReplaceAll(q, `\?`, ".")
+	return "^" + q + "$"
 }

@@ -1,6 +1,10 @@
 package policy
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/criguard/criguard/verifier/attest"
+)
 
 // Kyverno's kyverno.io/v1 (and v2beta1) ClusterPolicy/Policy, with the fields
 // of api/kyverno/v1 that can appear in a verifyImages policy. Fields criguard
@@ -103,7 +107,7 @@ type kyvernoVerifyImages struct {
 	Issuer                   string                      `json:"issuer"`
 	AdditionalExtensions     map[string]string           `json:"additionalExtensions"`
 	Attestors                []kyvernoAttestorSet        `json:"attestors"`
-	Attestations             json.RawMessage             `json:"attestations"`
+	Attestations             []kyvernoAttestation        `json:"attestations"`
 	Annotations              map[string]string           `json:"annotations"`
 	Repository               string                      `json:"repository"`
 	CosignOCI11              *bool                       `json:"cosignOCI11"`
@@ -127,13 +131,13 @@ type kyvernoAttestorSet struct {
 }
 
 type kyvernoAttestor struct {
-	Keys               *kyvernoStaticKey `json:"keys"`
-	Certificates       json.RawMessage   `json:"certificates"`
-	Keyless            json.RawMessage   `json:"keyless"`
-	Attestor           json.RawMessage   `json:"attestor"`
-	Annotations        map[string]string `json:"annotations"`
-	Repository         string            `json:"repository"`
-	SignatureAlgorithm string            `json:"signatureAlgorithm"`
+	Keys               *kyvernoStaticKey    `json:"keys"`
+	Certificates       *kyvernoCertificates `json:"certificates"`
+	Keyless            *kyvernoKeyless      `json:"keyless"`
+	Attestor           json.RawMessage      `json:"attestor"`
+	Annotations        map[string]string    `json:"annotations"`
+	Repository         string               `json:"repository"`
+	SignatureAlgorithm string               `json:"signatureAlgorithm"`
 }
 
 type kyvernoStaticKey struct {
@@ -155,4 +159,30 @@ type kyvernoCTLog struct {
 	IgnoreSCT    *bool  `json:"ignoreSCT"`
 	CTLogPubKey  string `json:"pubkey"`
 	TSACertChain string `json:"tsaCertChain"`
+}
+
+type kyvernoKeyless struct {
+	Rekor                *kyvernoRekor     `json:"rekor"`
+	CTLog                *kyvernoCTLog     `json:"ctlog"`
+	Issuer               string            `json:"issuer"`
+	IssuerRegExp         string            `json:"issuerRegExp"`
+	Subject              string            `json:"subject"`
+	SubjectRegExp        string            `json:"subjectRegExp"`
+	Roots                string            `json:"roots"`
+	AdditionalExtensions map[string]string `json:"additionalExtensions"`
+}
+
+type kyvernoCertificates struct {
+	Certificate      string        `json:"cert"`
+	CertificateChain string        `json:"certChain"`
+	Rekor            *kyvernoRekor `json:"rekor"`
+	CTLog            *kyvernoCTLog `json:"ctlog"`
+}
+
+type kyvernoAttestation struct {
+	Name          string                    `json:"name"`
+	Type          string                    `json:"type"`
+	PredicateType string                    `json:"predicateType"`
+	Attestors     []kyvernoAttestorSet      `json:"attestors"`
+	Conditions    []attest.AnyAllConditions `json:"conditions"`
 }

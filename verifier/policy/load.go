@@ -69,8 +69,12 @@ func Load(path string) (*Set, error) {
 	// Key files are part of the policy: a changed key must change the digest.
 	for _, p := range set.Policies {
 		for _, r := range p.Rules {
-			for _, a := range r.Attestors {
-				for _, k := range a.Keys {
+			for _, a := range r.allSets() {
+				for _, at := range a.Attestors {
+					k := at.Key
+					if k == nil {
+						continue
+					}
 					fmt.Fprintf(h, "key\x00%s\x00%s\x00", k.Name, k.Algorithm)
 					if pub, err := k.PublicKey(); err == nil {
 						if der, err := x509.MarshalPKIXPublicKey(pub); err == nil {

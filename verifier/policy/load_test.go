@@ -68,7 +68,7 @@ func TestLoadKyvernoDocsExample(t *testing.T) {
 	if r.Name != "check-image" || r.Action != Verify || len(r.Images) != 1 || r.Images[0] != "ghcr.io/kyverno/test-verify-image*" {
 		t.Fatalf("rule %+v", r)
 	}
-	if len(r.Attestors) != 1 || r.Attestors[0].Count != 1 || len(r.Attestors[0].Keys) != 1 {
+	if len(r.Attestors) != 1 || r.Attestors[0].Count != 1 || len(r.Attestors[0].Attestors) != 1 {
 		t.Fatalf("attestors %+v", r.Attestors)
 	}
 	if r.RequireDigestReference || r.NoCache {
@@ -99,8 +99,8 @@ spec:
 		t.Fatalf("defaults %+v", pol)
 	}
 	r := pol.Rules[0]
-	if r.Action != Verify || r.Attestors[0].Count != 1 || r.Attestors[0].Keys[0].Name != filepath.Join(dir, "team.pub") {
-		t.Fatalf("rule %+v %+v", r, r.Attestors[0].Keys[0])
+	if r.Action != Verify || r.Attestors[0].Count != 1 || r.Attestors[0].Attestors[0].Key.Name != filepath.Join(dir, "team.pub") {
+		t.Fatalf("rule %+v %+v", r, r.Attestors[0].Attestors[0].Key)
 	}
 	if set.Digest == "" {
 		t.Fatal("no digest")
@@ -145,7 +145,7 @@ spec:
 		t.Fatalf("%+v", p)
 	}
 	r := p.Rules[0]
-	if r.Attestors[0].Count != 1 || len(r.Attestors[0].Keys) != 2 || r.Attestors[0].Repository != "registry.example.com/sigs" || r.Attestors[0].Keys[1].Algorithm != "sha384" {
+	if r.Attestors[0].Count != 1 || len(r.Attestors[0].Attestors) != 2 || r.Attestors[0].Repository != "registry.example.com/sigs" || r.Attestors[0].Attestors[1].Key.Algorithm != "sha384" {
 		t.Fatalf("%+v", r.Attestors[0])
 	}
 	if p.Rules[1].Action != Allow || p.Rules[2].Action != Deny {
@@ -285,13 +285,27 @@ func TestLoadRefusals(t *testing.T) {
 		{"native wrong kind", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "kind", "ImagePolicies") }, "kind", "unknown kind"},
 		// Kyverno
 		{"kyverno unknown field", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".imageReference", []any{"x"}) }, vi + ".imageReference", "unknown field"},
-		{"kyverno no ignoreTlog", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".keys.rekor", nil) }, ent + ".keys.rekor.ignoreTlog", "must be true"},
-		{"kyverno ignoreTlog false", func(t *testing.T) jsonDoc {
-			return kyvernoJSON(key).set(t, ent+".keys.rekor", map[string]any{"url": "https://rekor.sigstore.dev", "ignoreTlog": false})
-		}, ent + ".keys.rekor.ignoreTlog", "must be true"},
 		{"kyverno keyless", func(t *testing.T) jsonDoc {
-			return kyvernoJSON(key).set(t, ent, map[string]any{"keyless": map[string]any{"subject": "x", "issuer": "y"}})
-		}, ent + ".keyless", "keyless"},
+			return kyvernoJSON(key).set(t, ent, map[string]any{"keyless": map[string]any{"subject": "x"}})
+		}, ent + ".keyless.issuer", "issuer"},
+		{"kyverno keyless bad regexp", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent, map[string]any{"keyless": map[string]any{"subjectRegExp": "(", "issuer": "y"}})
+		}, ent + ".keyless.subjectRegExp", "regular expression"},
+		{"kyverno keyless unknown extension", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent, map[string]any{"keyless": map[string]any{"subject": "x", "issuer": "y", "additionalExtensions": map[string]any{"buildTrigger": "push"}}})
+		}, ent + ".keyless.additionalExtensions.buildTrigger", "unknown extension"},
+		{"kyverno keyless bad roots", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent, map[string]any{"keyless": map[string]any{"subject": "x", "issuer": "y", "roots": "not pem"}})
+		}, ent + ".keyless.roots", "PEM"},
+		{"kyverno certificates", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, ent, map[string]any{"certificates": map[string]any{"cert": "x"}})
+		}, ent + ".certificates", "not supported"},
+		{"kyverno attestation without attestors", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, vi+".attestations", []any{map[string]any{"type": "https://slsa.dev/provenance/v1"}})
+		}, vi + ".attestations[0].attestors", "signed"},
+		{"kyverno attestation bad condition", func(t *testing.T) jsonDoc {
+			return kyvernoJSON(key).set(t, vi+".attestations", []any{map[string]any{"type": "vuln", "conditions": []any{map[string]any{"all": []any{map[string]any{"key": "{{ a }}", "operator": "Matches", "value": 1}}}}}})
+		}, vi + ".attestations[0].conditions", "operator"},
 		{"kyverno certificates", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, ent, map[string]any{"certificates": map[string]any{"cert": "x"}})
 		}, ent + ".certificates", "certificate"},
@@ -308,16 +322,16 @@ func TestLoadRefusals(t *testing.T) {
 		}, ent + ".keys.publicKeys", "variables"},
 		{"kyverno tsa", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, ent+".keys.ctlog", map[string]any{"tsaCertChain": "x"})
-		}, ent + ".keys.ctlog.tsaCertChain", "timestamp"},
+		}, ent + ".keys.ctlog.tsaCertChain", "not PEM"},
 		{"kyverno rekor pubkey", func(t *testing.T) jsonDoc {
-			return kyvernoJSON(key).set(t, ent+".keys.rekor", map[string]any{"ignoreTlog": true, "url": "u", "pubkey": "x"})
+			return kyvernoJSON(key).set(t, ent+".keys.rekor", map[string]any{"ignoreTlog": true, "pubkey": "x"})
 		}, ent + ".keys.rekor.pubkey", "no use"},
 		{"kyverno attestations", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, vi+".attestations", []any{map[string]any{"predicateType": "x"}})
-		}, vi + ".attestations", "attestation"},
+		}, vi + ".attestations[0].predicateType", "neither"},
 		{"kyverno notary", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".type", "Notary") }, vi + ".type", "not supported"},
 		{"kyverno sigstore bundle type", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".type", "SigstoreBundle") }, vi + ".type", "not supported"},
-		{"kyverno deprecated key", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".key", key) }, vi + ".key", "Rekor"},
+		{"kyverno deprecated key", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".key", key) }, vi + ".key", "cannot be combined"},
 		{"kyverno annotations", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, ent+".annotations", map[string]any{"a": "b"})
 		}, ent + ".annotations", "annotation"},
@@ -479,7 +493,7 @@ spec:
 	if p.Mode != Enforce || r.Mode != Audit || !r.RequireDigestReference || !r.NoCache {
 		t.Fatalf("modes/flags: %+v %+v", p, r)
 	}
-	if a := r.Attestors[0]; len(a.Keys) != 2 || a.Count != 2 || a.Repository != "ghcr.io/kyverno/signatures" {
+	if a := r.Attestors[0]; len(a.Attestors) != 2 || a.Count != 2 || a.Repository != "ghcr.io/kyverno/signatures" {
 		t.Fatalf("two keys in one publicKeys must be two entries, all required: %+v", a)
 	}
 	if !r.appliesToNamespace("prod-web") || r.appliesToNamespace("prod-tools") || r.appliesToNamespace("dev") {
@@ -490,7 +504,7 @@ spec:
 		t.Fatalf("namespaced policy: %+v", team)
 	}
 	tr := team.Rules[0]
-	if len(tr.Attestors) != 2 || tr.Attestors[1].Keys[0].Algorithm != "sha512" || tr.Images[0] != "docker.io/team/*" {
+	if len(tr.Attestors) != 2 || tr.Attestors[1].Attestors[0].Key.Algorithm != "sha512" || tr.Images[0] != "docker.io/team/*" {
 		t.Fatalf("%+v", tr)
 	}
 	if !tr.appliesToNamespace("team-a") || tr.appliesToNamespace("team-b") {

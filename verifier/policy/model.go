@@ -15,7 +15,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/criguard/criguard/verifier/keys"
+	"github.com/sigstore/sigstore-go/pkg/root"
+
+	"github.com/criguard/criguard/verifier/attest"
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 // Mode says what a failed rule does.
@@ -128,6 +131,12 @@ type Policy struct {
 	// Fail denies whatever the mode (Kyverno's engineutils.BlockRequest);
 	// otherwise it denies only under Enforce.
 	IncompleteBlocksAnyMode bool
+
+	// Trust is the Sigstore trusted root this policy's verifications use (the
+	// node's: --trusted-root, else the embedded public-good root). The Store
+	// sets it when it installs a set; nil trusts no log or CA, so only key
+	// attestors that waive the transparency log can verify.
+	Trust root.TrustedMaterial
 }
 
 // ModeOverride sets Mode for pods in Namespaces (globs).
@@ -153,6 +162,9 @@ type Rule struct {
 	Mode Mode
 	// Attestors must each pass (logical AND).
 	Attestors []AttestorSet
+	// Attestations must each pass too: a rule with attestations allows only
+	// when its signatures and every attestation's conditions pass.
+	Attestations []Attestation
 	// RequireDigestReference denies images not referenced by digest (Kyverno
 	// verifyDigest: true with mutateDigest: false).
 	RequireDigestReference bool
@@ -168,11 +180,23 @@ func (r *Rule) ID() string {
 		strconv.Quote(r.Policy.Name) + "/" + strconv.Quote(r.Name)
 }
 
-// AttestorSet is a set of keys of which Count must verify a signature.
+// AttestorSet is a set of attestors (keys, with or without a
+// transparency-log entry, or keyless identities) of which Count distinct
+// signers must verify a signature.
 type AttestorSet struct {
-	Keys       []*keys.Key
-	Count      int // 1..len(Keys)
+	Attestors  []cosign.Attestor
+	Count      int // 1..len(Attestors)
 	Repository string
+}
+
+// Attestation requires in-toto attestations of PredicateType whose predicate
+// meets Conditions (nil: any), signed by each of Sets (all must pass).
+type Attestation struct {
+	// Name is how verdicts name it (Kyverno's name, else the predicate type).
+	Name          string
+	PredicateType string
+	Conditions    *attest.Conditions
+	Sets          []AttestorSet
 }
 
 // NamespaceMatch is a disjunction of filters (Any) or a conjunction (All); a

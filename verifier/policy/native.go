@@ -3,10 +3,14 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"time"
 
+	"github.com/criguard/criguard/verifier/attest"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
+	"github.com/criguard/criguard/verifier/sigverify"
 )
 
 // APIVersion and kind of criguard's own policy.
@@ -43,13 +47,24 @@ type nativeCache struct {
 }
 
 type nativeRule struct {
-	Name                string           `json:"name"`
-	Images              []string         `json:"images"`
-	ExcludeImages       []string         `json:"excludeImages"`
-	Namespaces          []string         `json:"namespaces"`
-	Action              string           `json:"action"`
-	SignatureRepository string           `json:"signatureRepository"`
-	Attestors           *nativeAttestors `json:"attestors"`
+	Name                string              `json:"name"`
+	Images              []string            `json:"images"`
+	ExcludeImages       []string            `json:"excludeImages"`
+	Namespaces          []string            `json:"namespaces"`
+	Action              string              `json:"action"`
+	SignatureRepository string              `json:"signatureRepository"`
+	Attestors           *nativeAttestors    `json:"attestors"`
+	Attestations        []nativeAttestation `json:"attestations"`
+}
+
+// nativeAttestation requires attestations of predicateType (a URI or one of
+// cosign's --type names) meeting conditions (Kyverno's syntax), signed by
+// attestors (default: the rule's).
+type nativeAttestation struct {
+	Name          string                    `json:"name"`
+	PredicateType string                    `json:"predicateType"`
+	Conditions    []attest.AnyAllConditions `json:"conditions"`
+	Attestors     *nativeAttestors          `json:"attestors"`
 }
 
 type nativeAttestors struct {
@@ -58,13 +73,50 @@ type nativeAttestors struct {
 }
 
 type nativeEntry struct {
-	Key *nativeKey `json:"key"`
+	Key     *nativeKey     `json:"key"`
+	Keyless *nativeKeyless `json:"keyless"`
 }
+
+// Transparency-log choices of an attestor entry.
+const (
+	tlogRequire = "Require"
+	tlogIgnore  = "Ignore"
+)
 
 type nativeKey struct {
 	File               string `json:"file"`
 	Data               string `json:"data"`
 	SignatureAlgorithm string `json:"signatureAlgorithm"`
+	// TransparencyLog: Require (a Rekor entry must prove the signature, as
+	// cosign and Kyverno default to) or Ignore (the key alone; the default
+	// for a key entry, as ImagePolicy has always meant).
+	TransparencyLog string `json:"transparencyLog"`
+}
+
+// nativeKeyless is modelled on sigstore policy-controller's keyless
+// authority: identities (any one must match) and the checks it waives.
+type nativeKeyless struct {
+	Identities []nativeIdentity `json:"identities"`
+	// TransparencyLog: Require (default) or Ignore (then an RFC 3161
+	// timestamp must prove the signing time).
+	TransparencyLog   string `json:"transparencyLog"`
+	InsecureIgnoreSCT bool   `json:"insecureIgnoreSCT"`
+}
+
+type nativeIdentity struct {
+	Issuer         string          `json:"issuer"`
+	IssuerRegExp   string          `json:"issuerRegExp"`
+	Subject        string          `json:"subject"`
+	SubjectRegExp  string          `json:"subjectRegExp"`
+	GitHubWorkflow *nativeWorkflow `json:"githubWorkflow"`
+}
+
+type nativeWorkflow struct {
+	Trigger    string `json:"trigger"`
+	SHA        string `json:"sha"`
+	Name       string `json:"name"`
+	Repository string `json:"repository"`
+	Ref        string `json:"ref"`
 }
 
 func enumOf[T ~string](path, v string, def T, allowed ...T) (T, error) {
@@ -159,39 +211,8 @@ func compileNative(data []byte, file string, doc int, baseDir string) (*Policy, 
 		if r.Action, err = enumOf(path+".action", nr.Action, Verify, Verify, Allow, Deny); err != nil {
 			return nil, err
 		}
-		if r.Action != Verify {
-			if nr.Attestors != nil || nr.SignatureRepository != "" {
-				return nil, errAt(path+".attestors", "attestors and signatureRepository only apply to action Verify (this rule is %s)", r.Action)
-			}
-		} else {
-			if nr.Attestors == nil || len(nr.Attestors.Entries) == 0 {
-				return nil, errAt(path+".attestors.entries", "action Verify needs at least one key")
-			}
-			set := AttestorSet{Repository: nr.SignatureRepository}
-			if set.Repository != "" {
-				if err := checkRepository(path+".signatureRepository", set.Repository); err != nil {
-					return nil, err
-				}
-			}
-			for j, e := range nr.Attestors.Entries {
-				ep := fmt.Sprintf("%s.attestors.entries[%d].key", path, j)
-				if e.Key == nil {
-					return nil, errAt(ep, "required")
-				}
-				k, err := nativeKeyOf(ep, e.Key, baseDir, fmt.Sprintf("%s/%s/%s", p.Name, r.Name, fmt.Sprintf("entries[%d]", j)))
-				if err != nil {
-					return nil, err
-				}
-				set.Keys = append(set.Keys, k)
-			}
-			set.Count = len(set.Keys)
-			if c := nr.Attestors.Count; c != nil {
-				if *c < 1 || *c > len(set.Keys) {
-					return nil, errAt(path+".attestors.count", "%d is out of range: between 1 and the number of entries (%d)", *c, len(set.Keys))
-				}
-				set.Count = *c
-			}
-			r.Attestors = []AttestorSet{set}
+		if err := nativeVerifyOf(r, nr, path, baseDir); err != nil {
+			return nil, err
 		}
 		p.Rules = append(p.Rules, r)
 	}
@@ -250,4 +271,145 @@ func imagePatterns(path string, ps []string) ([]string, error) {
 		out[i] = c
 	}
 	return out, nil
+}
+
+// nativeVerifyOf compiles a rule's attestors and attestations.
+func nativeVerifyOf(r *Rule, nr nativeRule, path, baseDir string) error {
+	if r.Action != Verify {
+		if nr.Attestors != nil || nr.SignatureRepository != "" || len(nr.Attestations) > 0 {
+			return errAt(path+".attestors", "attestors, attestations and signatureRepository only apply to action Verify (this rule is %s)", r.Action)
+		}
+		return nil
+	}
+	if nr.SignatureRepository != "" {
+		if err := checkRepository(path+".signatureRepository", nr.SignatureRepository); err != nil {
+			return err
+		}
+	}
+	if nr.Attestors == nil && len(nr.Attestations) == 0 {
+		return errAt(path+".attestors.entries", "action Verify needs at least one key or keyless entry (or attestations)")
+	}
+	if nr.Attestors != nil {
+		set, err := nativeSetOf(r, nr.Attestors, path+".attestors", "", nr.SignatureRepository, baseDir)
+		if err != nil {
+			return err
+		}
+		r.Attestors = []AttestorSet{set}
+	}
+	for i, na := range nr.Attestations {
+		ap := fmt.Sprintf("%s.attestations[%d]", path, i)
+		uri, err := attest.PredicateType(na.PredicateType)
+		if err != nil {
+			return errAt(ap+".predicateType", "%v", err)
+		}
+		at := Attestation{Name: na.Name, PredicateType: uri}
+		if at.Name == "" {
+			at.Name = uri
+		}
+		if len(na.Conditions) > 0 {
+			if at.Conditions, err = attest.Compile(na.Conditions); err != nil {
+				return errAt(ap+".conditions", "%v", err)
+			}
+		}
+		switch {
+		case na.Attestors != nil:
+			set, err := nativeSetOf(r, na.Attestors, ap+".attestors", fmt.Sprintf("attestations[%d]/", i), nr.SignatureRepository, baseDir)
+			if err != nil {
+				return err
+			}
+			at.Sets = []AttestorSet{set}
+		case len(r.Attestors) > 0:
+			at.Sets = r.Attestors
+		default:
+			return errAt(ap+".attestors", "required when the rule has no attestors: who must have signed the attestation")
+		}
+		r.Attestations = append(r.Attestations, at)
+	}
+	return nil
+}
+
+// nativeSetOf compiles an attestors block; key data entries are named
+// POLICY/RULE/<prefix>entries[N].
+func nativeSetOf(r *Rule, na *nativeAttestors, path, prefix, repo, baseDir string) (AttestorSet, error) {
+	if len(na.Entries) == 0 {
+		return AttestorSet{}, errAt(path+".entries", "at least one key or keyless entry is needed")
+	}
+	set := AttestorSet{Repository: repo}
+	for j, e := range na.Entries {
+		ep := fmt.Sprintf("%s.entries[%d]", path, j)
+		var a cosign.Attestor
+		switch {
+		case e.Key != nil && e.Keyless != nil:
+			return AttestorSet{}, errAt(ep, "set key or keyless, not both")
+		case e.Key != nil:
+			k, err := nativeKeyOf(ep+".key", e.Key, baseDir, fmt.Sprintf("%s/%s/%sentries[%d]", r.Policy.Name, r.Name, prefix, j))
+			if err != nil {
+				return AttestorSet{}, err
+			}
+			a.Key = k
+			tl, err := enumOf(ep+".key.transparencyLog", e.Key.TransparencyLog, tlogIgnore, tlogRequire, tlogIgnore)
+			if err != nil {
+				return AttestorSet{}, err
+			}
+			a.IgnoreTlog = tl == tlogIgnore
+		case e.Keyless != nil:
+			var err error
+			if a, err = nativeKeylessOf(ep+".keyless", e.Keyless); err != nil {
+				return AttestorSet{}, err
+			}
+		default:
+			return AttestorSet{}, errAt(ep, "set key or keyless")
+		}
+		set.Attestors = append(set.Attestors, a)
+	}
+	set.Count = len(set.Attestors)
+	if c := na.Count; c != nil {
+		if *c < 1 || *c > len(set.Attestors) {
+			return AttestorSet{}, errAt(path+".count", "%d is out of range: between 1 and the number of entries (%d)", *c, len(set.Attestors))
+		}
+		set.Count = *c
+	}
+	return set, nil
+}
+
+func nativeKeylessOf(path string, kl *nativeKeyless) (cosign.Attestor, error) {
+	var a cosign.Attestor
+	tl, err := enumOf(path+".transparencyLog", kl.TransparencyLog, tlogRequire, tlogRequire, tlogIgnore)
+	if err != nil {
+		return a, err
+	}
+	a.IgnoreTlog, a.IgnoreSCT = tl == tlogIgnore, kl.InsecureIgnoreSCT
+	if len(kl.Identities) == 0 {
+		return a, errAt(path+".identities", "required: at least one identity (issuer and subject)")
+	}
+	for i, ni := range kl.Identities {
+		ip := fmt.Sprintf("%s.identities[%d]", path, i)
+		id := sigverify.Identity{Subject: ni.Subject, SubjectRegExp: ni.SubjectRegExp, Issuer: ni.Issuer, IssuerRegExp: ni.IssuerRegExp}
+		if err := checkIdentity(ip, id); err != nil {
+			return a, err
+		}
+		if w := ni.GitHubWorkflow; w != nil {
+			id.Extensions.GithubWorkflowTrigger, id.Extensions.GithubWorkflowSHA = w.Trigger, w.SHA
+			id.Extensions.GithubWorkflowName, id.Extensions.GithubWorkflowRepository, id.Extensions.GithubWorkflowRef = w.Name, w.Repository, w.Ref
+		}
+		a.Identities = append(a.Identities, id)
+	}
+	return a, nil
+}
+
+// checkIdentity requires exactly one of subject/subjectRegExp and of
+// issuer/issuerRegExp, and valid regular expressions, as cosign does.
+func checkIdentity(path string, id sigverify.Identity) error {
+	switch {
+	case (id.Subject == "") == (id.SubjectRegExp == ""):
+		return errAt(path+".subject", "set exactly one of subject and subjectRegExp")
+	case (id.Issuer == "") == (id.IssuerRegExp == ""):
+		return errAt(path+".issuer", "set exactly one of issuer and issuerRegExp")
+	}
+	for _, re := range []struct{ path, expr string }{{path + ".subjectRegExp", id.SubjectRegExp}, {path + ".issuerRegExp", id.IssuerRegExp}} {
+		if _, err := regexp.Compile(re.expr); err != nil {
+			return errAt(re.path, "not a regular expression: %v", err)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,9 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/sigstore/sigstore-go/pkg/root"
+
+	"github.com/criguard/criguard/verifier/trust"
 )
 
 // ReloadResult reports one reload attempt to the OnReload hook.
@@ -36,6 +41,10 @@ type StoreOptions struct {
 	// Retry is how often Watch tries again to watch a policy directory that
 	// is missing or could not be watched; default 2s.
 	Retry time.Duration
+	// TrustedRoot is the Sigstore trusted root file every verification trusts
+	// (reloaded with the policy: a change makes a new generation, a broken
+	// file keeps the last good set); "" means the embedded public-good root.
+	TrustedRoot string
 }
 
 // Store holds the current policy set and replaces it atomically on reload.
@@ -54,7 +63,7 @@ func NewStore(path string, opts StoreOptions) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	set, err := Load(path)
+	set, err := s.load()
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +72,52 @@ func NewStore(path string, opts StoreOptions) (*Store, error) {
 		s.log.Warn("policy: skipped", "where", w.String())
 	}
 	return s, nil
+}
+
+// load reads the policy and the trusted root into one set; the set's digest
+// covers both, so a changed root is a new generation (and a fresh cache).
+func (s *Store) load() (*Set, error) {
+	set, err := Load(s.path)
+	if err != nil {
+		return nil, err
+	}
+	tm, sum, err := LoadTrust(s.opts.TrustedRoot)
+	if err != nil {
+		return nil, err
+	}
+	set.UseTrust(tm)
+	set.Digest += "+" + sum
+	return set, nil
+}
+
+// LoadTrust reads a trusted root file, or the embedded public-good root for
+// "", and returns it with a digest of its bytes.
+func LoadTrust(path string) (root.TrustedMaterial, string, error) {
+	var (
+		tr  *root.TrustedRoot
+		err error
+	)
+	if path == "" {
+		tr, err = trust.PublicGood()
+	} else {
+		tr, err = trust.LoadFile(path)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := tr.MarshalJSON()
+	if err != nil {
+		return nil, "", fmt.Errorf("trusted root %s: %w", path, err)
+	}
+	sum := sha256.Sum256(b)
+	return tr, hex.EncodeToString(sum[:]), nil
+}
+
+// UseTrust makes every policy of the set verify against tm.
+func (set *Set) UseTrust(tm root.TrustedMaterial) {
+	for _, p := range set.Policies {
+		p.Trust = tm
+	}
 }
 
 // NewStaticStore holds a set loaded elsewhere (criguard verify, tests); Reload
@@ -94,7 +149,7 @@ func (s *Store) Reload() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	set, err := Load(s.path)
+	set, err := s.load()
 	res := ReloadResult{}
 	switch {
 	case err != nil:
@@ -310,5 +365,52 @@ func (s *Store) WatchForever(ctx context.Context, trigger <-chan struct{}) {
 		t.Stop()
 		_ = s.Reload()
 		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// WatchTrustedRoot reloads the set when the trusted root file changes (its
+// directory is watched, so a file replaced by rename or a ConfigMap's symlink
+// swap is seen), until ctx ends. A broken root is refused like a broken
+// policy: the last good set stays.
+func (s *Store) WatchTrustedRoot(ctx context.Context) error {
+	if s.opts.TrustedRoot == "" || s.path == "" {
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("trusted root: watching %s: %w", s.opts.TrustedRoot, err)
+	}
+	defer w.Close()
+	dir := filepath.Dir(s.opts.TrustedRoot)
+	if err := w.Add(dir); err != nil {
+		return fmt.Errorf("trusted root: watching %s: %w", dir, err)
+	}
+	debounce := s.opts.Debounce
+	if debounce <= 0 {
+		debounce = 200 * time.Millisecond
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-w.Events:
+			if !ok {
+				return errors.New("trusted root: file watcher closed")
+			}
+			// Any event in the directory: a reload that finds the same
+			// bytes changes nothing.
+			timer.Reset(debounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("trusted root: file watcher closed")
+			}
+			s.log.Error("trusted root: file watcher error; reloading to be safe", "error", err)
+			timer.Reset(debounce)
+		case <-timer.C:
+			_ = s.Reload()
+		}
 	}
 }
