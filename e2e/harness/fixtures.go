@@ -7,14 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/criguard/criguard/internal/fixtureregistry"
 )
 
-// Fixtures is testdata/cosign (images signed by the real cosign CLI)
-// as loaded into a Registry.
+// Fixtures is testdata/cosign (images signed by the real cosign CLI) or
+// testdata/sigstore (signed by a real Sigstore stack) as loaded into a
+// Registry.
 //
 // Their image configs have an empty os and architecture. Measured with
 // containerd 2.4.2: a tag or digest naming a single image manifest
@@ -25,7 +27,8 @@ import (
 type Fixtures struct {
 	// Dir is the fixtures directory (holding keys/ and registry/).
 	Dir string
-	// Keys maps "a", "b", "rsa" to the public key files in Dir/keys.
+	// Keys maps "a", "b", "rsa" (cosign) or "t" (sigstore) to the public key
+	// files in Dir/keys.
 	Keys map[string]string
 	// Tags is registry/tags.json: repository -> tag -> manifest digest.
 	Tags map[string]map[string]string
@@ -55,6 +58,33 @@ func (r *Registry) LoadCosignFixtures(t T) *Fixtures {
 		t.Fatalf("harness: loading %s into %s: %v", dir, r.Host, err)
 	}
 	return f
+}
+
+// LoadSigstoreFixtures pushes testdata/sigstore (keyless, Rekor-logged and
+// attested images signed by a real Sigstore stack) into the registry, as
+// LoadCosignFixtures does; Keys holds "t", and TrustedRoot is the stack's
+// trusted_root.json.
+func (r *Registry) LoadSigstoreFixtures(t T) *Fixtures {
+	t.Helper()
+	dir, err := fixtureregistry.Dir(fixtureregistry.Sigstore)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	f := &Fixtures{Dir: dir, Keys: map[string]string{"t": filepath.Join(dir, "keys", "t.pub")}, reg: r}
+	if f.Tags, err = fixtureregistry.Load(t.Context(), dir, "http://"+r.Host); err != nil {
+		t.Fatalf("harness: loading %s into %s: %v", dir, r.Host, err)
+	}
+	return f
+}
+
+// TrustedRoot is the fixture set's Sigstore trusted root file ("" for the
+// cosign fixtures, which have none).
+func (f *Fixtures) TrustedRoot() string {
+	p := filepath.Join(f.Dir, "trusted_root.json")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 // manifestMediaType reads a manifest's own mediaType, guessing OCI types when
