@@ -46,6 +46,8 @@ func judgeCheap(o *RuleOutcome, m matchedRule, ref imageref.Ref, in Input, resol
 		o.Result, o.Reason = OutcomePass, "allowed by the rule (action Allow)"
 	case m.r.Action == Deny:
 		o.Result, o.Reason = OutcomeFail, "denied by the rule (action Deny)"
+	case m.r.Action == Verify && len(m.r.Attestors) == 0:
+		o.Result, o.Reason = OutcomeFail, "the verifyImages entry has no attestors, so nothing verifies the image: Kyverno fails it as unverified (required: true), and so does criguard"
 	case m.r.RequireDigestReference && !ref.HasDigest():
 		o.Result, o.Reason = OutcomeFail, "the image must be referenced by digest (verifyDigest: true, mutateDigest: false)"
 	case in.Local:

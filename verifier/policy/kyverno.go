@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,28 +32,67 @@ var podKinds = map[string]bool{
 }
 
 // kindCoversPods reports whether a Kyverno kinds entry ("Pod", "v1/Pod",
-// "apps/v1/Deployment", "*", "Pod/ephemeralcontainers") selects pods. With
-// controllers false only Pod itself counts: an exclusion written for
-// Deployments must not exclude pods on the node, where criguard cannot tell
-// which controller made a pod.
-func kindCoversPods(k string, controllers bool) bool {
-	if k == "*" {
-		return true
+// "apps/v1/Deployment", "*", "Pod/ephemeralcontainers") selects containers
+// being created on the node. With excluding false (a match) controllers count
+// too, and a subresource counts when it is ephemeralcontainers (criguard cannot
+// tell an ephemeral container from another, so the rule applies to all:
+// stricter). With excluding true only Pod itself counts, and only without a
+// subresource: Kyverno excludes Pod/ephemeralcontainers for that subresource
+// alone, and an exclusion written for Deployments must not exclude pods on the
+// node, where criguard cannot tell which controller made a pod.
+func kindCoversPods(k string, excluding bool) bool {
+	kind, sub := splitKindSelector(k)
+	if excluding && !matchWildcard(sub, "") {
+		return false
 	}
-	k, _, _ = strings.Cut(k, "/ephemeralcontainers")
-	if i := strings.LastIndex(k, "/"); i >= 0 {
-		k = k[i+1:]
+	if !excluding && !matchWildcard(sub, "") && !matchWildcard(sub, "ephemeralcontainers") {
+		return false // Pod/status, Pod/exec...: no container is created
 	}
 	for pk := range podKinds {
-		if pk != "Pod" && !controllers {
+		if pk != "Pod" && excluding {
 			continue
 		}
-		if matchWildcard(k, pk) {
+		if matchWildcard(kind, pk) {
 			return true
 		}
 	}
 	return false
 }
+
+// splitKindSelector reads a kinds entry as Kyverno does
+// (kubeutils.ParseKindSelector): kind, group/version/kind, version/kind or
+// kind/subresource, with "*/*" for everything and "*/sub" for a subresource of
+// any kind. Only kind and subresource matter on the node.
+func splitKindSelector(k string) (kind, sub string) {
+	parts := strings.Split(k, "/")
+	last := strings.SplitN(parts[len(parts)-1], ".", 2) // Pod.ephemeralcontainers
+	parts = append(parts[:len(parts)-1], last...)
+	isVersion := func(s string) bool { return s == "*" || kyvernoVersion.MatchString(s) }
+	switch len(parts) {
+	case 1:
+		return parts[0], ""
+	case 2:
+		switch {
+		case parts[0] == "*" && parts[1] == "*":
+			return "*", "*"
+		case parts[0] == "*" && strings.ToLower(parts[1]) == parts[1]:
+			return "*", parts[1]
+		case isVersion(parts[0]):
+			return parts[1], ""
+		}
+		return parts[0], parts[1]
+	case 3:
+		if isVersion(parts[0]) {
+			return parts[1], parts[2]
+		}
+		return parts[2], ""
+	case 4:
+		return parts[2], parts[3]
+	}
+	return "", "-" // unreadable: selects nothing
+}
+
+var kyvernoVersion = regexp.MustCompile(`^v\d((alpha|beta)\d)?$`)
 
 func kyvernoMetadata(raw json.RawMessage) (nm, ns string, err error) {
 	if !present(raw) {
@@ -139,7 +180,9 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 		if err := checkPatterns(op+".namespaces", o.Namespaces); err != nil {
 			return nil, nil, err
 		}
-		p.ModeOverrides = append(p.ModeOverrides, ModeOverride{Mode: m, Namespaces: o.Namespaces})
+		// Kyverno 1.18+ (engineresponse.go matchOverride): "Both Namespaces and
+		// NamespaceSelector nil means the override applies to all namespaces."
+		p.ModeOverrides = append(p.ModeOverrides, ModeOverride{Mode: m, Namespaces: o.Namespaces, AllNamespaces: o.Namespaces == nil})
 	}
 	switch s.ApplyRules {
 	case "", "All":
@@ -280,15 +323,21 @@ func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string) ([]*Rule, []War
 		}
 	}
 	var out []*Rule
+	// As Kyverno's policy validation reads it: the spec's action, then each
+	// entry's failureAction, carried on to the entries after it.
+	audit := p.Mode == Audit
 	for j := range kr.VerifyImages {
 		vi := &kr.VerifyImages[j]
 		vp := fmt.Sprintf("%s.verifyImages[%d]", path, j)
+		if vi.FailureAction != "" {
+			audit = strings.EqualFold(vi.FailureAction, "audit")
+		}
 		nm := kr.Name
 		if len(kr.VerifyImages) > 1 {
 			nm = fmt.Sprintf("%s[%d]", kr.Name, j)
 		}
 		r := &Rule{Name: nm, Policy: p, Match: match, Exclude: exclude, Action: Verify, Mode: ruleMode}
-		if err := compileVerifyImages(r, vi, vp, warn); err != nil {
+		if err := compileVerifyImages(r, vi, vp, audit, warn); err != nil {
 			return nil, nil, err
 		}
 		out = append(out, r)
@@ -366,28 +415,34 @@ func kyvernoMatchOf(path string, m *kyvernoMatch, namespaced, excluding bool) (N
 		if err := checkPatterns(rp+".namespaces", r.Namespaces); err != nil {
 			return NamespaceMatch{}, false, err
 		}
+		if slices.Contains(r.Kinds, "*") {
+			// Kyverno's validateWildcard refuses it for verifyImages rules:
+			// "wildcard policy does not support rule type".
+			return NamespaceMatch{}, false, errAt(rp+".kinds", "\"*\" (every kind) is refused by Kyverno for verifyImages rules (\"wildcard policy does not support rule type\"); list Pod")
+		}
 		never := false
 		if len(r.Kinds) > 0 {
 			pods := false
 			for _, k := range r.Kinds {
-				if kindCoversPods(k, !excluding) {
+				if kindCoversPods(k, excluding) {
 					pods = true
 				}
 			}
 			never = !pods
 		}
 		if len(r.Operations) > 0 {
-			create := false
-			for i, op := range r.Operations {
-				switch op {
-				case "CREATE":
-					create = true
-				case "UPDATE", "DELETE", "CONNECT":
-				default:
-					return NamespaceMatch{}, false, errAt(fmt.Sprintf("%s.operations[%d]", rp, i), "unknown operation %q", op)
-				}
+			ops, err := operationsOf(rp, r.Operations)
+			if err != nil {
+				return NamespaceMatch{}, false, err
 			}
-			if !create {
+			// Containers reach the node from pod creations and from updates
+			// (Kyverno verifies images on UPDATE too, and an updated image is
+			// a new pull and create). A match on either applies; the node
+			// cannot tell which one a container came from, so an exclusion
+			// applies only when it covers both.
+			if excluding {
+				never = !(ops["CREATE"] && ops["UPDATE"])
+			} else if !ops["CREATE"] && !ops["UPDATE"] {
 				never = true
 			}
 		}
@@ -405,7 +460,20 @@ func kyvernoMatchOf(path string, m *kyvernoMatch, namespaced, excluding bool) (N
 	return nm, applies, nil
 }
 
-func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(string, string, ...any)) error {
+func operationsOf(rp string, list []string) (map[string]bool, error) {
+	ops := map[string]bool{}
+	for i, op := range list {
+		switch op {
+		case "CREATE", "UPDATE", "DELETE", "CONNECT":
+			ops[op] = true
+		default:
+			return nil, errAt(fmt.Sprintf("%s.operations[%d]", rp, i), "unknown operation %q", op)
+		}
+	}
+	return ops, nil
+}
+
+func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, entryAudit bool, warn func(string, string, ...any)) error {
 	switch vi.Type {
 	case "", "Cosign":
 	default:
@@ -456,6 +524,11 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 	// Kyverno defaults mutateDigest, verifyDigest, required and useCache to true.
 	mutate := vi.MutateDigest == nil || *vi.MutateDigest
 	verifyDigest := vi.VerifyDigest == nil || *vi.VerifyDigest
+	if mutate && entryAudit {
+		// Kyverno's ImageVerification.Validate: "mutateDigest must be set to
+		// false for 'Audit' failure action" (mutateDigest defaults to true).
+		return errAt(vp+".mutateDigest", "must be false under Audit (this entry's failureAction, else spec.validationFailureAction, whose default is Audit): Kyverno refuses the policy otherwise (\"mutateDigest must be set to false for 'Audit' failure action\")")
+	}
 	r.RequireDigestReference = verifyDigest && !mutate
 	r.NoCache = vi.UseCache != nil && !*vi.UseCache
 	if rc := vi.ImageRegistryCredentials; rc != nil {
@@ -467,7 +540,11 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 		}
 	}
 	if len(vi.Attestors) == 0 {
-		return errAt(vp+".attestors", "required: criguard needs at least one attestor set with public keys (a verifyImages rule without attestors checks nothing criguard can verify)")
+		// Kyverno verifies nothing for such an entry and then fails every
+		// image it matches as unverified (validate_image.go: "unverified image
+		// %s"); the rule is kept and fails them too (see judgeCheap).
+		warn(vp+".attestors", "no attestors: every image this entry matches fails verification, as in Kyverno")
+		return nil
 	}
 	for k, as := range vi.Attestors {
 		ap := fmt.Sprintf("%s.attestors[%d]", vp, k)
@@ -577,8 +654,10 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 	// Several keys in one publicKeys count as separate entries (Kyverno).
 	set.Count = len(set.Keys)
 	if as.Count != nil && *as.Count != 0 {
-		if *as.Count < 0 || *as.Count > len(set.Keys) {
-			return AttestorSet{}, errAt(ap+".count", "%d is out of range: between 1 and the number of keys (%d)", *as.Count, len(set.Keys))
+		// Kyverno's validateAttestorSet: "Count cannot exceed length of
+		// entries" (entries, not keys: several PEMs in one entry count once).
+		if *as.Count < 0 || *as.Count > len(as.Entries) {
+			return AttestorSet{}, errAt(ap+".count", "%d is out of range: between 1 and the number of entries (%d); Kyverno refuses it too (\"Count cannot exceed length of entries\")", *as.Count, len(as.Entries))
 		}
 		set.Count = *as.Count
 	}

@@ -85,7 +85,7 @@ func Load(path string) (*Set, error) {
 		return nil, errors.Join(errs...)
 	}
 	if len(set.Policies) == 0 {
-		return nil, &LoadError{File: path, Msg: "no ImagePolicy, ClusterPolicy or Policy found: refusing to run without a policy"}
+		return nil, &LoadError{File: path, Msg: noPolicyReason(set.Warnings)}
 	}
 	seen := map[string]*Policy{}
 	for _, p := range set.Policies {
@@ -281,4 +281,20 @@ func loadDocument(file string, n int, doc []byte, baseDir string) (*Policy, []Wa
 		return nil, nil, errAt("kind", "a List is not read: write each policy as its own YAML document")
 	}
 	return nil, []Warning{{File: file, Document: n, Message: fmt.Sprintf("%s %s is not a policy: skipped", tm.APIVersion, tm.Kind)}}, nil
+}
+
+// noPolicyReason says why a path yields nothing to enforce: no policy at all,
+// or only policies with admission: false, which Kyverno does not apply when
+// pods are admitted.
+func noPolicyReason(warns []Warning) string {
+	var off []string
+	for _, w := range warns {
+		if w.Path == "spec.admission" {
+			off = append(off, location(w.File, w.Document, ""))
+		}
+	}
+	if len(off) > 0 {
+		return fmt.Sprintf("every policy found has admission: false (%s): Kyverno does not apply such a policy when pods are admitted, so there is nothing to enforce; refusing to run without a policy (set admission: true, or add a policy)", strings.Join(off, "; "))
+	}
+	return "no ImagePolicy, ClusterPolicy or Policy found: refusing to run without a policy"
 }

@@ -336,7 +336,6 @@ func TestLoadRefusals(t *testing.T) {
 		{"kyverno timeout range", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, "spec.webhookTimeoutSeconds", 31) }, "spec.webhookTimeoutSeconds", "out of range"},
 		{"kyverno sha224", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".keys.signatureAlgorithm", "sha224") }, ent + ".keys.signatureAlgorithm", "unknown signature algorithm"},
 		{"kyverno count too big", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".attestors[0].count", 2) }, vi + ".attestors[0].count", "out of range"},
-		{"kyverno no attestors", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".attestors", nil) }, vi + ".attestors", "required"},
 		{"kyverno no imageReferences", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".imageReferences", nil) }, vi + ".imageReferences", "required"},
 		{"kyverno namespace selector", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, "spec.rules[0].match.any[0].resources.namespaceSelector", map[string]any{"matchLabels": map[string]any{"a": "b"}})
@@ -446,6 +445,7 @@ spec:
       resources: {kinds: [Deployment]}
     verifyImages:
     - image: "docker.io/team/*"
+      mutateDigest: false
       attestors:
       - entries:
         - keys:
