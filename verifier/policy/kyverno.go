@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -127,59 +128,85 @@ func kyvernoAction(path, v string) (Mode, error) {
 }
 
 // compileKyverno turns a ClusterPolicy or Policy document into a Policy, or
-// refuses it naming the field criguard cannot honour.
+// refuses it naming every field criguard cannot honour.
 func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []Warning, error) {
 	var d kyvernoDoc
-	if err := decodeStrict(data, &d); err != nil {
+	var errs errList
+	if err := decodeStrict(data, &d, &errs); err != nil {
 		return nil, nil, err
 	}
 	nm, ns, err := kyvernoMetadata(d.Metadata)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, errors.Join(append(errs, err)...)
 	}
 	p := &Policy{Name: nm, File: file, Document: doc, Timeout: DefaultTimeout, CacheTTL: DefaultCacheTTL, CacheMax: DefaultCacheMax,
 		OnlyNetworkErrorsIncomplete: true, IncompleteBlocksAnyMode: true}
-	var warns []Warning
-	warn := func(path, format string, args ...any) {
-		warns = append(warns, Warning{File: file, Document: doc, Path: path, Message: fmt.Sprintf(format, args...)})
+	w := &kyvernoWarnings{file: file, doc: doc}
+	errs.add(kyvernoKind(p, kind, ns))
+	compileKyvernoSpec(p, &d.Spec, &errs)
+	if s := d.Spec; s.Admission != nil && !*s.Admission {
+		w.add("spec.admission", "admission: false: Kyverno does not apply this policy when pods are admitted, so criguard does not apply it either")
+		return nil, w.list, errs.err()
 	}
+	compileKyvernoRules(p, d.Spec.Rules, w, &errs)
+	if err := errs.err(); err != nil {
+		return nil, nil, err
+	}
+	if len(p.Rules) == 0 {
+		w.add("spec.rules", "policy %q has no verifyImages rules: nothing to enforce", p.Name)
+	}
+	return p, w.list, nil
+}
+
+type kyvernoWarnings struct {
+	file string
+	doc  int
+	list []Warning
+}
+
+func (w *kyvernoWarnings) add(path, format string, args ...any) {
+	w.list = append(w.list, Warning{File: w.file, Document: w.doc, Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+func kyvernoKind(p *Policy, kind, ns string) error {
 	switch kind {
 	case "ClusterPolicy":
 		p.Source = SourceClusterPolicy
 		if ns != "" {
-			return nil, nil, errAt("metadata.namespace", "a ClusterPolicy is cluster-wide and has no namespace (use kind Policy for a namespaced policy)")
+			return errAt("metadata.namespace", "a ClusterPolicy is cluster-wide and has no namespace (use kind Policy for a namespaced policy)")
 		}
 	case "Policy":
 		p.Source = SourcePolicy
 		if ns == "" {
-			return nil, nil, errAt("metadata.namespace", "required for a namespaced Policy: it applies only to pods of its own namespace")
+			return errAt("metadata.namespace", "required for a namespaced Policy: it applies only to pods of its own namespace")
 		}
 		if err := checkPattern(ns); err != nil || strings.ContainsAny(ns, "*?") {
-			return nil, nil, errAt("metadata.namespace", "%q is not a namespace name", ns)
+			return errAt("metadata.namespace", "%q is not a namespace name", ns)
 		}
 		p.Namespace = ns
 	}
-	s := d.Spec
+	return nil
+}
+
+// compileKyvernoSpec reads the policy-wide settings.
+func compileKyvernoSpec(p *Policy, s *kyvernoSpec, errs *errList) {
 	// Kyverno's default validationFailureAction is Audit; criguard follows it so
 	// that the same policy means the same thing (policy check says so).
 	p.Mode = Audit
 	if s.ValidationFailureAction != "" {
-		if p.Mode, err = kyvernoAction("spec.validationFailureAction", s.ValidationFailureAction); err != nil {
-			return nil, nil, err
+		m, err := kyvernoAction("spec.validationFailureAction", s.ValidationFailureAction)
+		if !errs.add(err) {
+			p.Mode = m
 		}
 	}
 	for i, o := range s.ValidationFailureActionOverrides {
 		op := fmt.Sprintf("spec.validationFailureActionOverrides[%d]", i)
 		if present(o.NamespaceSelector) {
-			return nil, nil, errAt(op+".namespaceSelector", "namespace label selectors cannot be evaluated on the node (criguard does not see namespace labels); list namespaces instead")
+			errs.add(errAt(op+".namespaceSelector", "namespace label selectors cannot be evaluated on the node (criguard does not see namespace labels); list namespaces instead"))
 		}
 		m, err := kyvernoAction(op+".action", o.Action)
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := checkPatterns(op+".namespaces", o.Namespaces); err != nil {
-			return nil, nil, err
-		}
+		errs.add(err)
+		errs.add(checkPatterns(op+".namespaces", o.Namespaces))
 		// Kyverno 1.18+ (engineresponse.go matchOverride): "Both Namespaces and
 		// NamespaceSelector nil means the override applies to all namespaces."
 		p.ModeOverrides = append(p.ModeOverrides, ModeOverride{Mode: m, Namespaces: o.Namespaces, AllNamespaces: o.Namespaces == nil})
@@ -187,18 +214,23 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 	switch s.ApplyRules {
 	case "", "All":
 	case "One":
-		return nil, nil, errAt("spec.applyRules", "One (stop after the first matching rule) is not supported: criguard requires every matching rule to pass; use All")
+		errs.add(errAt("spec.applyRules", "One (stop after the first matching rule) is not supported: criguard requires every matching rule to pass; use All"))
 	default:
-		return nil, nil, errAt("spec.applyRules", "unknown value %q (want All or One)", s.ApplyRules)
+		errs.add(errAt("spec.applyRules", "unknown value %q (want All or One)", s.ApplyRules))
 	}
+	compileKyvernoWebhook(p, s, errs)
+}
+
+// compileKyvernoWebhook reads failurePolicy and the timeout; Kyverno's
+// GetFailurePolicy/GetWebhookTimeoutSeconds prefer webhookConfiguration over
+// the deprecated spec-level fields.
+func compileKyvernoWebhook(p *Policy, s *kyvernoSpec, errs *errList) {
 	fp, timeout := s.FailurePolicy, s.WebhookTimeoutSeconds
 	fpPath, toPath := "spec.failurePolicy", "spec.webhookTimeoutSeconds"
 	if wc := s.WebhookConfiguration; wc != nil {
 		if present(wc.MatchConditions) {
-			return nil, nil, errAt("spec.webhookConfiguration.matchConditions", "CEL match conditions on the admission request cannot be evaluated on the node")
+			errs.add(errAt("spec.webhookConfiguration.matchConditions", "CEL match conditions on the admission request cannot be evaluated on the node"))
 		}
-		// Kyverno's GetFailurePolicy/GetWebhookTimeoutSeconds prefer
-		// webhookConfiguration over the deprecated spec-level fields.
 		if wc.FailurePolicy != "" {
 			fp, fpPath = wc.FailurePolicy, "spec.webhookConfiguration.failurePolicy"
 		}
@@ -206,50 +238,43 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 			timeout, toPath = wc.TimeoutSeconds, "spec.webhookConfiguration.timeoutSeconds"
 		}
 	}
-	if p.FailurePolicy, err = enumOf(fpPath, fp, Fail, Fail, Ignore); err != nil {
-		return nil, nil, err
-	}
+	var err error
+	p.FailurePolicy, err = enumOf(fpPath, fp, Fail, Fail, Ignore)
+	errs.add(err)
 	if timeout != nil {
 		if *timeout < 1 || *timeout > int(maxKyvernoTimeout/time.Second) {
-			return nil, nil, errAt(toPath, "%d is out of range (1 to 30 seconds, as in Kyverno)", *timeout)
+			errs.add(errAt(toPath, "%d is out of range (1 to 30 seconds, as in Kyverno)", *timeout))
+		} else {
+			p.Timeout = time.Duration(*timeout) * time.Second
 		}
-		p.Timeout = time.Duration(*timeout) * time.Second
 	}
-	if s.Admission != nil && !*s.Admission {
-		warn("spec.admission", "admission: false: Kyverno does not apply this policy when pods are admitted, so criguard does not apply it either")
-		return nil, warns, nil
-	}
+}
+
+// compileKyvernoRules compiles the verifyImages rules, skipping (with a
+// warning) rules of other types.
+func compileKyvernoRules(p *Policy, krs []kyvernoRule, w *kyvernoWarnings, errs *errList) {
 	seen := map[string]bool{}
-	for i := range s.Rules {
-		kr := &s.Rules[i]
+	for i := range krs {
+		kr := &krs[i]
 		path := fmt.Sprintf("spec.rules[%d]", i)
-		if kr.Name == "" {
-			return nil, nil, errAt(path+".name", "required")
-		}
-		if seen[kr.Name] {
-			return nil, nil, errAt(path+".name", "duplicate rule name %q", kr.Name)
-		}
-		seen[kr.Name] = true
-		others := present(kr.Mutation) || present(kr.Validation) || present(kr.Generation)
-		if len(kr.VerifyImages) == 0 {
-			what := "no verifyImages"
-			switch {
-			case present(kr.Mutation):
-				what = "a mutate rule"
-			case present(kr.Validation):
-				what = "a validate rule"
-			case present(kr.Generation):
-				what = "a generate rule"
-			}
-			warn(path, "rule %q is %s: skipped (criguard enforces verifyImages rules only)", kr.Name, what)
+		switch {
+		case kr.Name == "":
+			errs.add(errAt(path+".name", "required"))
+		case seen[kr.Name]:
+			errs.add(errAt(path+".name", "duplicate rule name %q", kr.Name))
 			continue
 		}
-		if others {
-			return nil, nil, errAt(path, "a rule with verifyImages must not also mutate, validate or generate")
+		seen[kr.Name] = true
+		if len(kr.VerifyImages) == 0 {
+			w.add(path, "rule %q is %s: skipped (criguard enforces verifyImages rules only)", kr.Name, otherRuleType(kr))
+			continue
 		}
-		rules, rw, err := compileKyvernoRule(p, kr, path)
-		if err != nil {
-			return nil, nil, err
+		if present(kr.Mutation) || present(kr.Validation) || present(kr.Generation) {
+			errs.add(errAt(path, "a rule with verifyImages must not also mutate, validate or generate"))
+		}
+		rules, err := compileKyvernoRule(p, kr, path, w)
+		if errs.add(err) {
+			continue
 		}
 		for _, r := range rules {
 			// A rule with several verifyImages entries is split into rules
@@ -257,25 +282,29 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 			// names identify rules in the verdict cache.
 			if r.Name != kr.Name {
 				if seen[r.Name] {
-					return nil, nil, errAt(path+".name", "rule name %q collides with a verifyImages entry of rule %q (criguard names it %q): rename one", r.Name, kr.Name, r.Name)
+					errs.add(errAt(path+".name", "rule name %q collides with a verifyImages entry of rule %q (criguard names it %q): rename one", r.Name, kr.Name, r.Name))
 				}
 				seen[r.Name] = true
 			}
 		}
-		warns = append(warns, rw...)
 		p.Rules = append(p.Rules, rules...)
 	}
-	if len(p.Rules) == 0 {
-		warn("spec.rules", "policy %q has no verifyImages rules: nothing to enforce", p.Name)
-	}
-	return p, warns, nil
 }
 
-func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string) ([]*Rule, []Warning, error) {
-	var warns []Warning
-	warn := func(fpath, format string, args ...any) {
-		warns = append(warns, Warning{File: p.File, Document: p.Document, Path: fpath, Message: fmt.Sprintf(format, args...)})
+func otherRuleType(kr *kyvernoRule) string {
+	switch {
+	case present(kr.Mutation):
+		return "a mutate rule"
+	case present(kr.Validation):
+		return "a validate rule"
+	case present(kr.Generation):
+		return "a generate rule"
 	}
+	return "no verifyImages"
+}
+
+func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string, w *kyvernoWarnings) ([]*Rule, error) {
+	var errs errList
 	for _, f := range []struct {
 		raw  json.RawMessage
 		name string
@@ -287,48 +316,27 @@ func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string) ([]*Rule, []War
 		{kr.CELPreconditions, "celPreconditions", "CEL preconditions on the admission request cannot be evaluated on the node"},
 	} {
 		if present(f.raw) {
-			return nil, nil, errAt(path+"."+f.name, "%s", f.why)
+			errs.add(errAt(path+"."+f.name, "%s", f.why))
 		}
 	}
 	if kr.MatchResources == nil {
-		return nil, nil, errAt(path+".match", "required")
+		errs.add(errAt(path+".match", "required"))
+		return nil, errs.err()
 	}
 	match, applies, err := kyvernoMatchOf(path+".match", kr.MatchResources, p.Source == SourcePolicy, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !applies {
-		warn(path+".match", "rule %q selects no pods (kinds) or no pod creation (operations): skipped", kr.Name)
-		return nil, warns, nil
-	}
+	errs.add(err)
 	var exclude NamespaceMatch
 	if kr.ExcludeResources != nil {
-		if exclude, _, err = kyvernoMatchOf(path+".exclude", kr.ExcludeResources, p.Source == SourcePolicy, true); err != nil {
-			return nil, nil, err
-		}
+		exclude, _, err = kyvernoMatchOf(path+".exclude", kr.ExcludeResources, p.Source == SourcePolicy, true)
+		errs.add(err)
 	}
-	// Kyverno's rule action: the first verifyImages entry that enforces, else
-	// the first that sets failureAction, else the policy's.
-	var ruleMode Mode
-	for j, vi := range kr.VerifyImages {
-		if vi.FailureAction == "" {
-			continue
-		}
-		m, err := kyvernoAction(fmt.Sprintf("%s.verifyImages[%d].failureAction", path, j), vi.FailureAction)
-		if err != nil {
-			return nil, nil, err
-		}
-		if ruleMode == "" || m == Enforce {
-			ruleMode = m
-		}
-	}
+	ruleMode := kyvernoRuleMode(kr, path, &errs)
 	var out []*Rule
 	// As Kyverno's policy validation reads it: the spec's action, then each
 	// entry's failureAction, carried on to the entries after it.
 	audit := p.Mode == Audit
 	for j := range kr.VerifyImages {
 		vi := &kr.VerifyImages[j]
-		vp := fmt.Sprintf("%s.verifyImages[%d]", path, j)
 		if vi.FailureAction != "" {
 			audit = strings.EqualFold(vi.FailureAction, "audit")
 		}
@@ -337,12 +345,37 @@ func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string) ([]*Rule, []War
 			nm = fmt.Sprintf("%s[%d]", kr.Name, j)
 		}
 		r := &Rule{Name: nm, Policy: p, Match: match, Exclude: exclude, Action: Verify, Mode: ruleMode}
-		if err := compileVerifyImages(r, vi, vp, audit, warn); err != nil {
-			return nil, nil, err
+		if !errs.add(compileVerifyImages(r, vi, fmt.Sprintf("%s.verifyImages[%d]", path, j), audit, w.add)) {
+			out = append(out, r)
 		}
-		out = append(out, r)
 	}
-	return out, warns, nil
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	if !applies {
+		w.add(path+".match", "rule %q selects no pods (kinds) or no pod creation or update (operations): skipped", kr.Name)
+		return nil, nil
+	}
+	return out, nil
+}
+
+// kyvernoRuleMode is Kyverno's rule action: the first verifyImages entry that
+// enforces, else the first that sets failureAction, else the policy's ("").
+func kyvernoRuleMode(kr *kyvernoRule, path string, errs *errList) Mode {
+	var ruleMode Mode
+	for j, vi := range kr.VerifyImages {
+		if vi.FailureAction == "" {
+			continue
+		}
+		m, err := kyvernoAction(fmt.Sprintf("%s.verifyImages[%d].failureAction", path, j), vi.FailureAction)
+		if errs.add(err) {
+			continue
+		}
+		if ruleMode == "" || m == Enforce {
+			ruleMode = m
+		}
+	}
+	return ruleMode
 }
 
 // kyvernoMatchOf compiles match or exclude into namespace filters. applies is
@@ -474,10 +507,11 @@ func operationsOf(rp string, list []string) (map[string]bool, error) {
 }
 
 func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, entryAudit bool, warn func(string, string, ...any)) error {
+	var errs errList
 	switch vi.Type {
 	case "", "Cosign":
 	default:
-		return errAt(vp+".type", "%s verification is not supported: criguard verifies Cosign signatures with public keys", vi.Type)
+		errs.add(errAt(vp+".type", "%s verification is not supported: criguard verifies Cosign signatures with public keys", vi.Type))
 	}
 	for _, f := range []struct {
 		set  bool
@@ -491,35 +525,12 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, entryAudit
 		{present(vi.Validation), "validate", "validate checks across attestations are not supported"},
 	} {
 		if f.set {
-			return errAt(vp+"."+f.name, "%s", f.why)
+			errs.add(errAt(vp+"."+f.name, "%s", f.why))
 		}
 	}
-	refs := vi.ImageReferences
-	if vi.Image != "" {
-		refs = append([]string{vi.Image}, refs...)
-	}
-	if len(refs) == 0 {
-		return errAt(vp+".imageReferences", "required: at least one image pattern")
-	}
-	images, err := imagePatterns(vp+".imageReferences", vi.ImageReferences)
-	if err != nil {
-		return err
-	}
-	if vi.Image != "" {
-		img, err := imagePatterns(vp+".image", []string{vi.Image})
-		if err != nil {
-			return err
-		}
-		images = append(img, images...)
-	}
-	if r.ExcludeImages, err = imagePatterns(vp+".skipImageReferences", vi.SkipImageReferences); err != nil {
-		return err
-	}
-	r.Images = images
+	errs.add(kyvernoImages(r, vi, vp))
 	if vi.Repository != "" {
-		if err := checkRepository(vp+".repository", vi.Repository); err != nil {
-			return err
-		}
+		errs.add(checkRepository(vp+".repository", vi.Repository))
 	}
 	// Kyverno defaults mutateDigest, verifyDigest, required and useCache to true.
 	mutate := vi.MutateDigest == nil || *vi.MutateDigest
@@ -527,7 +538,7 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, entryAudit
 	if mutate && entryAudit {
 		// Kyverno's ImageVerification.Validate: "mutateDigest must be set to
 		// false for 'Audit' failure action" (mutateDigest defaults to true).
-		return errAt(vp+".mutateDigest", "must be false under Audit (this entry's failureAction, else spec.validationFailureAction, whose default is Audit): Kyverno refuses the policy otherwise (\"mutateDigest must be set to false for 'Audit' failure action\")")
+		errs.add(errAt(vp+".mutateDigest", "must be false under Audit (this entry's failureAction, else spec.validationFailureAction, whose default is Audit): Kyverno refuses the policy otherwise (\"mutateDigest must be set to false for 'Audit' failure action\")"))
 	}
 	r.RequireDigestReference = verifyDigest && !mutate
 	r.NoCache = vi.UseCache != nil && !*vi.UseCache
@@ -544,17 +555,33 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, entryAudit
 		// image it matches as unverified (validate_image.go: "unverified image
 		// %s"); the rule is kept and fails them too (see judgeCheap).
 		warn(vp+".attestors", "no attestors: every image this entry matches fails verification, as in Kyverno")
-		return nil
 	}
 	for k, as := range vi.Attestors {
-		ap := fmt.Sprintf("%s.attestors[%d]", vp, k)
-		set, err := kyvernoAttestorSetOf(r, as, ap, vi.Repository)
-		if err != nil {
-			return err
+		set, err := kyvernoAttestorSetOf(r, as, fmt.Sprintf("%s.attestors[%d]", vp, k), vi.Repository)
+		if !errs.add(err) {
+			r.Attestors = append(r.Attestors, set)
 		}
-		r.Attestors = append(r.Attestors, set)
 	}
-	return nil
+	return errs.err()
+}
+
+// kyvernoImages reads image, imageReferences and skipImageReferences.
+func kyvernoImages(r *Rule, vi *kyvernoVerifyImages, vp string) error {
+	if vi.Image == "" && len(vi.ImageReferences) == 0 {
+		return errAt(vp+".imageReferences", "required: at least one image pattern")
+	}
+	var errs errList
+	images, err := imagePatterns(vp+".imageReferences", vi.ImageReferences)
+	errs.add(err)
+	if vi.Image != "" {
+		img, err := imagePatterns(vp+".image", []string{vi.Image})
+		errs.add(err)
+		images = append(img, images...)
+	}
+	r.Images = images
+	r.ExcludeImages, err = imagePatterns(vp+".skipImageReferences", vi.SkipImageReferences)
+	errs.add(err)
+	return errs.err()
 }
 
 func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (AttestorSet, error) {
@@ -563,62 +590,81 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 	}
 	set := AttestorSet{Repository: repo}
 	entryRepo := ""
+	var errs errList
 	for e, en := range as.Entries {
 		ep := fmt.Sprintf("%s.entries[%d]", ap, e)
 		switch {
 		case present(en.Certificates):
-			return AttestorSet{}, errAt(ep+".certificates", "certificate attestors are not supported: use keys.publicKeys")
+			errs.add(errAt(ep+".certificates", "certificate attestors are not supported: use keys.publicKeys"))
+			continue
 		case present(en.Keyless):
-			return AttestorSet{}, errAt(ep+".keyless", "keyless verification (Fulcio certificates, Rekor) is not supported")
+			errs.add(errAt(ep+".keyless", "keyless verification (Fulcio certificates, Rekor) is not supported"))
+			continue
 		case present(en.Attestor):
-			return AttestorSet{}, errAt(ep+".attestor", "nested attestor sets are not supported: list the keys in entries")
+			errs.add(errAt(ep+".attestor", "nested attestor sets are not supported: list the keys in entries"))
+			continue
 		case len(en.Annotations) > 0:
-			return AttestorSet{}, errAt(ep+".annotations", "signature annotation checks are not supported")
+			errs.add(errAt(ep+".annotations", "signature annotation checks are not supported"))
+			continue
 		case en.Keys == nil:
-			return AttestorSet{}, errAt(ep+".keys", "required")
+			errs.add(errAt(ep+".keys", "required"))
+			continue
 		}
 		if en.Repository != "" {
 			if err := checkRepository(ep+".repository", en.Repository); err != nil {
-				return AttestorSet{}, err
+				errs.add(err)
+				continue
 			}
 			if e > 0 && en.Repository != entryRepo {
-				return AttestorSet{}, errAt(ep+".repository", "entries of one attestor set must use the same signature repository")
+				errs.add(errAt(ep+".repository", "entries of one attestor set must use the same signature repository"))
+				continue
 			}
 			entryRepo = en.Repository
 		} else if entryRepo != "" {
-			return AttestorSet{}, errAt(ep+".repository", "entries of one attestor set must use the same signature repository")
+			errs.add(errAt(ep+".repository", "entries of one attestor set must use the same signature repository"))
+			continue
 		}
 		k := en.Keys
 		kp := ep + ".keys"
 		switch {
 		case k.KMS != "":
-			return AttestorSet{}, errAt(kp+".kms", "KMS keys are not supported: put the PEM public key in publicKeys")
+			errs.add(errAt(kp+".kms", "KMS keys are not supported: put the PEM public key in publicKeys"))
+			continue
 		case present(k.Secret):
-			return AttestorSet{}, errAt(kp+".secret", "Secret references are not resolved on the node: put the PEM public key in publicKeys")
+			errs.add(errAt(kp+".secret", "Secret references are not resolved on the node: put the PEM public key in publicKeys"))
+			continue
 		case k.PublicKeys == "":
-			return AttestorSet{}, errAt(kp+".publicKeys", "required")
+			errs.add(errAt(kp+".publicKeys", "required"))
+			continue
 		case strings.HasPrefix(strings.TrimSpace(k.PublicKeys), "k8s://"):
-			return AttestorSet{}, errAt(kp+".publicKeys", "Secret references (k8s://) are not resolved on the node: put the PEM public key here")
+			errs.add(errAt(kp+".publicKeys", "Secret references (k8s://) are not resolved on the node: put the PEM public key here"))
+			continue
 		case strings.Contains(k.PublicKeys, "{{"):
-			return AttestorSet{}, errAt(kp+".publicKeys", "variables are not resolved on the node: put the PEM public key here")
+			errs.add(errAt(kp+".publicKeys", "variables are not resolved on the node: put the PEM public key here"))
+			continue
 		case strings.Contains(k.PublicKeys, "://"):
-			return AttestorSet{}, errAt(kp+".publicKeys", "key URIs (KMS, k8s://) are not supported: put the PEM public key here")
+			errs.add(errAt(kp+".publicKeys", "key URIs (KMS, k8s://) are not supported: put the PEM public key here"))
+			continue
 		}
 		// Kyverno verifies key signatures against the Rekor transparency log
 		// unless rekor.ignoreTlog is true; criguard has no log access, so only
 		// the offline form is accepted (see docs/policy.md).
 		if k.Rekor == nil || k.Rekor.IgnoreTlog == nil || !*k.Rekor.IgnoreTlog {
-			return AttestorSet{}, errAt(kp+".rekor.ignoreTlog", "must be true: without it Kyverno also requires a Rekor transparency log entry, which criguard cannot check on the node; accepting the signature without it would be weaker than the policy says")
+			errs.add(errAt(kp+".rekor.ignoreTlog", "must be true: without it Kyverno also requires a Rekor transparency log entry, which criguard cannot check on the node; accepting the signature without it would be weaker than the policy says"))
+			continue
 		}
 		if k.Rekor.RekorPubKey != "" {
-			return AttestorSet{}, errAt(kp+".rekor.pubkey", "a Rekor key has no use with ignoreTlog: true; remove it")
+			errs.add(errAt(kp+".rekor.pubkey", "a Rekor key has no use with ignoreTlog: true; remove it"))
+			continue
 		}
 		if c := k.CTLog; c != nil {
 			if c.TSACertChain != "" {
-				return AttestorSet{}, errAt(kp+".ctlog.tsaCertChain", "RFC 3161 timestamp verification is not supported")
+				errs.add(errAt(kp+".ctlog.tsaCertChain", "RFC 3161 timestamp verification is not supported"))
+				continue
 			}
 			if c.CTLogPubKey != "" {
-				return AttestorSet{}, errAt(kp+".ctlog.pubkey", "certificate transparency checks are not supported")
+				errs.add(errAt(kp+".ctlog.pubkey", "certificate transparency checks are not supported"))
+				continue
 			}
 		}
 		alg := en.SignatureAlgorithm
@@ -626,11 +672,13 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 		if alg == "" {
 			alg, algPath = k.SignatureAlgorithm, kp+".signatureAlgorithm"
 		} else if k.SignatureAlgorithm != "" && k.SignatureAlgorithm != alg {
-			return AttestorSet{}, errAt(kp+".signatureAlgorithm", "conflicts with %s (%s)", algPath, alg)
+			errs.add(errAt(kp+".signatureAlgorithm", "conflicts with %s (%s)", algPath, alg))
+			continue
 		}
 		pems, err := splitPEM(k.PublicKeys)
 		if err != nil {
-			return AttestorSet{}, errAt(kp+".publicKeys", "%v", err)
+			errs.add(errAt(kp+".publicKeys", "%v", err))
+			continue
 		}
 		for i, blk := range pems {
 			nm := fmt.Sprintf("%s/%s/%s", r.Policy.Name, r.Name, strings.TrimPrefix(ep, "spec."))
@@ -643,7 +691,8 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 				if strings.Contains(err.Error(), "algorithm") {
 					p = algPath
 				}
-				return AttestorSet{}, errAt(p, "%v", err)
+				errs.add(errAt(p, "%v", err))
+				continue
 			}
 			set.Keys = append(set.Keys, key)
 		}
@@ -657,11 +706,11 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 		// Kyverno's validateAttestorSet: "Count cannot exceed length of
 		// entries" (entries, not keys: several PEMs in one entry count once).
 		if *as.Count < 0 || *as.Count > len(as.Entries) {
-			return AttestorSet{}, errAt(ap+".count", "%d is out of range: between 1 and the number of entries (%d); Kyverno refuses it too (\"Count cannot exceed length of entries\")", *as.Count, len(as.Entries))
+			errs.add(errAt(ap+".count", "%d is out of range: between 1 and the number of entries (%d); Kyverno refuses it too (\"Count cannot exceed length of entries\")", *as.Count, len(as.Entries)))
 		}
 		set.Count = *as.Count
 	}
-	return set, nil
+	return set, errs.err()
 }
 
 // splitPEM splits a publicKeys string holding one or more PEM blocks.

@@ -155,3 +155,79 @@ func TestKyvernoNoAttestorsFailsImages(t *testing.T) {
 		t.Fatal("a rule with nothing to verify called the registry")
 	}
 }
+
+// TestEveryReasonPerDocument: a refused document lists every reason, each at
+// its path (docs/policy.md promises it; criguard used to stop at the first).
+func TestEveryReasonPerDocument(t *testing.T) {
+	e := newEnv(t)
+	kyv := `apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: k}
+spec:
+  validationFailureAction: Sometimes
+  applyRules: One
+  failurePolicy: Maybe
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: ["*"]}}]}
+    context: [{name: x, configMap: {name: y, namespace: z}}]
+    verifyImages:
+    - imageReferences: ["127.1/*"]
+      mutateDigest: false
+      attestors:
+      - count: 3
+        entries:
+        - keys: {publicKeys: KEYA}
+  - name: r2
+    match: {any: [{resources: {kinds: [Pod], bogus: 1}}]}
+    verifyImages: [{imageReferences: ["*"], type: Notary}]
+`
+	nat := `---
+apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: nat}
+spec:
+  mode: Sometimes
+  rules:
+  - name: a
+    images: []
+    action: Maybe
+  - name: b
+    images: ["0177.0.0.1/*"]
+    attestors: {count: 2, entries: [{key: {data: KEYA}}]}
+`
+	_, err := loadString(t, e.expand(kyv+nat))
+	if err == nil {
+		t.Fatal("loaded")
+	}
+	for _, want := range []string{
+		"document 1: spec.rules[1].match.any[0].resources.bogus: unknown field",
+		"document 2: spec.mode: unknown value",
+		"document 2: spec.rules[0].images: required",
+		"document 2: spec.rules[0].action: unknown value",
+		"document 2: spec.rules[1].images[0]: pattern",
+		"document 2: spec.rules[1].attestors.count: 2 is out of range",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal lacks %q:\n%v", want, err)
+		}
+	}
+	// Once the document decodes, every compile reason is listed too.
+	kyv = strings.Replace(kyv, ", bogus: 1", "", 1)
+	_, err = loadString(t, e.expand(kyv))
+	for _, want := range []string{
+		"spec.validationFailureAction: unknown value",
+		"spec.applyRules: One",
+		"spec.failurePolicy: unknown value",
+		"spec.rules[0].context:",
+		"spec.rules[0].match.any[0].resources.kinds:",
+		"spec.rules[0].verifyImages[0].imageReferences[0]: pattern",
+		"spec.rules[0].verifyImages[0].attestors[0].count: 3 is out of range",
+		"spec.rules[0].verifyImages[0].attestors[0].entries[0].keys.rekor.ignoreTlog",
+		"spec.rules[1].verifyImages[0].type: Notary",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal lacks %q:\n%v", want, err)
+		}
+	}
+}

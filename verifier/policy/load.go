@@ -220,11 +220,14 @@ func loadDocuments(file string, data []byte, total *int) ([]*Policy, []Warning, 
 		}
 		p, w, err := loadDocument(file, n, doc, baseDir)
 		if err != nil {
-			var fe *fieldError
-			if errors.As(err, &fe) {
-				errs = append(errs, &LoadError{File: file, Document: n, Path: fe.Path, Msg: fe.Msg})
-			} else {
-				errs = append(errs, &LoadError{File: file, Document: n, Msg: err.Error()})
+			// Every reason the document is refused, each with its path.
+			for _, one := range flatten(err) {
+				var fe *fieldError
+				if errors.As(one, &fe) {
+					errs = append(errs, &LoadError{File: file, Document: n, Path: fe.Path, Msg: fe.Msg})
+				} else {
+					errs = append(errs, &LoadError{File: file, Document: n, Msg: one.Error()})
+				}
 			}
 			continue
 		}
@@ -297,4 +300,17 @@ func noPolicyReason(warns []Warning) string {
 		return fmt.Sprintf("every policy found has admission: false (%s): Kyverno does not apply such a policy when pods are admitted, so there is nothing to enforce; refusing to run without a policy (set admission: true, or add a policy)", strings.Join(off, "; "))
 	}
 	return "no ImagePolicy, ClusterPolicy or Policy found: refusing to run without a policy"
+}
+
+// flatten lists the errors joined in err (errors.Join), depth first.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
