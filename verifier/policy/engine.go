@@ -32,6 +32,8 @@ type Engine struct {
 	cache  *verdictCache
 	flight singleflight.Group
 	slots  *slots
+	// slotCount counts verifications that got no slot (SlotStats).
+	slotCount slotCounters
 	// waitHook, when set (tests), runs when a caller starts waiting for a
 	// shared verification.
 	waitHook func()

@@ -83,6 +83,9 @@ func (e *Engine) judgeVerify(ctx context.Context, memo map[verifyMemoKey]verifyM
 			o.Result, o.Reason = OutcomeFail, fmt.Sprintf("%s: verification could not complete (a registry error, not a network error or timeout: Kyverno counts it as a failed verification): %s", what, incompleteDetail(err))
 		case err != nil && errors.Is(err, cosign.ErrIncomplete):
 			o.Result, o.Reason = OutcomeIncomplete, fmt.Sprintf("%s: verification could not complete: %s", what, incompleteDetail(err))
+			if errors.Is(err, ErrSaturated) {
+				e.saturated(ctx, m, ref, digest, err)
+			}
 		case err != nil:
 			o.Result, o.Reason = OutcomeFail, fmt.Sprintf("%s: %v", what, err)
 		case !res.Allowed:

@@ -96,6 +96,7 @@ func Load(path string) (*Set, error) {
 		seen[id] = p
 	}
 	set.Digest = hex.EncodeToString(h.Sum(nil))
+	set.Warnings = append(set.Warnings, advise(set, path)...)
 	return set, nil
 }
 
