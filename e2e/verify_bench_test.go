@@ -16,6 +16,7 @@ import (
 
 	"github.com/criguard/criguard/e2e/harness"
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
 )
 
@@ -67,7 +68,11 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 	}
 	bin := harness.CriguardBinary(b)
 	req := func(format string) cosign.Request {
-		return cosign.Request{Image: refs[format], Keys: []*keys.Key{k}}
+		ref, err := imageref.Parse(refs[format])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cosign.Request{Image: ref, Keys: []*keys.Key{k}}
 	}
 	mustAllow := func(res cosign.Result, err error) {
 		if err != nil || !res.Allowed {
