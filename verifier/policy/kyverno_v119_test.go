@@ -56,6 +56,7 @@ func TestKyvernoExcludeSubresourceOnly(t *testing.T) {
 		// exclusion for CREATE alone would let an updated image through.
 		{"exclude CREATE only does not exclude", `{any: [{resources: {kinds: [Pod], namespaces: [dev], operations: [CREATE]}}]}`, true},
 		{"exclude CREATE and UPDATE excludes", `{any: [{resources: {kinds: [Pod], namespaces: [dev], operations: [CREATE, UPDATE]}}]}`, false},
+		{"exclude of Deployments with operations still excludes no pod", `{any: [{resources: {kinds: [Deployment], namespaces: [dev], operations: [CREATE, UPDATE]}}]}`, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
