@@ -20,7 +20,6 @@ import (
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/keys"
-	"github.com/criguard/criguard/verifier/registry"
 )
 
 // testKey is a generated ECDSA P-256 public key in PEM.
@@ -78,7 +77,6 @@ type fakeVerifier struct {
 	signed       map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
 	incomplete   map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
 	serverError  map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
-	authError    map[string]bool            // digest -> Verify fails with ErrIncomplete (401)
 	resolveErr   error
 	answerDigest string        // when set, Verify answers for this digest (a confused verifier)
 	gate         chan struct{} // when set, Verify waits for it to close
@@ -90,7 +88,7 @@ type fakeVerifier struct {
 }
 
 func newFake() *fakeVerifier {
-	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}, serverError: map[string]bool{}, authError: map[string]bool{}}
+	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}, serverError: map[string]bool{}}
 }
 
 func fingerprint(t testing.TB, pemText string) string {
@@ -147,9 +145,6 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	}
 	if f.serverError[req.Digest] {
 		return cosign.Result{}, fmt.Errorf("%w: registry answered 503 Service Unavailable", cosign.ErrIncomplete)
-	}
-	if f.authError[req.Digest] {
-		return cosign.Result{}, fmt.Errorf("%w: listing signatures: %w", cosign.ErrIncomplete, &registry.StatusError{Method: "GET", URL: "https://x/v2/", Code: 401})
 	}
 	repo := req.Image.Repository()
 	if req.SignatureRepository != "" {

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
-	"github.com/criguard/criguard/verifier/registry"
 )
 
 // judge evaluates every matched rule. Cheap rules (Allow, Deny, local images,
@@ -141,27 +139,17 @@ func (t *timeoutError) Unwrap() error { return t.err }
 
 // incomplete reports whether err leaves a verification under p incomplete
 // (failurePolicy decides) rather than failed: every ErrIncomplete, or, for a
-// policy with Kyverno's semantics, only a network error, a timeout or a
-// refused credential. A credential failure (401/403) is always incomplete:
-// credentials come with the request (one namespace's pull secret is not
-// another's), so it must never become a denial, cached or not.
+// policy with Kyverno's semantics, only a network error or a timeout.
 func (p *Policy) incomplete(err error) bool {
 	if !errors.Is(err, cosign.ErrIncomplete) {
 		return false
 	}
-	if !p.OnlyNetworkErrorsIncomplete || credentialError(err) {
+	if !p.OnlyNetworkErrorsIncomplete {
 		return true
 	}
 	var te *timeoutError
 	var op *net.OpError
 	return errors.As(err, &te) || errors.As(err, &op) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// credentialError reports a registry that refused the credentials (or their
-// absence).
-func credentialError(err error) bool {
-	var se *registry.StatusError
-	return errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden)
 }
 
 type verifyMemoKey struct {
