@@ -17,7 +17,9 @@ import (
 )
 
 // Judge decides one image under the node's current policy (policy.Engine does,
-// with its verdict cache). It must fail closed: any error is a denial.
+// with its verdict cache). It must fail closed: any error is a denial. An allow
+// for an input that names a Digest is for that digest (the engine's one digest
+// check); the enforcer relies on it and does not check again.
 type Judge interface {
 	Evaluate(ctx context.Context, in policy.Input) policy.Decision
 }

@@ -452,3 +452,17 @@ spec:
 		t.Fatalf("with alice's credentials: %+v", d)
 	}
 }
+
+// A verification that panics is a denial, not the end of the process
+// (singleflight would re-panic it in a goroutine of its own), and not cached.
+func TestVerificationPanicDenies(t *testing.T) {
+	e, eng := cacheEnv(t, "")
+	dg := digestOf('6')
+	e.v.panics[dg] = true
+	for i := range 2 {
+		d := eval(eng, cacheRepo+"@"+dg, "")
+		if d.Allowed || d.Cached || !strings.Contains(d.Reason, "failed internally") {
+			t.Fatalf("evaluation %d: %+v", i, d)
+		}
+	}
+}

@@ -184,15 +184,24 @@ func (e *Engine) judgeCached(ctx context.Context, set *Set, matched []matchedRul
 		cd.Image, cd.Digest, cd.Cached, cd.Generation = d.Image, d.Digest, true, set.Generation
 		return cd
 	}
-	ch := e.flight.DoChan(key, func() (any, error) {
+	ch := e.flight.DoChan(key, func() (out any, err error) {
+		// singleflight re-panics a panic of this function in a goroutine of
+		// its own, which would end the process: a verification that panics
+		// (a library choking on hostile input) is a denial instead.
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("policy: verification panicked; denied", "image", d.Image, "digest", d.Digest, "panic", fmt.Sprint(r))
+				out, err = deny(d, fmt.Sprintf("verification failed internally (%v); refused (a bug: please report it with criguard's log)", r)), nil
+			}
+		}()
 		// Detached from the first caller: its cancellation must not fail
 		// the others sharing this verification; rule timeouts bound it.
 		vctx := context.WithoutCancel(ctx)
-		out := e.judge(vctx, matched, ref, d, in, nil)
-		if ttl, ok := cacheTTL(out, matched); ok {
-			e.cache.put(set.Generation, key, out, e.now().Add(ttl))
+		dec := e.judge(vctx, matched, ref, d, in, nil)
+		if ttl, ok := cacheTTL(dec, matched); ok {
+			e.cache.put(set.Generation, key, dec, e.now().Add(ttl))
 		}
-		return out, nil
+		return dec, nil
 	})
 	if e.waitHook != nil {
 		e.waitHook()
