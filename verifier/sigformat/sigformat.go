@@ -182,7 +182,7 @@ func ParseBundle(b []byte) (bn *bundle.Bundle, err error) {
 	// referrer must not be able to crash the node's CRI proxy with one.
 	defer func() {
 		if r := recover(); r != nil {
-			bn, err = nil, fmt.Errorf("not a valid Sigstore bundle: parsing it made the Sigstore library fail (%v)", r)
+			bn, err = nil, fmt.Errorf("not a valid Sigstore bundle: malformed material made the Sigstore library fail (%v); refused", r)
 		}
 	}()
 	bn = new(bundle.Bundle)
