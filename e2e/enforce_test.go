@@ -25,7 +25,8 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/criproxy"
+	"github.com/criguard/criguard/criproxy/enforce"
+	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/e2e/harness"
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
@@ -676,11 +677,13 @@ spec:
 	// Now on the node: prod still may not pull nor run it.
 	out, err = harness.Crictl(t, g.Endpoint(), "pull", "--pod-config", prodPod, ref)
 	mustRefuse(t, err, out, "second pull for the prod pod")
+	sandboxes := map[string]string{}
 	for _, tc := range []struct {
 		pod, ctr string
 		allowed  bool
 	}{{devPod, devCtr, true}, {prodPod, prodCtr, false}} {
 		podID := strings.TrimSpace(harness.MustCrictl(t, g.Endpoint(), "runp", tc.pod))
+		sandboxes[tc.pod] = podID
 		out, err := harness.Crictl(t, g.Endpoint(), "create", podID, tc.ctr, tc.pod)
 		if tc.allowed && err != nil {
 			t.Errorf("create in dev refused: %v", err)
@@ -688,6 +691,14 @@ spec:
 		if !tc.allowed {
 			mustRefuse(t, err, out, "create in prod")
 		}
+	}
+	// A create into the prod sandbox carrying the dev pod's config: criguard
+	// judges a container in its sandbox's namespace (learnt from RunPodSandbox),
+	// not in the one the request claims, and refuses the disagreement.
+	out, err = harness.Crictl(t, g.Endpoint(), "create", sandboxes[prodPod], devCtr, devPod)
+	mustRefuse(t, err, out, "create into the prod sandbox with the dev pod's config")
+	if msg := out + fmt.Sprint(err); !strings.Contains(msg, "belongs to namespace") || !strings.Contains(msg, "prod") {
+		t.Errorf("refusal does not name the sandbox's namespace: %s %v", out, err)
 	}
 }
 
@@ -738,12 +749,12 @@ func TestTaggerRealContainerd(t *testing.T) {
 			digestRef := r.Ref("tagged/app", dg)
 			harness.MustCrictl(t, c.Endpoint(), "pull", digestRef)
 
-			conn, err := criproxy.Dial(t.Context(), c.Endpoint())
+			conn, err := forward.Dial(t.Context(), c.Endpoint())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			tg, err := criproxy.NewContainerdTagger(conn)
+			tg, err := enforce.NewContainerdTagger(conn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -792,7 +803,7 @@ func enforceEnvInt(name string, def int) int {
 //     and through criguard, samples interleaved (each container removed
 //     untimed); budget-µs = the bare forwarder's added p50 + one ImageStatus p50
 //   - 50 µs, the target for criguard's added p50.
-//   - the guard alone, in process: criproxy.Enforcer.CreateContainer with the
+//   - the guard alone, in process: enforce.Enforcer.CreateContainer with the
 //     real policy engine and a real ImageStatus to containerd, next a no-op,
 //     against one ImageStatus call: guard-overhead-p50-µs is what judging adds
 //     beyond that call (target <= 50 µs); it is free of container-creation noise.
@@ -849,7 +860,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 		b.Fatal(err)
 	}
 	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
-	enf, err := criproxy.NewEnforcer(criproxy.EnforcerConfig{Judge: engine, Images: directImg,
+	enf, err := enforce.New(enforce.Options{Judge: engine, Images: directImg, Sandboxes: directRT,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
@@ -947,7 +958,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 			Duration  int64  `json:"duration"`
 			Cached    bool   `json:"cached"`
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "image decision" && rec.Operation == criproxy.OpCreateContainer {
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "image decision" && rec.Operation == enforce.OpCreateContainer {
 			inside = append(inside, time.Duration(rec.Duration))
 			if rec.Cached {
 				cached++
@@ -1077,7 +1088,7 @@ func TestEnforceLocalImages(t *testing.T) {
 	// under names that carry no digest, as an import does.
 	ref, dg := e.unsigned(t, "local/src")
 	harness.MustCrictl(t, e.c.Endpoint(), "pull", ref)
-	client, err := containerd.New(e.c.Socket, containerd.WithDefaultNamespace(criproxy.CRINamespace))
+	client, err := containerd.New(e.c.Socket, containerd.WithDefaultNamespace(enforce.CRINamespace))
 	if err != nil {
 		t.Fatal(err)
 	}

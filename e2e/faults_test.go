@@ -29,7 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/criproxy"
+	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/e2e/harness"
 )
 
@@ -74,7 +74,7 @@ func faultPull(t testing.TB, conn *grpc.ClientConn, image string, auth *runtimea
 
 // faultDenied reports whether err is criguard's policy denial.
 func faultDenied(err error) bool {
-	return err != nil && strings.Contains(status.Convert(err).Message(), strings.TrimSpace(criproxy.DeniedPrefix))
+	return err != nil && strings.Contains(status.Convert(err).Message(), strings.TrimSpace(forward.DeniedPrefix))
 }
 
 // faultMemory returns VmHWM and VmRSS of pid in KiB.

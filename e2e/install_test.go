@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/criguard/criguard/e2e/harness"
-	"github.com/criguard/criguard/systemd/unit"
 	"github.com/criguard/criguard/systemd/nodeinstall"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 // TestNodeInstall runs `criguard node install` against a real kubelet and

@@ -25,7 +25,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/criproxy"
+	"github.com/criguard/criguard/criproxy/enforce"
+	"github.com/criguard/criguard/criproxy/forward"
 	"github.com/criguard/criguard/e2e/harness"
 )
 
@@ -266,18 +267,46 @@ func TestSecurityCredentialsNeverLogged(t *testing.T) {
 		}
 
 		// A container from an image pulled around criguard: criguard verifies
-		// it with the credentials last sent for this registry.
-		pull(sideloaded+"-absent", &runtimeapi.AuthConfig{Username: user, Password: password}, false) // remember good credentials
-		harness.MustCrictl(t, e.c.Endpoint(), "pull", "--creds", user+":"+password, sideloaded)
+		// it with the credentials last sent for this registry by a pull of the
+		// same namespace that went through, and never with another
+		// namespace's (issue 11: one namespace's pull secret decided another's
+		// pods).
 		pod := benchPodConfig("creds-"+mode, "uid-creds-"+mode)
 		pod.Metadata.Namespace = "default"
-		podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
-		if err != nil {
-			t.Fatalf("RunPodSandbox: %v", err)
+		other := benchPodConfig("creds-other-"+mode, "uid-creds-other-"+mode)
+		other.Metadata.Namespace = "other"
+		if _, err := runtimeapi.NewImageServiceClient(conn).PullImage(ctx, &runtimeapi.PullImageRequest{
+			Image: &runtimeapi.ImageSpec{Image: withPassword}, SandboxConfig: pod,
+			Auth: &runtimeapi.AuthConfig{Username: user, Password: password}}); err != nil {
+			t.Fatalf("%s: pull in namespace default with good credentials: %v", mode, err)
 		}
-		if _, err := faultCreate(ctx, rt, podResp.GetPodSandboxId(), pod, "sideloaded", 0, sideloaded); err != nil {
+		// Namespace other sends a wrong secret: refused, and not remembered.
+		if _, err := runtimeapi.NewImageServiceClient(conn).PullImage(ctx, &runtimeapi.PullImageRequest{
+			Image: &runtimeapi.ImageSpec{Image: signedWrong}, SandboxConfig: other,
+			Auth: &runtimeapi.AuthConfig{Username: user, Password: wrong}}); !faultDenied(err) {
+			t.Errorf("%s: pull in namespace other with a wrong secret: %v; want a denial", mode, err)
+		} else {
 			returned = append(returned, err.Error())
-			t.Errorf("%s: create from the sideloaded signed image (verified with remembered credentials): %v", mode, err)
+		}
+		harness.MustCrictl(t, e.c.Endpoint(), "pull", "--creds", user+":"+password, sideloaded)
+		for _, tc := range []struct {
+			pod     *runtimeapi.PodSandboxConfig
+			allowed bool
+		}{{pod, true}, {other, false}} {
+			podResp, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: tc.pod})
+			if err != nil {
+				t.Fatalf("RunPodSandbox: %v", err)
+			}
+			_, err = faultCreate(ctx, rt, podResp.GetPodSandboxId(), tc.pod, "sideloaded", 0, sideloaded)
+			if err != nil {
+				returned = append(returned, err.Error())
+			}
+			switch {
+			case tc.allowed && err != nil:
+				t.Errorf("%s: create in %s from the sideloaded signed image (verified with that namespace's credentials): %v", mode, tc.pod.Metadata.Namespace, err)
+			case !tc.allowed && !faultDenied(err):
+				t.Errorf("%s: create in %s, which never sent good credentials: %v; want a denial (registry refuses anonymous reads)", mode, tc.pod.Metadata.Namespace, err)
+			}
 		}
 		if front.AuthFailures() == challenged {
 			t.Fatalf("%s: the registry never challenged a request: credentials were not exercised", mode)
@@ -587,17 +616,21 @@ func TestSecurityCredentialsNotFollowingRedirects(t *testing.T) {
 // forwards. It makes certain the window between criguard's judgement of a tag
 // name and containerd's own resolution of it.
 type securityRetag struct {
-	tagger           *criproxy.ContainerdTagger
+	tagger           *enforce.ContainerdTagger
 	images           runtimeapi.ImageServiceClient
 	tag, target, tid string
 	moved            atomic.Bool
 }
 
-func (s *securityRetag) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest, next criproxy.PullFunc) (*runtimeapi.PullImageResponse, error) {
+func (s *securityRetag) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest, next forward.PullFunc) (*runtimeapi.PullImageResponse, error) {
 	return next(ctx, r)
 }
 
-func (s *securityRetag) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest, next criproxy.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
+func (s *securityRetag) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest, next forward.RunPodFunc) (*runtimeapi.RunPodSandboxResponse, error) {
+	return next(ctx, r)
+}
+
+func (s *securityRetag) CreateContainer(ctx context.Context, r *runtimeapi.CreateContainerRequest, next forward.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
 	if r.GetConfig().GetImage().GetImage() == s.tag && !s.moved.Swap(true) {
 		if err := s.tagger.Tag(ctx, s.tag, s.target); err != nil {
 			return nil, status.Errorf(codes.Internal, "interposer: retag: %v", err)
@@ -633,12 +666,12 @@ func TestSecurityCreateByTagMovedAfterJudgement(t *testing.T) {
 	harness.MustCrictl(t, e.c.Endpoint(), "pull", signedRef) // on the node already
 	harness.MustCrictl(t, e.c.Endpoint(), "pull", e.r.Ref(repo, evilDg))
 
-	up, err := criproxy.Dial(t.Context(), e.c.Socket)
+	up, err := forward.Dial(t.Context(), e.c.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { up.Close() })
-	tagger, err := criproxy.NewContainerdTagger(up)
+	tagger, err := enforce.NewContainerdTagger(up)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,12 +685,12 @@ func TestSecurityCreateByTagMovedAfterJudgement(t *testing.T) {
 	}
 	signedID, evilID := idOf(e.r.Ref(repo, signedDg)), idOf(e.r.Ref(repo, evilDg))
 	retag := &securityRetag{tagger: tagger, images: images, tag: signedRef, target: e.r.Ref(repo, evilDg), tid: evilID}
-	srv, err := criproxy.NewServer(criproxy.Options{Upstream: up, Guard: retag})
+	srv, err := forward.NewServer(forward.Options{Upstream: up, Guard: retag})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(harness.TempDir(t, "ipose"), "interposer.sock")
-	lis, err := criproxy.ListenUnix(t.Context(), sock)
+	lis, err := forward.ListenUnix(t.Context(), sock)
 	if err != nil {
 		t.Fatal(err)
 	}

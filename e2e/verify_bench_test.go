@@ -55,12 +55,16 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 	cs := harness.Cosign(b)
 	key, pub := cs.GenerateKeyPair(b, harness.TempDir(b, "benchkey"))
 	r := harness.StartRegistry(b, true)
-	refs := map[string]string{}
+	refs := map[string]imageref.Ref{}
 	for _, format := range []string{"bundle", "legacy"} {
 		repo := "bench/verify-" + format
 		d := r.PushImage(b, repo, "v1")
 		cs.Sign(b, key, r.Ref(repo, d), format == "legacy")
-		refs[format] = r.Ref(repo, "v1")
+		ref, err := imageref.Parse(r.Ref(repo, "v1"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		refs[format] = ref
 	}
 	k, err := keys.LoadFile(pub, "")
 	if err != nil {
@@ -68,11 +72,7 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 	}
 	bin := harness.CriguardBinary(b)
 	req := func(format string) cosign.Request {
-		ref, err := imageref.Parse(refs[format])
-		if err != nil {
-			b.Fatal(err)
-		}
-		return cosign.Request{Image: ref, Keys: []*keys.Key{k}}
+		return cosign.Request{Image: refs[format], Keys: []*keys.Key{k}}
 	}
 	mustAllow := func(res cosign.Result, err error) {
 		if err != nil || !res.Allowed {
@@ -111,11 +111,11 @@ func BenchmarkVerifyVsCosign(b *testing.B) {
 					case "criguard-warm":
 						mustAllow(warm.Verify(ctx, req(format)))
 					case "criguard-cli":
-						if out, err := exec.CommandContext(ctx, bin, "verify", "--key", pub, refs[format]).CombinedOutput(); err != nil {
+						if out, err := exec.CommandContext(ctx, bin, "verify", "--key", pub, refs[format].String()).CombinedOutput(); err != nil {
 							b.Fatalf("criguard verify: %v: %s", err, out)
 						}
 					case "cosign":
-						if _, err := cs.Verify(b, pub, refs[format]); err != nil {
+						if _, err := cs.Verify(b, pub, refs[format].String()); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -60,11 +60,11 @@ func verifyLoadKey(t *testing.T, path string) *keys.Key {
 func verifyOne(t *testing.T, ref, pub string) cosign.Result {
 	t.Helper()
 	v := cosign.New(cosign.Options{})
-	parsed, err := imageref.Parse(ref)
+	image, err := imageref.Parse(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := v.Verify(context.Background(), cosign.Request{Image: parsed, Keys: []*keys.Key{verifyLoadKey(t, pub)}})
+	res, err := v.Verify(context.Background(), cosign.Request{Image: image, Keys: []*keys.Key{verifyLoadKey(t, pub)}})
 	if err != nil {
 		t.Fatalf("verify %s: %v", ref, err)
 	}
@@ -215,7 +215,7 @@ func TestVerifyCommandBinary(t *testing.T) {
 		code int
 		out  string
 	}{
-		{[]string{"verify", "--key", k.ecPub, signed}, 0, "image " + signed + " (digest " + d + ") allowed"},
+		{[]string{"verify", "--key", k.ecPub, signed}, 0, "ALLOWED " + signed + "@" + d},
 		{[]string{"verify", "--key", k.ecPub, signed, unsigned}, 1, "no cosign signatures found"},
 		{[]string{"verify", "--key", k.rsaPub, signed}, 1, "none verified by a trusted key"},
 		{[]string{"verify", "--key", k.ecPub, "--output", "json", signed}, 0, `"allowed": true`},

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/criguard/criguard/systemd/unit"
 	"github.com/criguard/criguard/systemd/nodeinstall"
+	"github.com/criguard/criguard/systemd/unit"
 )
 
 const nodeUsage = `usage: criguard node <install|uninstall|sync|status> [flags]

@@ -21,7 +21,11 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/criguard/criguard/criproxy"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/criguard/criguard/criproxy/enforce"
+	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/criproxy/observe"
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
@@ -58,7 +62,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.upstream, "upstream", defaultUpstream, "container runtime's CRI socket to forward to (unix:///path or a bare path)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every CRI call)")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", criproxy.DefaultDrainTimeout, "on SIGTERM, how long in-flight CRI calls may finish before they are cut")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", forward.DefaultDrainTimeout, "on SIGTERM, how long in-flight CRI calls may finish before they are cut")
 	fs.StringVar(&c.policy, "policy", "", "image policy: a YAML file or a directory of them (criguard ImagePolicy, Kyverno ClusterPolicy/Policy); "+
 		"reloaded on change and on SIGHUP. Without it every image passes unverified")
 	fs.StringVar(&c.metricsAddress, "metrics-address", defaultMetricsAddress, "host:port serving /metrics, /healthz and /readyz (empty disables); keep it on loopback")
@@ -74,6 +78,8 @@ type serveDeps struct {
 	// policy watcher): a task returning an error stops serve with that error.
 	// Tasks must return once the group's context (buildGuard's ctx) ends.
 	group *errgroup.Group
+	// registry holds every layer's metrics, served on --metrics-address.
+	registry *prometheus.Registry
 }
 
 // buildGuard returns the Guard that judges PullImage and CreateContainer, or nil
@@ -82,9 +88,9 @@ type serveDeps struct {
 // It loads the policy (an invalid one is fatal: there is nothing to fall back
 // on), starts the reload loop (file watch and SIGHUP) and the metrics listener
 // in deps.group, and joins the proxy to the policy engine through the Enforcer.
-func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy.Guard, error) {
+func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.Guard, error) {
 	log := deps.logger
-	metrics := criproxy.NewMetrics()
+	metrics := enforce.NewMetrics(deps.registry)
 	var store *policy.Store
 	if cfg.policy != "" {
 		s, err := policy.NewStore(cfg.policy, policy.StoreOptions{
@@ -122,7 +128,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy
 		}
 	})
 	if store != nil {
-		deps.group.Go(func() error { watchPolicy(ctx, store, reload, log); return nil })
+		deps.group.Go(func() error { store.WatchForever(ctx, reload); return nil })
 	}
 
 	if cfg.metricsAddress != "" {
@@ -130,12 +136,12 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy
 			if store == nil || store.Current() == nil {
 				return errors.New("no policy loaded (criguard runs without --policy)")
 			}
-			if _, err := criproxy.Probe(ctx, deps.upstream); err != nil {
+			if _, err := forward.Probe(ctx, deps.upstream); err != nil {
 				return err
 			}
 			return nil
 		}
-		serveMetrics(ctx, cfg.metricsAddress, criproxy.HTTPHandler(metrics, ready), deps.group, log)
+		serveMetrics(ctx, cfg.metricsAddress, observe.Handler(deps.registry, ready), deps.group, log)
 	}
 
 	if store == nil {
@@ -147,49 +153,18 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (criproxy
 	v := cosign.New(cosign.Options{Timeout: policy.MaxTimeout})
 	engine := policy.NewEngine(store, v, log)
 	metrics.WatchCacheSize(engine.CacheLen)
-	tagger, err := criproxy.NewContainerdTagger(deps.upstream)
+	tagger, err := enforce.NewContainerdTagger(deps.upstream)
 	if err != nil {
 		return nil, err
 	}
-	return criproxy.NewEnforcer(criproxy.EnforcerConfig{
-		Judge:   engine,
-		Images:  runtimeapi.NewImageServiceClient(deps.upstream),
-		Tagger:  tagger,
-		Metrics: metrics,
-		Logger:  log,
+	return enforce.New(enforce.Options{
+		Judge:     engine,
+		Images:    runtimeapi.NewImageServiceClient(deps.upstream),
+		Sandboxes: runtimeapi.NewRuntimeServiceClient(deps.upstream),
+		Tagger:    tagger,
+		Metrics:   metrics,
+		Logger:    log,
 	})
-}
-
-// watchPolicy reloads store on file changes and on reload, until ctx ends. A
-// watch that stops (the watched directory replaced or removed, inotify
-// limits) is started again, after a reload that picks up what changed while
-// nothing watched; meanwhile SIGHUP still reloads. Losing the watch must never
-// stop the node's runtime nor leave an edit unnoticed for long.
-func watchPolicy(ctx context.Context, store *policy.Store, reload <-chan struct{}, log *slog.Logger) {
-	const maxBackoff = 30 * time.Second
-	backoff := time.Second
-	for {
-		started := time.Now()
-		err := store.Watch(ctx, reload)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(started) > maxBackoff {
-			backoff = time.Second
-		}
-		log.Error("policy file watch stopped; watching again", "path", store.Path(), "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-reload:
-		case <-t.C:
-		}
-		t.Stop()
-		_ = store.Reload()
-		backoff = min(2*backoff, maxBackoff)
-	}
 }
 
 // serveMetrics serves h on addr until ctx ends. A port that cannot be bound is
@@ -250,7 +225,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return 2
 	}
 	for _, ep := range []struct{ flag, value string }{{"--listen", cfg.listen}, {"--upstream", cfg.upstream}} {
-		if _, err := criproxy.SocketPath(ep.value); err != nil {
+		if _, err := forward.SocketPath(ep.value); err != nil {
 			fmt.Fprintf(stderr, "criguard serve: %s: %v\n", ep.flag, err)
 			return 2
 		}
@@ -263,15 +238,15 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) int {
 }
 
 func serve(ctx context.Context, cfg *serveConfig, logger *slog.Logger) error {
-	listenPath, err := criproxy.SocketPath(cfg.listen)
+	listenPath, err := forward.SocketPath(cfg.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	upstreamPath, err := criproxy.SocketPath(cfg.upstream)
+	upstreamPath, err := forward.SocketPath(cfg.upstream)
 	if err != nil {
 		return fmt.Errorf("--upstream: %w", err)
 	}
-	conn, err := criproxy.Dial(ctx, upstreamPath)
+	conn, err := forward.Dial(ctx, upstreamPath)
 	if err != nil {
 		return err
 	}
@@ -296,15 +271,17 @@ func serve(ctx context.Context, cfg *serveConfig, logger *slog.Logger) error {
 		cancel()
 		return errors.Join(err, g.Wait())
 	}
-	guard, err := buildGuard(gctx, cfg, serveDeps{logger: logger, upstream: conn, group: g})
+	registry := observe.NewRegistry()
+	guard, err := buildGuard(gctx, cfg, serveDeps{logger: logger, upstream: conn, group: g, registry: registry})
 	if err != nil {
 		return fail(err)
 	}
-	srv, err := criproxy.NewServer(criproxy.Options{Upstream: conn, Guard: guard, Logger: logger, DrainTimeout: cfg.drainTimeout})
+	srv, err := forward.NewServer(forward.Options{Upstream: conn, Guard: guard, Logger: logger, DrainTimeout: cfg.drainTimeout,
+		Metrics: forward.NewMetrics(registry)})
 	if err != nil {
 		return fail(err)
 	}
-	lis, err := criproxy.ListenUnix(ctx, listenPath)
+	lis, err := forward.ListenUnix(ctx, listenPath)
 	if err != nil {
 		return fail(err)
 	}
@@ -313,7 +290,7 @@ func serve(ctx context.Context, cfg *serveConfig, logger *slog.Logger) error {
 	if !upstreamUp {
 		g.Go(func() error { reprobe(gctx, conn, logger); return nil })
 	}
-	g.Go(func() error { criproxy.LogUpstreamState(gctx, conn, logger); return nil })
+	g.Go(func() error { forward.LogUpstreamState(gctx, conn, logger); return nil })
 	g.Go(func() error { return srv.Serve(gctx, lis) })
 	err = g.Wait()
 	logger.Info("criguard stopped")
@@ -325,7 +302,7 @@ func serve(ctx context.Context, cfg *serveConfig, logger *slog.Logger) error {
 func probe(ctx context.Context, conn *grpc.ClientConn, logger *slog.Logger) (bool, error) {
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	v, err := criproxy.Probe(pctx, conn)
+	v, err := forward.Probe(pctx, conn)
 	switch {
 	case err == nil:
 		logger.Info("upstream answers", "upstream", conn.Target(), "runtime", v.GetRuntimeName(),
@@ -353,7 +330,7 @@ func reprobe(ctx context.Context, conn *grpc.ClientConn, logger *slog.Logger) {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		v, err := criproxy.Probe(pctx, conn)
+		v, err := forward.Probe(pctx, conn)
 		cancel()
 		switch {
 		case err == nil:

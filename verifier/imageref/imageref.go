@@ -43,6 +43,7 @@ type Ref struct {
 	registry string // canonical registry: docker.io, 127.0.0.1:5199, [::1]:5000
 	path     string // repository path: library/nginx
 	written  string // the path as written, for Kyverno's spelling: nginx
+	repo     string // registry/path, built once: every matcher and cache key asks for it
 	tag      string // "latest" when neither tag nor digest was written
 	digest   string // sha256:<64 hex> when written
 }
@@ -86,7 +87,8 @@ func Parse(s string) (Ref, error) {
 	if reg == DockerHub && !strings.Contains(path, "/") {
 		r.path = "library/" + path
 	}
-	if _, err := name.NewRepository(r.Repository(), name.StrictValidation); err != nil {
+	r.repo = r.registry + "/" + r.path
+	if _, err := name.NewRepository(r.repo, name.StrictValidation); err != nil {
 		return Ref{}, fmt.Errorf("image reference %q is not valid: %w", s, err)
 	}
 	return r, nil
@@ -110,7 +112,7 @@ func (r Ref) Registry() string { return r.registry }
 func (r Ref) Path() string { return r.path }
 
 // Repository is registry/path (docker.io/library/nginx).
-func (r Ref) Repository() string { return r.registry + "/" + r.path }
+func (r Ref) Repository() string { return r.repo }
 
 // Tag is the tag written, "latest" when neither tag nor digest was, "" when
 // only a digest was.

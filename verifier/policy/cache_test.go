@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/criguard/criguard/verifier/cosign"
 )
 
 const cacheRepo = "registry.example.com/team/app"
@@ -372,4 +375,94 @@ func TestMaxConcurrentVerifications(t *testing.T) {
 	}
 	close(e.v.gate)
 	<-first
+}
+
+// Verdicts are kept per credential identity: what one namespace's pull secret
+// could (or could not) read never decides for a caller with other credentials
+// (issue 11: a wrong secret in namespace A made B's pulls fail from cache).
+func TestCacheCredentialsInKey(t *testing.T) {
+	e, eng := cacheEnv(t, "  cache: {ttl: 10m}\n")
+	dg := digestOf('4')
+	e.v.private[dg] = "alice"
+	img := cacheRepo + "@" + dg
+	judge := func(auth *cosign.Auth) Decision {
+		return eng.Evaluate(context.Background(), Input{Image: img, Namespace: "team", Auth: auth})
+	}
+	alice := &cosign.Auth{Username: "alice", Password: "pw"}
+	if d := judge(alice); !d.Allowed || d.Cached {
+		t.Fatalf("alice: %+v", d)
+	}
+	if d := judge(&cosign.Auth{Username: "alice", Password: "pw"}); !d.Allowed || !d.Cached {
+		t.Fatalf("the same credentials again are served from cache: %+v", d)
+	}
+	for _, tc := range []struct {
+		auth    *cosign.Auth
+		allowed bool
+	}{
+		{nil, false},
+		{&cosign.Auth{Username: "mallory", Password: "x"}, false},
+		{&cosign.Auth{Username: "alice", Password: "other"}, true}, // the fake registry checks the user only
+	} {
+		if d := judge(tc.auth); d.Allowed != tc.allowed || d.Cached {
+			t.Fatalf("%+v: got allowed=%v cached=%v, want allowed=%v judged afresh: %s", tc.auth, d.Allowed, d.Cached, tc.allowed, d.Reason)
+		}
+	}
+	// The failures were incomplete (401): not cached; alice's verdict stands.
+	if d := judge(alice); !d.Allowed || !d.Cached {
+		t.Fatalf("alice after the others: %+v", d)
+	}
+	if n := e.v.verifies.Load(); n != 4 {
+		t.Fatalf("verifies = %d, want 4 (alice once, each other identity once)", n)
+	}
+}
+
+// Under Kyverno's semantics a registry error such as a 401 fails the rule (as
+// Kyverno does), but the denial is never cached: other credentials, or the
+// same ones a moment later, may verify.
+func TestCacheKyvernoRegistryErrorNotCached(t *testing.T) {
+	e := newEnv(t)
+	dg := digestOf('5')
+	e.v.sign("ghcr.io/team/app@"+dg, e.fpA)
+	e.v.private[dg] = "alice"
+	eng := e.engine(`apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: k}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: {any: [{resources: {kinds: [Pod]}}]}
+    verifyImages:
+    - imageReferences: ["ghcr.io/*"]
+      attestors:
+      - entries:
+        - keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}
+`)
+	in := Input{Image: "ghcr.io/team/app@" + dg, Namespace: "b"}
+	for i := range 2 {
+		if d := eng.Evaluate(context.Background(), in); d.Allowed || d.Cached || !strings.Contains(d.Reason, "401") {
+			t.Fatalf("evaluation %d: %+v", i, d)
+		}
+	}
+	if n := e.v.verifies.Load(); n != 2 {
+		t.Fatalf("verifies = %d: the registry-error denial was cached", n)
+	}
+	in.Auth = &cosign.Auth{Username: "alice"}
+	if d := eng.Evaluate(context.Background(), in); !d.Allowed {
+		t.Fatalf("with alice's credentials: %+v", d)
+	}
+}
+
+// A verification that panics is a denial, not the end of the process
+// (singleflight would re-panic it in a goroutine of its own), and not cached.
+func TestVerificationPanicDenies(t *testing.T) {
+	e, eng := cacheEnv(t, "")
+	dg := digestOf('6')
+	e.v.panics[dg] = true
+	for i := range 2 {
+		d := eval(eng, cacheRepo+"@"+dg, "")
+		if d.Allowed || d.Cached || !strings.Contains(d.Reason, "failed internally") {
+			t.Fatalf("evaluation %d: %+v", i, d)
+		}
+	}
 }

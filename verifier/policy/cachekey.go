@@ -1,19 +1,24 @@
 package policy
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
 )
 
 // cacheKey names a verdict: the policy generation, the rules that matched with
 // their modes (they depend on the namespace and on how the image was spelled),
-// the repository and the digest. Only verdicts that needed a verification are
-// cached.
-func cacheKey(set *Set, matched []matchedRule, ref imageref.Ref, digest string, in Input) (string, bool) {
+// the repository, the digest and the credentials used (what one namespace's
+// secret could read must not decide for another). Only verdicts that needed a
+// verification are cached.
+func cacheKey(set *Set, matched []matchedRule, ref imageref.Ref, digest string, in Input, credID string) (string, bool) {
 	if in.Local || digest == "" {
 		return "", false
 	}
@@ -32,7 +37,7 @@ func cacheKey(set *Set, matched []matchedRule, ref imageref.Ref, digest string, 
 		return "", false
 	}
 	slices.Sort(ids)
-	return fmt.Sprintf("%d\x00%s\x00%s\x00%t\x00%s", set.Generation, ref.Repository(), digest, ref.HasDigest(), strings.Join(ids, "\x01")), true
+	return fmt.Sprintf("%d\x00%s\x00%s\x00%t\x00%s\x00%s", set.Generation, ref.Repository(), digest, ref.HasDigest(), strings.Join(ids, "\x01"), credID), true
 }
 
 // cacheTTL: allows for the shortest TTL of the policies involved, anything
@@ -49,7 +54,7 @@ func cacheTTL(d Decision, matched []matchedRule) (time.Duration, bool) {
 		return 0, false
 	}
 	for _, o := range d.Rules {
-		if o.Result == "incomplete" {
+		if o.Result == OutcomeIncomplete || o.transient {
 			return 0, false
 		}
 	}
@@ -86,4 +91,18 @@ func resolveTimeout(set *Set, matched []matchedRule) time.Duration {
 		t = DefaultTimeout
 	}
 	return t
+}
+
+// credentialID names auth for cache keys: an HMAC under the engine's own
+// random key, "" for none.
+func (e *Engine) credentialID(auth *cosign.Auth) string {
+	if auth == nil || *auth == (cosign.Auth{}) {
+		return ""
+	}
+	m := hmac.New(sha256.New, e.credKey)
+	for _, f := range []string{auth.Username, auth.Password, auth.Auth, auth.IdentityToken, auth.RegistryToken} {
+		m.Write([]byte(f))
+		m.Write([]byte{0})
+	}
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }

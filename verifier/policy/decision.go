@@ -87,6 +87,11 @@ type RuleOutcome struct {
 	// Result is OutcomePass, OutcomeFail or OutcomeIncomplete.
 	Result string `json:"result"`
 	Reason string `json:"reason"`
+	// transient marks a failure that rests on a verification that could not
+	// complete (Kyverno counts registry errors such as a 401 as failures): a
+	// denial, but never cached, since other credentials or a moment later may
+	// verify.
+	transient bool
 }
 
 // Verdict is a decision's outcome in one word (also a metric label value).

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,10 @@ type Engine struct {
 	slots  *slots
 	// slotCount counts verifications that got no slot (SlotStats).
 	slotCount slotCounters
+	// credKey keys the HMAC that names credentials in cache keys: verdicts
+	// are kept per credential identity without keeping anything from which a
+	// password could be recovered, even in memory.
+	credKey []byte
 	// waitHook, when set (tests), runs when a caller starts waiting for a
 	// shared verification.
 	waitHook func()
@@ -51,7 +56,10 @@ func NewEngine(store *Store, v Verifier, logger *slog.Logger, opts ...EngineOpti
 		logger = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{store: store, v: v, log: logger, now: time.Now, cache: newVerdictCache(),
-		slots: newSlots(DefaultMaxConcurrentVerifications, 0)}
+		slots: newSlots(DefaultMaxConcurrentVerifications, 0), credKey: make([]byte, 32)}
+	if _, err := rand.Read(e.credKey); err != nil {
+		panic(fmt.Sprintf("policy: reading randomness for the engine: %v", err)) // crypto/rand never fails on Linux
+	}
 	for _, o := range opts {
 		o(e)
 	}
@@ -170,7 +178,7 @@ func (e *Engine) resolve(ctx context.Context, set *Set, matched []matchedRule, r
 // judgeCached judges through the verdict cache; identical concurrent
 // verifications are made once and shared.
 func (e *Engine) judgeCached(ctx context.Context, set *Set, matched []matchedRule, ref imageref.Ref, d Decision, in Input, resolveErr error) Decision {
-	key, cacheable := cacheKey(set, matched, ref, d.Digest, in)
+	key, cacheable := cacheKey(set, matched, ref, d.Digest, in, e.credentialID(in.Auth))
 	if !cacheable || resolveErr != nil {
 		return e.judge(ctx, matched, ref, d, in, resolveErr)
 	}
@@ -178,15 +186,24 @@ func (e *Engine) judgeCached(ctx context.Context, set *Set, matched []matchedRul
 		cd.Image, cd.Digest, cd.Cached, cd.Generation = d.Image, d.Digest, true, set.Generation
 		return cd
 	}
-	ch := e.flight.DoChan(key, func() (any, error) {
+	ch := e.flight.DoChan(key, func() (out any, err error) {
+		// singleflight re-panics a panic of this function in a goroutine of
+		// its own, which would end the process: a verification that panics
+		// (a library choking on hostile input) is a denial instead.
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("policy: verification panicked; denied", "image", d.Image, "digest", d.Digest, "panic", fmt.Sprint(r))
+				out, err = deny(d, fmt.Sprintf("verification failed internally (%v); refused (a bug: please report it with criguard's log)", r)), nil
+			}
+		}()
 		// Detached from the first caller: its cancellation must not fail
 		// the others sharing this verification; rule timeouts bound it.
 		vctx := context.WithoutCancel(ctx)
-		out := e.judge(vctx, matched, ref, d, in, nil)
-		if ttl, ok := cacheTTL(out, matched); ok {
-			e.cache.put(set.Generation, key, out, e.now().Add(ttl))
+		dec := e.judge(vctx, matched, ref, d, in, nil)
+		if ttl, ok := cacheTTL(dec, matched); ok {
+			e.cache.put(set.Generation, key, dec, e.now().Add(ttl))
 		}
-		return out, nil
+		return dec, nil
 	})
 	if e.waitHook != nil {
 		e.waitHook()

@@ -77,6 +77,8 @@ type fakeVerifier struct {
 	signed       map[string]map[string]bool // "repo@digest" -> key fingerprints that signed it
 	incomplete   map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
 	serverError  map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
+	private      map[string]string          // digest -> the only username the registry lets read it (else 401)
+	panics       map[string]bool            // digest -> Verify panics (a library choking on hostile input)
 	resolveErr   error
 	answerDigest string        // when set, Verify answers for this digest (a confused verifier)
 	gate         chan struct{} // when set, Verify waits for it to close
@@ -88,7 +90,7 @@ type fakeVerifier struct {
 }
 
 func newFake() *fakeVerifier {
-	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}, serverError: map[string]bool{}}
+	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}, serverError: map[string]bool{}, private: map[string]string{}, panics: map[string]bool{}}
 }
 
 func fingerprint(t testing.TB, pemText string) string {
@@ -140,11 +142,17 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
+	if f.panics[req.Digest] {
+		panic("hostile input")
+	}
 	if f.incomplete[req.Digest] {
 		return cosign.Result{}, fmt.Errorf("%w: registry unreachable: %w", cosign.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})
 	}
 	if f.serverError[req.Digest] {
 		return cosign.Result{}, fmt.Errorf("%w: registry answered 503 Service Unavailable", cosign.ErrIncomplete)
+	}
+	if user, ok := f.private[req.Digest]; ok && (req.Auth == nil || req.Auth.Username != user) {
+		return cosign.Result{}, fmt.Errorf("%w: registry answered 401 Unauthorized", cosign.ErrIncomplete)
 	}
 	repo := req.Image.Repository()
 	if req.SignatureRepository != "" {

@@ -81,6 +81,7 @@ func (e *Engine) judgeVerify(ctx context.Context, memo map[verifyMemoKey]verifyM
 			// rule errors, which failurePolicy governs; any other registry
 			// error fails the rule (imageVerifier.handleRegistryErrors).
 			o.Result, o.Reason = OutcomeFail, fmt.Sprintf("%s: verification could not complete (a registry error, not a network error or timeout: Kyverno counts it as a failed verification): %s", what, incompleteDetail(err))
+			o.transient = true
 		case err != nil && errors.Is(err, cosign.ErrIncomplete):
 			o.Result, o.Reason = OutcomeIncomplete, fmt.Sprintf("%s: verification could not complete: %s", what, incompleteDetail(err))
 			if errors.Is(err, ErrSaturated) {

@@ -280,3 +280,35 @@ func (p *pathWatch) ensure() (bool, error) {
 	p.cur = st
 	return true, errors.Join(errs...)
 }
+
+// WatchForever is Watch for the life of ctx: a watch that stops (the watched
+// directory replaced or removed, inotify limits) is started again after a
+// reload that picks up what changed while nothing watched, with backoff up to
+// 30 s; meanwhile trigger still reloads. Losing the watch must never stop the
+// node's runtime nor leave an edit unnoticed for long.
+func (s *Store) WatchForever(ctx context.Context, trigger <-chan struct{}) {
+	const maxBackoff = 30 * time.Second
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := s.Watch(ctx, trigger)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > maxBackoff {
+			backoff = time.Second
+		}
+		s.log.Error("policy file watch stopped; watching again", "path", s.path, "error", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-trigger:
+		case <-t.C:
+		}
+		t.Stop()
+		_ = s.Reload()
+		backoff = min(2*backoff, maxBackoff)
+	}
+}

@@ -7,7 +7,7 @@
 //	bareforwarder -listen /path/fwd.sock -upstream /path/containerd.sock [-impl plain|criproxy]
 //
 // -impl plain (default) is this file's handler with a []byte codec;
-// -impl criproxy is criproxy.NewBareForwarder (criguard's own unary path
+// -impl criproxy is forward.NewBareForwarder (criguard's own unary path
 // without its method table, guard or logging).
 package main
 
@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/criguard/criguard/criproxy"
+	"github.com/criguard/criguard/criproxy/forward"
 )
 
 const maxMsg = 16 << 20
@@ -69,7 +69,7 @@ func run(listen, upstream, impl string) error {
 	case "plain":
 		srv = plain(conn)
 	case "criproxy":
-		srv = criproxy.NewBareForwarder(conn)
+		srv = forward.NewBareForwarder(conn)
 	default:
 		return fmt.Errorf("-impl %q: want plain or criproxy", impl)
 	}

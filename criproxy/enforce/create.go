@@ -1,0 +1,284 @@
+package enforce
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/verifier/imageref"
+	"github.com/criguard/criguard/verifier/policy"
+)
+
+// CreateContainer requires an allow for the container's image and every image
+// volume, judged by the repository digests containerd holds for them.
+func (e *Enforcer) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next forward.CreateFunc) (*runtimeapi.CreateContainerResponse, error) {
+	p, err := e.sandboxPod(ctx, req, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	ns, pod := p.namespace, p.name
+	cfg := req.GetConfig()
+	// ids are the image IDs judged: containerd is handed those, not names, so
+	// that a tag moved after the judgement cannot swap what runs.
+	id, err := e.judgeLocal(ctx, ns, pod, cfg.GetImage())
+	if err != nil {
+		return nil, err
+	}
+	rewrite := id != cfg.GetImage().GetImage()
+	mountIDs := make([]string, len(cfg.GetMounts()))
+	for i, m := range cfg.GetMounts() {
+		if m.GetImage().GetImage() == "" {
+			continue
+		}
+		if mountIDs[i], err = e.judgeLocal(ctx, ns, pod, m.GetImage()); err != nil {
+			return nil, err
+		}
+		rewrite = rewrite || mountIDs[i] != m.GetImage().GetImage()
+	}
+	if rewrite {
+		req = proto.CloneOf(req)
+		pinImage(req.Config.Image, id)
+		for i, m := range req.Config.Mounts {
+			if mountIDs[i] != "" {
+				pinImage(m.Image, mountIDs[i])
+			}
+		}
+	}
+	resp, err := next(ctx, req)
+	if err != nil {
+		e.metrics.upstreamError(OpCreateContainer)
+	}
+	return resp, err
+}
+
+// pinImage names an image by the ID that was judged, keeping the name the user
+// asked for in user_specified_image (what runtimes show).
+func pinImage(spec *runtimeapi.ImageSpec, id string) {
+	if spec.GetImage() == id {
+		return
+	}
+	if spec.UserSpecifiedImage == "" {
+		spec.UserSpecifiedImage = spec.Image
+	}
+	spec.Image = id
+}
+
+// judgeLocal judges an image already on the node and returns its image ID.
+//
+// Which name is judged: containerd may know one image (one image ID) under
+// several repositories. When kubelet says which one the user asked for
+// (user_specified_image, or config.image itself when it is a reference) and
+// containerd does know the image by that name (the tag among its tags, or the
+// digest among its repository digests), that repository is judged, as the pull
+// would have been; if containerd has no digest for it (imported, tagged
+// locally) the image is judged as Local. The claim is checked because it comes
+// from the client: an unsigned image's ID paired with the name of a repository
+// an Allow rule admits must not run under that name. When nothing (true) says
+// which name was meant, every name the image is known under must allow it: any
+// of them could be the name a restrictive rule was written for, and the content
+// is the same, so the strictest verdict is the safe one. Within one repository,
+// any of its digests allowing suffices: they all name this same image content
+// (same config, hence same layers).
+func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec) (string, error) {
+	start := time.Now()
+	image := spec.GetImage()
+	if image == "" {
+		d := policy.Decision{Reason: "the container names no image"}
+		e.record(OpCreateContainer, ns, pod, image, d, start)
+		return "", denial(codes.PermissionDenied, image, d)
+	}
+	if img, ok := e.names.get(image, start); ok {
+		if id, allowed := e.allowRemembered(ctx, ns, pod, spec, img, start); allowed {
+			return id, nil
+		}
+		// The remembered names do not settle it: ask containerd afresh.
+	}
+	img, err := e.imageStatus(ctx, spec, start)
+	if err != nil {
+		return "", err
+	}
+	candidates, err := e.candidates(ctx, ns, pod, spec, img, start)
+	if err != nil {
+		return "", err
+	}
+	for _, group := range candidates {
+		if err := e.judgeGroup(ctx, ns, pod, group, start); err != nil {
+			return "", err
+		}
+		start = time.Now()
+	}
+	if img.GetId() == "" {
+		// Without an ID the create cannot be pinned to what was judged: a tag
+		// moved in between would swap what runs.
+		d := policy.Decision{Image: image, Reason: "containerd gave no image ID for it, so criguard cannot pin the container to the image it judged"}
+		e.record(OpCreateContainer, ns, pod, image, d, start)
+		return "", denial(codes.PermissionDenied, image, d)
+	}
+	return img.GetId(), nil
+}
+
+// imageStatus asks containerd for the image and remembers its names by ID.
+func (e *Enforcer) imageStatus(ctx context.Context, spec *runtimeapi.ImageSpec, now time.Time) (*runtimeapi.Image, error) {
+	image := spec.GetImage()
+	st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{
+		Image: image, Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler(),
+	}})
+	if err != nil {
+		e.metrics.upstreamError(opImageStatus)
+		return nil, status.Errorf(status.Code(err), "criguard: cannot judge image %q: looking it up in containerd failed: %v", image, status.Convert(err).Message())
+	}
+	img := st.GetImage()
+	if img == nil {
+		return nil, status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
+	}
+	if img.GetId() == image {
+		e.names.put(img, now)
+	}
+	return img, nil
+}
+
+// candidates are the groups of inputs to judge (see judgeLocal): every group
+// must allow; within a group, any input allowing suffices.
+func (e *Enforcer) candidates(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *runtimeapi.Image, start time.Time) ([][]policy.Input, error) {
+	image := spec.GetImage()
+	asked := spec.GetUserSpecifiedImage()
+	if asked == "" && !imageref.IsImageID(image) {
+		asked = image
+	}
+	groups, order := repoDigestGroups(img.GetRepoDigests())
+	if asked != "" {
+		ref, err := imageref.Parse(asked)
+		if err != nil {
+			d := policy.Decision{Image: asked, Reason: err.Error()}
+			e.record(OpCreateContainer, ns, pod, asked, d, start)
+			return nil, denial(codes.PermissionDenied, asked, d)
+		}
+		if claimHolds(ref, img.GetRepoTags(), groups) {
+			return [][]policy.Input{e.inputs(ns, pod, asked, ref, claimedDigests(ref, groups))}, nil
+		}
+		e.log.WarnContext(ctx, "the image is not known to containerd by the name the request claims; judging every name it has",
+			"image", image, "claimed", asked, "repo_tags", img.GetRepoTags(), "repo_digests", img.GetRepoDigests())
+	}
+	var out [][]policy.Input
+	for _, repo := range order {
+		name, ref := nameForGroup(repo, img.GetRepoTags())
+		out = append(out, e.inputs(ns, pod, name, ref, groups[repo.Repository()]))
+	}
+	// Tags in repositories containerd holds no digest for are names too.
+	for _, t := range img.GetRepoTags() {
+		r, err := imageref.Parse(t)
+		if err != nil {
+			r = imageref.Ref{}
+		}
+		if err != nil || len(groups[r.Repository()]) == 0 {
+			out = append(out, e.inputs(ns, pod, t, r, nil))
+		}
+	}
+	if len(out) == 0 { // no name at all: judged (and refused) by its ID
+		out = append(out, e.inputs(ns, pod, img.GetId(), imageref.Ref{}, nil))
+	}
+	return out, nil
+}
+
+// judgeGroup records one decision for a group of inputs naming the same
+// repository: the first allow, else the first denial (an error).
+func (e *Enforcer) judgeGroup(ctx context.Context, ns, pod string, group []policy.Input, start time.Time) error {
+	var first policy.Decision
+	for i, in := range group {
+		d := e.judge.Evaluate(ctx, in)
+		if d.Allowed {
+			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+			return nil
+		}
+		if i == 0 {
+			first = d
+		}
+	}
+	e.record(OpCreateContainer, ns, pod, group[0].Image, first, start)
+	return denial(codes.PermissionDenied, group[0].Image, first)
+}
+
+// allowRemembered judges an image by the names remembered for its ID, and
+// reports an allow only: the name the request claims must be among them and its
+// repository must allow. Anything else (no claim, an unknown name, a denial) is
+// left to a fresh lookup, which also records the decision.
+func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *runtimeapi.Image, start time.Time) (string, bool) {
+	asked := spec.GetUserSpecifiedImage()
+	if asked == "" {
+		return "", false
+	}
+	ref, err := imageref.Parse(asked)
+	if err != nil {
+		return "", false
+	}
+	groups, _ := repoDigestGroups(img.GetRepoDigests())
+	if !claimHolds(ref, img.GetRepoTags(), groups) {
+		return "", false
+	}
+	for _, in := range e.inputs(ns, pod, asked, ref, claimedDigests(ref, groups)) {
+		d := e.judge.Evaluate(ctx, in)
+		if d.Allowed {
+			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+			return img.GetId(), true
+		}
+	}
+	return "", false
+}
+
+// repoDigestGroups groups "repo@digest" strings by canonical repository,
+// keeping first-seen order. Unparsable entries are dropped: they cannot be judged.
+func repoDigestGroups(repoDigests []string) (map[string][]string, []imageref.Ref) {
+	groups := make(map[string][]string, len(repoDigests))
+	var order []imageref.Ref
+	for _, rd := range repoDigests {
+		r, err := imageref.Parse(rd)
+		if err != nil || !r.HasDigest() {
+			continue
+		}
+		repo := r.Repository()
+		if _, seen := groups[repo]; !seen {
+			order = append(order, r)
+		}
+		groups[repo] = append(groups[repo], r.Digest())
+	}
+	return groups, order
+}
+
+// nameForGroup prefers a tag of the repository (what policies' patterns are
+// usually written against), else the repository digest's own reference.
+func nameForGroup(repo imageref.Ref, repoTags []string) (string, imageref.Ref) {
+	for _, t := range repoTags {
+		if r, err := imageref.Parse(t); err == nil && r.Repository() == repo.Repository() {
+			return t, r
+		}
+	}
+	return repo.Repository(), repo
+}
+
+// claimHolds reports whether containerd knows the image by ref: its digest
+// among the repository's digests, else its tag among the image's tags.
+func claimHolds(ref imageref.Ref, repoTags []string, groups map[string][]string) bool {
+	if ref.HasDigest() {
+		return contains(groups[ref.Repository()], ref.Digest())
+	}
+	for _, t := range repoTags {
+		if r, err := imageref.Parse(t); err == nil && r.Repository() == ref.Repository() && r.Tag() == ref.Tag() && !r.HasDigest() {
+			return true
+		}
+	}
+	return false
+}
+
+// claimedDigests are the digests to judge for a claim that holds: the one it
+// names, else every digest containerd holds for its repository.
+func claimedDigests(ref imageref.Ref, groups map[string][]string) []string {
+	if ref.HasDigest() {
+		return []string{ref.Digest()}
+	}
+	return groups[ref.Repository()]
+}

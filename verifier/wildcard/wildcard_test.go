@@ -1,0 +1,40 @@
+package wildcard
+
+import "testing"
+
+func TestMatch(t *testing.T) {
+	for _, c := range []struct {
+		p, s string
+		want bool
+	}{
+		{"*", "", true}, {"*", "a/b", true}, {"a*c", "abbbc", true}, {"a?c", "abc", true}, {"a?c", "ac", false},
+		{"*b*", "abc", true}, {"a*", "b", false}, {"", "", true}, {"", "a", false}, {"ab", "abc", false},
+		{"a*b*c", "axxbyyc", true}, {"a*b*c", "axxbyy", false}, {"é?", "éa", true},
+		{"*", "*0", true}, {"*?0", "*0", true}, {"a*", "a*b", true}, // a pattern star facing a star in s
+	} {
+		if got := Match(c.p, c.s); got != c.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", c.p, c.s, got, c.want)
+		}
+	}
+}
+
+func FuzzMatch(f *testing.F) {
+	f.Add("a*b?c", "axxbyc")
+	f.Fuzz(func(t *testing.T, p, s string) {
+		if Match(p, s) && p == "" && s != "" {
+			t.Fatalf("empty pattern matched %q", s)
+		}
+		if !Match("*", s) || !Match(s+"*", s) && !containsMeta(s) {
+			t.Fatalf("%q does not match * or itself followed by *", s)
+		}
+	})
+}
+
+func containsMeta(s string) bool {
+	for _, r := range s {
+		if r == '*' || r == '?' {
+			return true
+		}
+	}
+	return false
+}
