@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"strings"
+
+	"github.com/criguard/criguard/verifier/wildcard"
 )
 
 // advise returns warnings about a valid set that does less than its author
@@ -74,7 +76,7 @@ func tagOnlyPattern(p string) bool {
 		return false
 	}
 	concrete := strings.NewReplacer("*", "x", "?", "x").Replace(base)
-	return !matchWildcard(p, concrete+"@sha256:"+strings.Repeat("0", 64))
+	return !wildcard.Match(p, concrete+"@sha256:"+strings.Repeat("0", 64))
 }
 
 // tagBase is the pattern without its tag part ("ghcr.io/a/b:*" -> "ghcr.io/a/b").

@@ -63,17 +63,3 @@ func FuzzLoadDocuments(f *testing.F) {
 		}
 	})
 }
-
-func FuzzMatchWildcard(f *testing.F) {
-	f.Add("ghcr.io/*", "ghcr.io/a/b:c")
-	f.Add("a?c*", "abcdef")
-	f.Fuzz(func(t *testing.T, pattern, s string) {
-		got := matchWildcard(pattern, s)
-		if pattern == s && !got {
-			t.Fatalf("%q does not match itself", s)
-		}
-		if pattern == "*" && !got {
-			t.Fatal("* must match everything")
-		}
-	})
-}

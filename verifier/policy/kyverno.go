@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/criguard/criguard/verifier/keys"
+
+	"github.com/criguard/criguard/verifier/wildcard"
 )
 
 // present reports whether a raw field holds something other than nothing.
@@ -43,17 +45,17 @@ var podKinds = map[string]bool{
 // node, where criguard cannot tell which controller made a pod.
 func kindCoversPods(k string, excluding bool) bool {
 	kind, sub := splitKindSelector(k)
-	if excluding && !matchWildcard(sub, "") {
+	if excluding && !wildcard.Match(sub, "") {
 		return false
 	}
-	if !excluding && !matchWildcard(sub, "") && !matchWildcard(sub, "ephemeralcontainers") {
+	if !excluding && !wildcard.Match(sub, "") && !wildcard.Match(sub, "ephemeralcontainers") {
 		return false // Pod/status, Pod/exec...: no container is created
 	}
 	for pk := range podKinds {
 		if pk != "Pod" && excluding {
 			continue
 		}
-		if matchWildcard(kind, pk) {
+		if wildcard.Match(kind, pk) {
 			return true
 		}
 	}

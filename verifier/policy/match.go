@@ -7,38 +7,9 @@ import (
 	"unicode"
 
 	"github.com/criguard/criguard/verifier/imageref"
-)
 
-// matchWildcard reports whether name matches pattern with Kyverno's wildcard
-// semantics: '*' matches any run of characters (including '/' and none), '?'
-// exactly one character, everything else itself; the whole name must match.
-// Iterative with single-star backtracking: linear memory, no recursion, so a
-// hostile pattern cannot blow the stack.
-func matchWildcard(pattern, s string) bool {
-	p, n := []rune(pattern), []rune(s)
-	pi, ni := 0, 0
-	star, mark := -1, 0
-	for ni < len(n) {
-		switch {
-		case pi < len(p) && (p[pi] == '?' || p[pi] == n[ni]):
-			pi++
-			ni++
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, ni
-			pi++
-		case star >= 0:
-			pi = star + 1
-			mark++
-			ni = mark
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == '*' {
-		pi++
-	}
-	return pi == len(p)
-}
+	"github.com/criguard/criguard/verifier/wildcard"
+)
 
 // checkPattern refuses patterns that cannot mean what their author expects:
 // empty ones, whitespace, and glob syntax Kyverno's wildcards do not have.
@@ -69,7 +40,7 @@ func checkPattern(p string) error {
 func matchesAny(ref imageref.Ref, patterns []string) bool {
 	for _, p := range patterns {
 		for _, s := range ref.Spellings() {
-			if matchWildcard(p, s) {
+			if wildcard.Match(p, s) {
 				return true
 			}
 		}
@@ -84,7 +55,7 @@ func excludedBy(ref imageref.Ref, patterns []string) bool {
 	for _, p := range patterns {
 		all := true
 		for _, s := range ref.Spellings() {
-			if !matchWildcard(p, s) {
+			if !wildcard.Match(p, s) {
 				all = false
 				break
 			}

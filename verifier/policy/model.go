@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/criguard/criguard/verifier/keys"
+
+	"github.com/criguard/criguard/verifier/wildcard"
 )
 
 // Mode says what a failed rule does.
@@ -215,7 +217,7 @@ func (m NamespaceMatch) matches(ns string, excluding bool) bool {
 			return !excluding
 		}
 		for _, g := range f.Namespaces {
-			if matchWildcard(g, ns) {
+			if wildcard.Match(g, ns) {
 				return true
 			}
 		}
@@ -260,7 +262,7 @@ func (r *Rule) modeFor(ns string) Mode {
 			return o.Mode
 		}
 		for _, g := range o.Namespaces {
-			if matchWildcard(g, ns) {
+			if wildcard.Match(g, ns) {
 				return o.Mode
 			}
 		}
