@@ -227,9 +227,10 @@ type matchedRule struct {
 
 func (e *Engine) match(set *Set, ref imageref.Ref, ns string) []matchedRule {
 	var out []matchedRule
+	sp := ref.Spellings()
 	for _, p := range set.Policies {
 		for _, r := range p.Rules {
-			if !r.appliesToNamespace(ns) || !matchesAny(ref, r.Images) || excludedBy(ref, r.ExcludeImages) {
+			if !r.appliesToNamespace(ns) || !matchesAny(sp, r.Images) || excludedBy(sp, r.ExcludeImages) {
 				continue
 			}
 			out = append(out, matchedRule{r: r, mode: r.modeFor(ns)})

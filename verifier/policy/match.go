@@ -6,8 +6,6 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/criguard/criguard/verifier/imageref"
-
 	"github.com/criguard/criguard/verifier/wildcard"
 )
 
@@ -36,10 +34,10 @@ func checkPattern(p string) error {
 }
 
 // matchesAny: an include pattern list matches when any pattern matches any
-// spelling of the reference (more rules apply); see imageref.Ref.Spellings.
-func matchesAny(ref imageref.Ref, patterns []string) bool {
+// spelling of the reference (imageref.Ref.Spellings; more rules apply).
+func matchesAny(spellings, patterns []string) bool {
 	for _, p := range patterns {
-		for _, s := range ref.Spellings() {
+		for _, s := range spellings {
 			if wildcard.Match(p, s) {
 				return true
 			}
@@ -51,10 +49,10 @@ func matchesAny(ref imageref.Ref, patterns []string) bool {
 // excludedBy: an exclude list matches only when one pattern matches every
 // spelling (an exclusion never applies on a technicality of how the pod
 // spelled the name).
-func excludedBy(ref imageref.Ref, patterns []string) bool {
+func excludedBy(spellings, patterns []string) bool {
 	for _, p := range patterns {
 		all := true
-		for _, s := range ref.Spellings() {
+		for _, s := range spellings {
 			if !wildcard.Match(p, s) {
 				all = false
 				break

@@ -13,19 +13,19 @@ func TestIncludeExcludeSpellings(t *testing.T) {
 	}
 	// Includes match any spelling: both Kyverno's and Docker's forms select it.
 	for _, p := range []string{"docker.io/nginx*", "docker.io/library/nginx*", "*nginx*"} {
-		if !matchesAny(r, []string{p}) {
+		if !matchesAny(r.Spellings(), []string{p}) {
 			t.Errorf("include %q does not match nginx", p)
 		}
 	}
-	if matchesAny(r, []string{"index.docker.io/*", "ghcr.io/*"}) {
+	if matchesAny(r.Spellings(), []string{"index.docker.io/*", "ghcr.io/*"}) {
 		t.Error("unexpected include match (patterns are made canonical at load, not here)")
 	}
 	// Excludes must match every spelling: an exclusion never applies because of
 	// how one pod happened to spell the name.
-	if excludedBy(r, []string{"docker.io/nginx*"}) || excludedBy(r, []string{"docker.io/library/*"}) {
+	if excludedBy(r.Spellings(), []string{"docker.io/nginx*"}) || excludedBy(r.Spellings(), []string{"docker.io/library/*"}) {
 		t.Error("partial-spelling exclude applied")
 	}
-	if !excludedBy(r, []string{"docker.io/*nginx*"}) || !excludedBy(r, []string{"*"}) {
+	if !excludedBy(r.Spellings(), []string{"docker.io/*nginx*"}) || !excludedBy(r.Spellings(), []string{"*"}) {
 		t.Error("full exclude did not apply")
 	}
 }
