@@ -267,6 +267,9 @@ type finding struct {
 	otherFor string // a trusted key verified it, but for this other digest
 	otherKey int
 	attest   string // a trusted key signed it, but it is not an image signature
+	// container: the problem is with what holds signatures (the .sig
+	// manifest), so no signature was read: it is not counted as one.
+	container bool
 }
 
 // judgement collects signatures for one digest and checks them against keys.
@@ -451,8 +454,17 @@ func (j *judgement) verdict(need int) (bool, string) {
 		parts = append(parts, fmt.Sprintf("%d signed by keys not trusted here", untrusted))
 	}
 	parts = append(parts, problems...)
+	sigs := 0
+	for _, f := range j.findings {
+		if !f.container {
+			sigs++
+		}
+	}
+	if sigs == 0 {
+		return false, fmt.Sprintf("no cosign signature could be read for %s (%s): %s%s", j.digest, where, strings.Join(parts, "; "), truncated)
+	}
 	return false, fmt.Sprintf("%d cosign signature(s) found for %s but none verified by a trusted key (%s): %s%s",
-		len(j.findings), j.digest, strings.Join(trusted, ", "), strings.Join(parts, "; "), truncated)
+		sigs, j.digest, strings.Join(trusted, ", "), strings.Join(parts, "; "), truncated)
 }
 
 func keyNames(ks []*keys.Key, only map[int]bool) []string {

@@ -33,6 +33,8 @@ type Engine struct {
 	cache  *verdictCache
 	flight singleflight.Group
 	slots  *slots
+	// slotCount counts verifications that got no slot (SlotStats).
+	slotCount slotCounters
 	// credKey keys the HMAC that names credentials in cache keys: verdicts
 	// are kept per credential identity without keeping anything from which a
 	// password could be recovered, even in memory.

@@ -82,6 +82,7 @@ type fakeVerifier struct {
 	resolveErr   error
 	answerDigest string        // when set, Verify answers for this digest (a confused verifier)
 	gate         chan struct{} // when set, Verify waits for it to close
+	slowHost     string        // when set, only Verify calls for this registry wait for gate
 	entered      chan struct{} // when set, Verify signals each call
 	verifies     atomic.Int32
 	resolves     atomic.Int32
@@ -131,7 +132,7 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	if f.entered != nil {
 		f.entered <- struct{}{}
 	}
-	if f.gate != nil {
+	if f.gate != nil && (f.slowHost == "" || req.Image.Registry() == f.slowHost) {
 		select {
 		case <-f.gate:
 		case <-ctx.Done():

@@ -93,15 +93,25 @@ func TestNamespaceMatch(t *testing.T) {
 
 func TestKindCoversPods(t *testing.T) {
 	for k, want := range map[string]bool{
-		"Pod": true, "v1/Pod": true, "*/Pod": true, "Pod/ephemeralcontainers": true, "*": true,
+		"Pod": true, "v1/Pod": true, "*/Pod": true, "Pod/ephemeralcontainers": true, "*": true, "*/*": true,
 		"apps/v1/Deployment": true, "CronJob": true, "ConfigMap": false, "Service": false, "P*": true, "Secret*": false,
+		"Pod/status": false, "v1/Pod/exec": false, "Pod.ephemeralcontainers": true,
 	} {
-		if got := kindCoversPods(k, true); got != want {
-			t.Errorf("%s: %v", k, got)
+		if got := kindCoversPods(k, false); got != want {
+			t.Errorf("match %s: %v", k, got)
 		}
 	}
-	for k, want := range map[string]bool{"Pod": true, "v1/Pod": true, "*": true, "P*": true, "Deployment": false, "apps/v1/DaemonSet": false} {
-		if got := kindCoversPods(k, false); got != want {
+	for k, want := range map[string]bool{
+		"Pod": true, "v1/Pod": true, "*": true, "P*": true, "Deployment": false, "apps/v1/DaemonSet": false,
+		"*/*": true, "Pod/*": true,
+		// Kyverno (pkg/utils/match/kind.go CheckKind): a kinds entry with a
+		// subresource matches only requests for that subresource, "if
+		// wildcard.Match(sub, subresource) { return true }"; an ordinary pod
+		// has none. So excluding Pod/ephemeralcontainers excludes only
+		// ephemeral containers, which the node cannot tell apart: nothing.
+		"Pod/ephemeralcontainers": false, "v1/Pod/ephemeralcontainers": false, "*/ephemeralcontainers": false,
+	} {
+		if got := kindCoversPods(k, true); got != want {
 			t.Errorf("exclude %s: %v", k, got)
 		}
 	}
