@@ -151,7 +151,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 	// The policy's verificationTimeout bounds each verification (the engine
 	// sets it per call); the verifier's own limit only backs it up.
 	v := cosign.New(cosign.Options{Timeout: policy.MaxTimeout})
-	engine := policy.NewEngine(store, v, log)
+	engine := policy.NewEngine(store, v, policy.EngineOptions{Logger: log})
 	metrics.WatchCacheSize(engine.CacheLen)
 	tagger, err := enforce.NewContainerdTagger(deps.upstream)
 	if err != nil {

@@ -44,24 +44,32 @@ type Engine struct {
 	waitHook func()
 }
 
-// EngineOption configures an Engine.
-type EngineOption func(*Engine)
+// EngineOptions configure an Engine; zero fields take the defaults.
+type EngineOptions struct {
+	Logger *slog.Logger     // nil: nothing is logged
+	Clock  func() time.Time // nil: time.Now (tests replace it)
+	// MaxConcurrentVerifications is how many signature verifications run at
+	// once in all (< 1: DefaultMaxConcurrentVerifications), and
+	// MaxVerificationsPerRegistry how many for one registry (< 1 or above the
+	// total: half of it, at least 1). A verification waits for a slot within
+	// its own timeout; one that gets none is incomplete, and the rule's
+	// failurePolicy decides, as for a registry that did not answer.
+	MaxConcurrentVerifications  int
+	MaxVerificationsPerRegistry int
+}
 
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) EngineOption { return func(e *Engine) { e.now = now } }
-
-// NewEngine returns an engine over store using v; logger may be nil.
-func NewEngine(store *Store, v Verifier, logger *slog.Logger, opts ...EngineOption) *Engine {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// NewEngine returns an engine over store using v.
+func NewEngine(store *Store, v Verifier, o EngineOptions) *Engine {
+	e := &Engine{store: store, v: v, log: o.Logger, now: o.Clock, cache: newVerdictCache(),
+		slots: newSlots(o.MaxConcurrentVerifications, o.MaxVerificationsPerRegistry), credKey: make([]byte, 32)}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{store: store, v: v, log: logger, now: time.Now, cache: newVerdictCache(),
-		slots: newSlots(DefaultMaxConcurrentVerifications, 0), credKey: make([]byte, 32)}
+	if e.now == nil {
+		e.now = time.Now
+	}
 	if _, err := rand.Read(e.credKey); err != nil {
 		panic(fmt.Sprintf("policy: reading randomness for the engine: %v", err)) // crypto/rand never fails on Linux
-	}
-	for _, o := range opts {
-		o(e)
 	}
 	return e
 }

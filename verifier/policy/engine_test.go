@@ -54,7 +54,7 @@ func (e *env) expand(doc string) string {
 func (e *env) engine(doc string) *Engine {
 	e.t.Helper()
 	set := mustLoad(e.t, e.expand(doc))
-	return NewEngine(NewStaticStore(set), e.v, nil, WithClock(e.now))
+	return NewEngine(NewStaticStore(set), e.v, EngineOptions{Clock: e.now})
 }
 
 func native(spec string, rules string) string {
@@ -410,7 +410,7 @@ spec:
 }
 
 func TestEvaluateNoPolicy(t *testing.T) {
-	eng := NewEngine(&Store{}, newFake(), nil)
+	eng := NewEngine(&Store{}, newFake(), EngineOptions{})
 	if d := eng.Evaluate(context.Background(), Input{Image: "nginx"}); d.Allowed || !strings.Contains(d.Reason, "no policy") {
 		t.Fatalf("%+v", d)
 	}
@@ -534,7 +534,7 @@ spec:
 `
 	set, err := loadString(t, e.expand(slashes))
 	if err == nil {
-		eng := NewEngine(NewStaticStore(set), e.v, nil, WithClock(e.now))
+		eng := NewEngine(NewStaticStore(set), e.v, EngineOptions{Clock: e.now})
 		if d := eng.Evaluate(context.Background(), Input{Image: repo + "@" + d, Namespace: "prod"}); !d.Allowed {
 			t.Fatalf("prod (key A) denied: %s", d.Reason)
 		}

@@ -19,7 +19,7 @@ func FuzzLoadDocuments(f *testing.F) {
 		if len(errs) == 0 && len(pols) > 0 {
 			// Whatever loads evaluates without panicking, and fails closed on
 			// a registry that knows nothing.
-			eng := NewEngine(NewStaticStore(&Set{Policies: pols}), newFake(), nil)
+			eng := NewEngine(NewStaticStore(&Set{Policies: pols}), newFake(), EngineOptions{})
 			for _, in := range []Input{{Image: "nginx", Namespace: "default"}, {Image: "ghcr.io/a/b:c", Local: true}, {Image: "ghcr.io/a/b@" + digestOf('1')}} {
 				d := eng.Evaluate(context.Background(), in)
 				for _, o := range d.Rules {

@@ -147,7 +147,7 @@ func TestKyvernoNoAttestorsFailsImages(t *testing.T) {
 	if len(set.Warnings) == 0 || !strings.Contains(set.Warnings[0].String(), "no attestors") {
 		t.Errorf("warnings: %v", set.Warnings)
 	}
-	eng := NewEngine(NewStaticStore(set), e.v, nil)
+	eng := NewEngine(NewStaticStore(set), e.v, EngineOptions{})
 	d := eng.Evaluate(context.Background(), Input{Image: "ghcr.io/x/y@" + digestOf('1'), Namespace: "dev"})
 	if d.Allowed || !strings.Contains(d.Reason, "no attestors") {
 		t.Fatalf("%+v", d)

@@ -25,16 +25,6 @@ const (
 // ErrSaturated marks a verification that got no slot within its timeout.
 var ErrSaturated = errors.New("no verification slot became free in time")
 
-// WithMaxConcurrentVerifications sets how many signature verifications run at
-// once in all (total < 1: DefaultMaxConcurrentVerifications) and for one
-// registry (perRegistry < 1 or above total: half of total, at least 1). A
-// verification waits for a slot within its own timeout; one that gets none is
-// incomplete, and the rule's failurePolicy decides, as for a registry that did
-// not answer.
-func WithMaxConcurrentVerifications(total, perRegistry int) EngineOption {
-	return func(e *Engine) { e.slots = newSlots(total, perRegistry) }
-}
-
 type slots struct {
 	mu      sync.Mutex
 	total   int

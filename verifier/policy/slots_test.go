@@ -92,7 +92,7 @@ func TestSlowRegistryDoesNotStarveOthers(t *testing.T) {
       entries:
       - key: {data: KEYA}
 `)))
-	eng := NewEngine(NewStaticStore(set), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(4, 0))
+	eng := NewEngine(NewStaticStore(set), e.v, EngineOptions{Clock: e.now, MaxConcurrentVerifications: 4, MaxVerificationsPerRegistry: 0})
 	e.v.gate, e.v.slowHost = make(chan struct{}), slow
 	e.v.entered = make(chan struct{}, 16)
 	var wg sync.WaitGroup
@@ -126,7 +126,7 @@ func TestSaturationUnderIgnoreIsCountedAndLogged(t *testing.T) {
 	// policy's short timeout ends its wait for one.
 	hold := strings.Replace(native("  verificationTimeout: 30s\n", strings.Replace(verifyA, "team/*", "hold/*", 1)), "name: p}", "name: holder}", 1)
 	set := mustLoad(t, e.expand(native("  failurePolicy: Ignore\n  verificationTimeout: 200ms\n", verifyA)+"---\n"+hold))
-	eng := NewEngine(NewStaticStore(set), e.v, slog.New(slog.NewTextHandler(&logs, nil)), WithClock(e.now), WithMaxConcurrentVerifications(1, 1))
+	eng := NewEngine(NewStaticStore(set), e.v, EngineOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Clock: e.now, MaxConcurrentVerifications: 1, MaxVerificationsPerRegistry: 1})
 	e.v.gate = make(chan struct{})
 	e.v.entered = make(chan struct{}, 2)
 	first := make(chan Decision)
