@@ -153,6 +153,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 	v := cosign.New(cosign.Options{Timeout: policy.MaxTimeout})
 	engine := policy.NewEngine(store, v, policy.EngineOptions{Logger: log})
 	metrics.WatchCacheSize(engine.CacheLen)
+	metrics.WatchSlots(engine.SlotStats)
 	tagger, err := enforce.NewContainerdTagger(deps.upstream)
 	if err != nil {
 		return nil, err
