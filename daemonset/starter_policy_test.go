@@ -32,7 +32,7 @@ func TestStarterPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("starter policy does not load: %v", err)
 	}
-	e := policy.NewEngine(policy.NewStaticStore(set), noRegistry{t}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e := policy.NewEngine(policy.NewStaticStore(set), noRegistry{t}, policy.EngineOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	cases := []struct {
 		image   string
 		digest  string

@@ -859,7 +859,7 @@ func BenchmarkEnforceCreateContainer(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
+	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), policy.EngineOptions{})
 	enf, err := enforce.New(enforce.Options{Judge: engine, Images: directImg, Sandboxes: directRT,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {

@@ -508,7 +508,7 @@ spec:
 		if err != nil {
 			b.Fatal(err)
 		}
-		engine := policy.NewEngine(policy.NewStaticStore(set), cosign.New(cosign.Options{}), nil)
+		engine := policy.NewEngine(policy.NewStaticStore(set), cosign.New(cosign.Options{}), policy.EngineOptions{})
 		var mu sync.Mutex
 		var denied []string
 		start := time.Now()

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -723,5 +724,55 @@ func TestSecurityCreateByTagMovedAfterJudgement(t *testing.T) {
 		if c.ImageRef != signedID {
 			t.Errorf("criguard judged %s (%s) but containerd created the container from %s: the tag was resolved again after the judgement", signedRef, signedID, c.ImageRef)
 		}
+	}
+}
+
+// TestSecurityRegistrySpelling: a different spelling of the same registry
+// must not dodge a rule (issue 11 §1: `127.0.0.1:05199/team/x` was pulled and
+// run where `127.0.0.1:5199/team/*` had to verify). With unmatched images
+// allowed, as under a Kyverno-only policy set, each spelling of the registry
+// is still the rule's registry: an unsigned image is refused by the rule, and
+// a signed one pulled under the odd spelling lands as the canonical name.
+func TestSecurityRegistrySpelling(t *testing.T) {
+	e := newEnforceEnv(t)
+	pol := filepath.Join(e.dir, "policy.yaml")
+	writePolicy(t, pol, fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: spelling}
+spec:
+  mode: Enforce
+  unmatchedImages: Allow
+  rules:
+  - name: team-signed
+    images: ["%s/team/*"]
+    action: Verify
+    attestors:
+      entries:
+      - key: {file: %s}
+`, e.r.Host, e.pub))
+	g, _ := e.guard(t, pol)
+	conn := harness.DialCRI(t, g.Socket)
+	host, port, err := net.SplitHostPort(e.r.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsignedRef, _ := e.unsigned(t, "team/unsigned")
+	signedRef, signedDg := e.signed(t, "team/signed", false)
+	respell := func(ref, spelling string) string { return strings.Replace(ref, e.r.Host, spelling, 1) }
+	for _, spelling := range []string{host + ":0" + port, host + ":00" + port} {
+		_, err := faultPull(t, conn, respell(unsignedRef, spelling), nil)
+		if !faultDenied(err) || !strings.Contains(status.Convert(err).Message(), "team-signed") {
+			t.Errorf("unsigned image as %s: %v; want a denial by rule team-signed", spelling, err)
+		}
+		if _, err := faultPull(t, conn, respell(signedRef, spelling), nil); err != nil {
+			t.Errorf("signed image as %s: %v", spelling, err)
+		}
+	}
+	signedHeld, unsignedHeld := e.holds(t, e.r.Host+"/team/signed"), e.holds(t, e.r.Host+"/team/unsigned")
+	if !signedHeld || unsignedHeld {
+		t.Errorf("containerd holds team/signed %v, team/unsigned %v; want only the signed one", signedHeld, unsignedHeld)
+	}
+	if err := e.hasTag(t, signedRef, signedDg); err != nil {
+		t.Errorf("the signed image pulled under another spelling: %v", err)
 	}
 }

@@ -167,8 +167,9 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 	// The policy's verificationTimeout bounds each verification (the engine
 	// sets it per call); the verifier's own limit only backs it up.
 	v := cosign.New(cosign.Options{Timeout: policy.MaxTimeout})
-	engine := policy.NewEngine(store, v, log)
+	engine := policy.NewEngine(store, v, policy.EngineOptions{Logger: log})
 	metrics.WatchCacheSize(engine.CacheLen)
+	metrics.WatchSlots(engine.SlotStats)
 	tagger, err := enforce.NewContainerdTagger(deps.upstream)
 	if err != nil {
 		return nil, err

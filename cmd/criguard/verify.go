@@ -216,7 +216,7 @@ func buildEngine(cfg *verifyConfig, stderr io.Writer) (*policy.Engine, error) {
 	// As in serve, each rule's verificationTimeout bounds its verification;
 	// with --policy, --timeout (when given) bounds the whole judgement.
 	v := cosign.New(cosign.Options{Timeout: max(policy.MaxTimeout, cfg.timeout), MaxSignatures: cfg.maxSignatures})
-	return policy.NewEngine(policy.NewStaticStore(set), v, nil), nil
+	return policy.NewEngine(policy.NewStaticStore(set), v, policy.EngineOptions{}), nil
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -2,7 +2,6 @@ package enforce
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -99,173 +98,125 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		}
 		// The remembered names do not settle it: ask containerd afresh.
 	}
-	st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{
-		Image: image, Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler(),
-	}})
+	img, err := e.imageStatus(ctx, spec, start)
 	if err != nil {
-		e.metrics.upstreamError(opImageStatus)
-		return "", status.Errorf(status.Code(err), "criguard: cannot judge image %q: looking it up in containerd failed: %v", image, status.Convert(err).Message())
+		return "", err
 	}
-	img := st.GetImage()
-	if img == nil {
-		return "", status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
+	candidates, err := e.candidates(ctx, ns, pod, spec, img, start)
+	if err != nil {
+		return "", err
 	}
-	if img.GetId() == image {
-		e.names.put(img, start)
-	}
-
-	asked := spec.GetUserSpecifiedImage()
-	if asked == "" && !imageref.IsImageID(image) {
-		asked = image
-	}
-	groups, order := repoDigestGroups(img.GetRepoDigests())
-	var candidates [][]policy.Input // every group must allow; within a group, any
-	if asked != "" {
-		ref, err := imageref.Parse(asked)
-		if err != nil {
-			d := policy.Decision{Image: asked, Reason: err.Error()}
-			e.record(OpCreateContainer, ns, pod, asked, d, start)
-			return "", denial(codes.PermissionDenied, asked, d)
-		}
-		if claimHolds(ref, img.GetRepoTags(), groups) {
-			candidates = append(candidates, e.inputs(ns, pod, asked, ref, claimedDigests(ref, groups)))
-		} else {
-			e.log.WarnContext(ctx, "the image is not known to containerd by the name the request claims; judging every name it has",
-				"image", image, "claimed", asked, "repo_tags", img.GetRepoTags(), "repo_digests", img.GetRepoDigests())
-			asked = ""
-		}
-	}
-	if asked == "" {
-		for _, repo := range order {
-			name, ref := nameForGroup(repo, img.GetRepoTags())
-			candidates = append(candidates, e.inputs(ns, pod, name, ref, groups[repo.Repository()]))
-		}
-		// Tags in repositories containerd holds no digest for are names too.
-		for _, t := range img.GetRepoTags() {
-			r, err := imageref.Parse(t)
-			if err != nil {
-				r = imageref.Ref{}
-			}
-			if err != nil || len(groups[r.Repository()]) == 0 {
-				candidates = append(candidates, e.inputs(ns, pod, t, r, nil))
-			}
-		}
-		if len(candidates) == 0 { // no name at all: judged (and refused) by its ID
-			candidates = append(candidates, e.inputs(ns, pod, img.GetId(), imageref.Ref{}, nil))
-		}
-	}
-
 	for _, group := range candidates {
-		// One decision is recorded per group: the allow, else the first denial.
-		var first policy.Decision
-		allowed := false
-		for i, in := range group {
-			d := e.judge.Evaluate(ctx, in)
-			if !in.Local && d.Allowed && d.Digest != in.Digest {
-				d.Allowed, d.Audited, d.FailedOpen = false, false, false
-				d.Reason = fmt.Sprintf("the policy engine judged digest %s instead of the image's %s", d.Digest, in.Digest)
-			}
-			if d.Allowed {
-				e.record(OpCreateContainer, ns, pod, in.Image, d, start)
-				allowed = true
-				break
-			}
-			if i == 0 {
-				first = d
-			}
-		}
-		if !allowed {
-			e.record(OpCreateContainer, ns, pod, group[0].Image, first, start)
-			return "", denial(codes.PermissionDenied, group[0].Image, first)
+		if err := e.judgeGroup(ctx, ns, pod, group, start); err != nil {
+			return "", err
 		}
 		start = time.Now()
 	}
-	if img.GetId() == "" {
+	if img.id == "" {
 		// Without an ID the create cannot be pinned to what was judged: a tag
 		// moved in between would swap what runs.
 		d := policy.Decision{Image: image, Reason: "containerd gave no image ID for it, so criguard cannot pin the container to the image it judged"}
 		e.record(OpCreateContainer, ns, pod, image, d, start)
 		return "", denial(codes.PermissionDenied, image, d)
 	}
-	return img.GetId(), nil
+	return img.id, nil
+}
+
+// imageStatus asks containerd for the image and remembers its names by ID.
+func (e *Enforcer) imageStatus(ctx context.Context, spec *runtimeapi.ImageSpec, now time.Time) (*knownImage, error) {
+	image := spec.GetImage()
+	st, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{
+		Image: image, Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler(),
+	}})
+	if err != nil {
+		e.metrics.upstreamError(opImageStatus)
+		return nil, status.Errorf(status.Code(err), "criguard: cannot judge image %q: looking it up in containerd failed: %v", image, status.Convert(err).Message())
+	}
+	if st.GetImage() == nil {
+		return nil, status.Errorf(codes.NotFound, "criguard: image %q is not present on the node; pull it first", image)
+	}
+	img := newKnownImage(st.GetImage())
+	if img.id == image {
+		e.names.put(img, now)
+	}
+	return img, nil
+}
+
+// candidates are the groups of inputs to judge (see judgeLocal): every group
+// must allow; within a group, any input allowing suffices.
+func (e *Enforcer) candidates(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *knownImage, start time.Time) ([][]policy.Input, error) {
+	image := spec.GetImage()
+	asked := spec.GetUserSpecifiedImage()
+	if asked == "" && !imageref.IsImageID(image) {
+		asked = image
+	}
+	if asked != "" {
+		ref, err := imageref.Parse(asked)
+		if err != nil {
+			d := policy.Decision{Image: asked, Reason: err.Error()}
+			e.record(OpCreateContainer, ns, pod, asked, d, start)
+			return nil, denial(codes.PermissionDenied, asked, d)
+		}
+		if img.knownAs(ref) {
+			return [][]policy.Input{e.inputs(ns, pod, asked, ref, img.digestsFor(ref))}, nil
+		}
+		e.log.WarnContext(ctx, "the image is not known to containerd by the name the request claims; judging every name it has",
+			"image", image, "claimed", asked, "repo_tags", img.rawTags, "repo_digests", img.rawDigests)
+	}
+	var out [][]policy.Input
+	for _, repo := range img.order {
+		name, ref := img.nameFor(repo)
+		out = append(out, e.inputs(ns, pod, name, ref, img.groups[repo.Repository()]))
+	}
+	// Tags in repositories containerd holds no digest for are names too.
+	for i, t := range img.rawTags {
+		if r := img.tags[i]; r.IsZero() || len(img.groups[r.Repository()]) == 0 {
+			out = append(out, e.inputs(ns, pod, t, r, nil))
+		}
+	}
+	if len(out) == 0 { // no name at all: judged (and refused) by its ID
+		out = append(out, e.inputs(ns, pod, img.id, imageref.Ref{}, nil))
+	}
+	return out, nil
+}
+
+// judgeGroup records one decision for a group of inputs naming the same
+// repository: the first allow, else the first denial (an error).
+func (e *Enforcer) judgeGroup(ctx context.Context, ns, pod string, group []policy.Input, start time.Time) error {
+	var first policy.Decision
+	for i, in := range group {
+		d := e.judge.Evaluate(ctx, in)
+		if d.Allowed {
+			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+			return nil
+		}
+		if i == 0 {
+			first = d
+		}
+	}
+	e.record(OpCreateContainer, ns, pod, group[0].Image, first, start)
+	return denial(codes.PermissionDenied, group[0].Image, first)
 }
 
 // allowRemembered judges an image by the names remembered for its ID, and
 // reports an allow only: the name the request claims must be among them and its
 // repository must allow. Anything else (no claim, an unknown name, a denial) is
 // left to a fresh lookup, which also records the decision.
-func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *runtimeapi.Image, start time.Time) (string, bool) {
+func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *knownImage, start time.Time) (string, bool) {
 	asked := spec.GetUserSpecifiedImage()
 	if asked == "" {
 		return "", false
 	}
 	ref, err := imageref.Parse(asked)
-	if err != nil {
+	if err != nil || !img.knownAs(ref) {
 		return "", false
 	}
-	groups, _ := repoDigestGroups(img.GetRepoDigests())
-	if !claimHolds(ref, img.GetRepoTags(), groups) {
-		return "", false
-	}
-	for _, in := range e.inputs(ns, pod, asked, ref, claimedDigests(ref, groups)) {
+	for _, in := range e.inputs(ns, pod, asked, ref, img.digestsFor(ref)) {
 		d := e.judge.Evaluate(ctx, in)
-		if d.Allowed && (in.Local || d.Digest == in.Digest) {
+		if d.Allowed {
 			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
-			return img.GetId(), true
+			return img.id, true
 		}
 	}
 	return "", false
-}
-
-// repoDigestGroups groups "repo@digest" strings by canonical repository,
-// keeping first-seen order. Unparsable entries are dropped: they cannot be judged.
-func repoDigestGroups(repoDigests []string) (map[string][]string, []imageref.Ref) {
-	groups := make(map[string][]string, len(repoDigests))
-	var order []imageref.Ref
-	for _, rd := range repoDigests {
-		r, err := imageref.Parse(rd)
-		if err != nil || !r.HasDigest() {
-			continue
-		}
-		repo := r.Repository()
-		if _, seen := groups[repo]; !seen {
-			order = append(order, r)
-		}
-		groups[repo] = append(groups[repo], r.Digest())
-	}
-	return groups, order
-}
-
-// nameForGroup prefers a tag of the repository (what policies' patterns are
-// usually written against), else the repository digest's own reference.
-func nameForGroup(repo imageref.Ref, repoTags []string) (string, imageref.Ref) {
-	for _, t := range repoTags {
-		if r, err := imageref.Parse(t); err == nil && r.Repository() == repo.Repository() {
-			return t, r
-		}
-	}
-	return repo.Repository(), repo
-}
-
-// claimHolds reports whether containerd knows the image by ref: its digest
-// among the repository's digests, else its tag among the image's tags.
-func claimHolds(ref imageref.Ref, repoTags []string, groups map[string][]string) bool {
-	if ref.HasDigest() {
-		return contains(groups[ref.Repository()], ref.Digest())
-	}
-	for _, t := range repoTags {
-		if r, err := imageref.Parse(t); err == nil && r.Repository() == ref.Repository() && r.Tag() == ref.Tag() && !r.HasDigest() {
-			return true
-		}
-	}
-	return false
-}
-
-// claimedDigests are the digests to judge for a claim that holds: the one it
-// names, else every digest containerd holds for its repository.
-func claimedDigests(ref imageref.Ref, groups map[string][]string) []string {
-	if ref.HasDigest() {
-		return []string{ref.Digest()}
-	}
-	return groups[ref.Repository()]
 }

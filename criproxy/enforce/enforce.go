@@ -17,7 +17,9 @@ import (
 )
 
 // Judge decides one image under the node's current policy (policy.Engine does,
-// with its verdict cache). It must fail closed: any error is a denial.
+// with its verdict cache). It must fail closed: any error is a denial. An allow
+// for an input that names a Digest is for that digest (the engine's one digest
+// check); the enforcer relies on it and does not check again.
 type Judge interface {
 	Evaluate(ctx context.Context, in policy.Input) policy.Decision
 }
@@ -143,25 +145,13 @@ func contains(ss []string, s string) bool {
 // denial is the error kubelet sees: the prefix it maps to the pod's reason, then
 // what was judged and why.
 func denial(code codes.Code, image string, d policy.Decision) error {
-	if d.Image != "" {
-		image = d.Image
+	if d.Image == "" {
+		d.Image = image
 	}
-	dg := d.Digest
-	if dg == "" {
-		dg = "unresolved"
+	if d.Allowed { // never: only denials get here; say so rather than say "allowed"
+		d.Allowed, d.Reason = false, "denied: "+d.Reason
 	}
-	pol, rule := d.Policy, d.Rule
-	if pol == "" {
-		pol = "-"
-	}
-	if rule == "" {
-		rule = "-"
-	}
-	reason := d.Reason
-	if reason == "" {
-		reason = "denied"
-	}
-	return status.Errorf(code, "%simage %s (digest %s) denied by policy %s rule %s: %s", forward.DeniedPrefix, image, dg, pol, rule, reason)
+	return status.Error(code, forward.DeniedPrefix+d.Explain())
 }
 
 // record logs one decision and counts it.
@@ -170,15 +160,7 @@ func (e *Enforcer) record(op, ns, pod, image string, d policy.Decision, start ti
 	if d.Image == "" {
 		d.Image = image
 	}
-	result := ResultDeny
-	switch {
-	case d.Allowed && d.FailedOpen:
-		result = ResultFailedOpen
-	case d.Allowed && d.Audited:
-		result = ResultAudit
-	case d.Allowed:
-		result = ResultAllow
-	}
+	result := string(d.Verdict())
 	e.metrics.decision(op, result, d.Cached, dur)
 	level := slog.LevelInfo
 	if result != ResultAllow {

@@ -44,7 +44,7 @@ spec:
 	if err != nil {
 		b.Fatal(err)
 	}
-	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), nil)
+	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), policy.EngineOptions{})
 	ctx := context.Background()
 	ref := reg.Ref("demo/signed-bundle", "1.0")
 	d := engine.Evaluate(ctx, policy.Input{Image: ref})

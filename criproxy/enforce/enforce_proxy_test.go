@@ -54,7 +54,7 @@ spec:
 	tagger := &fakeTagger{}
 	metrics := NewMetrics(prometheus.NewRegistry())
 	enf, err := New(Options{
-		Judge: policy.NewEngine(store, cosign.New(cosign.Options{}), nil), Images: images, Sandboxes: &fakeSandboxes{}, Tagger: tagger, Metrics: metrics,
+		Judge: policy.NewEngine(store, cosign.New(cosign.Options{}), policy.EngineOptions{}), Images: images, Sandboxes: &fakeSandboxes{}, Tagger: tagger, Metrics: metrics,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/criguard/criguard/verifier/imageref"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -22,7 +23,7 @@ type imageNames struct {
 }
 
 type imageNamesEntry struct {
-	img     *runtimeapi.Image
+	img     *knownImage
 	expires time.Time
 }
 
@@ -31,7 +32,7 @@ func newImageNames(ttl time.Duration, max int) *imageNames {
 }
 
 // get returns the names remembered for image ID id, if fresh.
-func (c *imageNames) get(id string, now time.Time) (*runtimeapi.Image, bool) {
+func (c *imageNames) get(id string, now time.Time) (*knownImage, bool) {
 	if c == nil {
 		return nil, false
 	}
@@ -44,12 +45,11 @@ func (c *imageNames) get(id string, now time.Time) (*runtimeapi.Image, bool) {
 	return e.img, true
 }
 
-// put remembers img under its own ID, keeping only what judging reads.
-func (c *imageNames) put(img *runtimeapi.Image, now time.Time) {
-	if c == nil || img.GetId() == "" {
+// put remembers img under its own ID.
+func (c *imageNames) put(img *knownImage, now time.Time) {
+	if c == nil || img.id == "" {
 		return
 	}
-	keep := &runtimeapi.Image{Id: img.GetId(), RepoTags: img.GetRepoTags(), RepoDigests: img.GetRepoDigests()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.entries) >= c.max {
@@ -65,5 +65,75 @@ func (c *imageNames) put(img *runtimeapi.Image, now time.Time) {
 			delete(c.entries, k)
 		}
 	}
-	c.entries[keep.Id] = imageNamesEntry{img: keep, expires: now.Add(c.ttl)}
+	c.entries[img.id] = imageNamesEntry{img: img, expires: now.Add(c.ttl)}
+}
+
+// knownImage is what containerd knows an image by, parsed once: its ID, its
+// repository tags and its repository digests grouped by canonical repository.
+// Immutable once built, so the cache can share it.
+type knownImage struct {
+	id         string
+	rawTags    []string
+	tags       []imageref.Ref // rawTags parsed; zero where a tag does not parse
+	rawDigests []string
+	groups     map[string][]string // canonical repository -> digests
+	order      []imageref.Ref      // one reference per repository, first seen first
+}
+
+func newKnownImage(img *runtimeapi.Image) *knownImage {
+	k := &knownImage{id: img.GetId(), rawTags: img.GetRepoTags(), rawDigests: img.GetRepoDigests(),
+		groups: make(map[string][]string, len(img.GetRepoDigests()))}
+	k.tags = make([]imageref.Ref, len(k.rawTags))
+	for i, t := range k.rawTags {
+		if r, err := imageref.Parse(t); err == nil {
+			k.tags[i] = r
+		}
+	}
+	// Unparsable digests are dropped: they cannot be judged.
+	for _, rd := range k.rawDigests {
+		r, err := imageref.Parse(rd)
+		if err != nil || !r.HasDigest() {
+			continue
+		}
+		repo := r.Repository()
+		if _, seen := k.groups[repo]; !seen {
+			k.order = append(k.order, r)
+		}
+		k.groups[repo] = append(k.groups[repo], r.Digest())
+	}
+	return k
+}
+
+// knownAs reports whether containerd knows the image by ref: its digest among
+// the repository's digests, else its tag among the image's tags.
+func (k *knownImage) knownAs(ref imageref.Ref) bool {
+	if ref.HasDigest() {
+		return contains(k.groups[ref.Repository()], ref.Digest())
+	}
+	for _, t := range k.tags {
+		if !t.IsZero() && t.Repository() == ref.Repository() && t.Tag() == ref.Tag() && !t.HasDigest() {
+			return true
+		}
+	}
+	return false
+}
+
+// digestsFor are the digests to judge for a name the image is known as: the
+// one it pins, else every digest containerd holds for its repository.
+func (k *knownImage) digestsFor(ref imageref.Ref) []string {
+	if ref.HasDigest() {
+		return []string{ref.Digest()}
+	}
+	return k.groups[ref.Repository()]
+}
+
+// nameFor prefers a tag of the repository (what policies' patterns are
+// usually written against), else the repository digest's own reference.
+func (k *knownImage) nameFor(repo imageref.Ref) (string, imageref.Ref) {
+	for i, t := range k.tags {
+		if !t.IsZero() && t.Repository() == repo.Repository() {
+			return k.rawTags[i], t
+		}
+	}
+	return repo.Repository(), repo
 }

@@ -3,6 +3,7 @@ package enforce
 import (
 	"time"
 
+	"github.com/criguard/criguard/verifier/policy"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,14 +18,12 @@ const (
 )
 
 // Decision results as they appear in the result label of
-// criguard_decisions_total. "audit" is an image the policy would have denied
-// but Audit mode let through; "failed_open" one whose verification could not
-// complete and failurePolicy Ignore let through.
+// criguard_decisions_total: the policy's verdicts, one word each.
 const (
-	ResultAllow      = "allow"
-	ResultDeny       = "deny"
-	ResultAudit      = "audit"
-	ResultFailedOpen = "failed_open"
+	ResultAllow      = string(policy.VerdictAllow)
+	ResultDeny       = string(policy.VerdictDeny)
+	ResultAudit      = string(policy.VerdictAudit)      // would be denied; Audit mode let it through
+	ResultFailedOpen = string(policy.VerdictFailedOpen) // could not verify; failurePolicy Ignore let it through
 )
 
 // Metrics count enforcement: decisions, verification latency, verdict cache
@@ -81,6 +80,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.reloads.WithLabelValues("failed")
 	reg.MustRegister(m.decisions, m.verifyDuration, m.cacheHits, m.reloads, m.upstreamErrors)
 	return m
+}
+
+// WatchSlots exports the policy engine's verification-slot saturation (a
+// verification that got no slot within its timeout) as
+// criguard_verification_saturated_total{result}: denied, or failed_open where a
+// failurePolicy: Ignore rule let the image through. Call it once.
+func (m *Metrics) WatchSlots(stats func() policy.SlotStats) {
+	if m == nil || stats == nil {
+		return
+	}
+	const name, help = "criguard_verification_saturated_total", "Verifications that got no verification slot within their timeout (a slow or hostile registry holding the slots), by result: denied, or failed_open where failurePolicy Ignore let the image through."
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"result": "denied"}},
+			func() float64 { s := stats(); return float64(s.Saturated - s.SaturatedFailedOpen) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"result": "failed_open"}},
+			func() float64 { return float64(stats().SaturatedFailedOpen) }),
+	)
 }
 
 // WatchCacheSize exports size (the policy engine's verdict count) as

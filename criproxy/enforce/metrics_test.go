@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/criguard/criguard/verifier/policy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -20,12 +21,22 @@ func TestMetricsExported(t *testing.T) {
 	m.PolicyReloaded(errors.New("bad"))
 	m.upstreamError(opImageStatus)
 	m.WatchCacheSize(func() int { return 7 })
+	m.WatchSlots(func() policy.SlotStats { return policy.SlotStats{Saturated: 5, SaturatedFailedOpen: 2} })
 	want := `
 # HELP criguard_verdict_cache_entries Verdicts held in the policy engine's cache (bounded by the policy's cache.maxEntries).
 # TYPE criguard_verdict_cache_entries gauge
 criguard_verdict_cache_entries 7
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "criguard_verdict_cache_entries"); err != nil {
+		t.Error(err)
+	}
+	saturated := `
+# HELP criguard_verification_saturated_total Verifications that got no verification slot within their timeout (a slow or hostile registry holding the slots), by result: denied, or failed_open where failurePolicy Ignore let the image through.
+# TYPE criguard_verification_saturated_total counter
+criguard_verification_saturated_total{result="denied"} 3
+criguard_verification_saturated_total{result="failed_open"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(saturated), "criguard_verification_saturated_total"); err != nil {
 		t.Error(err)
 	}
 	for _, tc := range []struct {

@@ -2,7 +2,6 @@ package enforce
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -32,7 +31,6 @@ func (e *Enforcer) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 		Operation: OpPullImage, Image: raw, Ref: ref, Digest: ref.Digest(),
 		Namespace: ns, Pod: pod, Auth: auth,
 	})
-	d = checkDigest(d, ref.Digest())
 	e.record(OpPullImage, ns, pod, raw, d, start)
 	if !d.Allowed {
 		return nil, denial(codes.Unknown, raw, d)
@@ -108,17 +106,4 @@ func (e *Enforcer) waitTagServed(ctx context.Context, tagRef, imageID string) bo
 		}
 		delay = min(2*delay, 50*time.Millisecond)
 	}
-}
-
-// checkDigest fails closed when an allow names another digest than the one
-// the request pinned.
-func checkDigest(d policy.Decision, pinned string) policy.Decision {
-	if !d.Allowed {
-		return d
-	}
-	if pinned != "" && d.Digest != pinned {
-		d.Allowed, d.Audited, d.FailedOpen = false, false, false
-		d.Reason = fmt.Sprintf("the policy engine judged digest %s but the request pinned %s", d.Digest, pinned)
-	}
-	return d
 }

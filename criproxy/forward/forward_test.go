@@ -404,6 +404,30 @@ func TestRunPodSandboxThroughGuard(t *testing.T) {
 	}
 }
 
+// A Guard that panics refuses that one call; the proxy keeps serving.
+func TestGuardPanicRefusesTheCall(t *testing.T) {
+	g := funcGuard{
+		pull: func(ctx context.Context, r *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
+			if r.GetImage().GetImage() == "panic.example/x" {
+				panic("hostile input")
+			}
+			return next(ctx, r)
+		},
+	}
+	e := startProxy(t, Options{Guard: g}, true)
+	ctx := testCtx(t)
+	_, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "panic.example/x"}})
+	if st := status.Convert(err); st.Code() != codes.Internal || !strings.HasPrefix(st.Message(), DeniedPrefix) {
+		t.Fatalf("panicking guard: %v, want Internal with %q", err, DeniedPrefix)
+	}
+	if e.fake.pullCount() != 0 {
+		t.Error("the refused pull reached the runtime")
+	}
+	if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}); err != nil {
+		t.Fatalf("the next pull after a panic: %v", err)
+	}
+}
+
 // funcGuard lets each test case decide.
 type funcGuard struct {
 	pull   func(context.Context, *runtimeapi.PullImageRequest, PullFunc) (*runtimeapi.PullImageResponse, error)

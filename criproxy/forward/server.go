@@ -167,8 +167,17 @@ func criMethods() map[string]kind {
 }
 
 // handle serves every call; no service is registered, so all arrive here.
-func (s *Server) handle(_ any, ss grpc.ServerStream) error {
+func (s *Server) handle(_ any, ss grpc.ServerStream) (err error) {
 	method, _ := grpc.MethodFromServerStream(ss)
+	// grpc-go does not recover handler panics: one would end the process and
+	// with it the node's runtime endpoint. A panic (a library choking on
+	// hostile input, say) refuses this call and nothing else.
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.ErrorContext(ss.Context(), "criguard: panic while handling a CRI call; refused", "method", method, "panic", fmt.Sprint(r))
+			err = status.Errorf(codes.Internal, "%scriguard failed internally while handling %s and refused it (a bug: please report it with criguard's log)", DeniedPrefix, method)
+		}
+	}()
 	k, known := s.methods[method]
 	if !known {
 		// The exact prefix, leading slash included, is what keeps a PullImage
@@ -193,7 +202,6 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) error {
 	if debug {
 		start = time.Now()
 	}
-	var err error
 	switch k {
 	case kindUnary:
 		err = forwardUnary(ss, s.up, method, s.callOpts)

@@ -304,6 +304,7 @@ func TestLimitsAndFaults(t *testing.T) {
 		timeout    time.Duration
 		incomplete bool
 		reason     string
+		notReason  string // a denial must not say this
 		check      func(t *testing.T, rc *recorder)
 	}{
 		{name: "payload over 1 MiB refused before reading", setup: func(t *testing.T, reg *env, rc *recorder, d string) {
@@ -333,7 +334,7 @@ func TestLimitsAndFaults(t *testing.T) {
 				<-r.Context().Done() // never send the body: reading it would time out
 				return true
 			})
-		}, timeout: 20 * time.Second, reason: "larger than the limit"},
+		}, timeout: 20 * time.Second, reason: "larger than the limit", notReason: "signature(s) found"}, // issue 11 §6: a refused .sig manifest is no signature
 		{name: "endless chunked manifest cut at the limit", setup: func(t *testing.T, reg *env, rc *recorder, d string) {
 			rc.setFault(func(w http.ResponseWriter, r *http.Request) bool {
 				if !strings.HasSuffix(r.URL.Path, ".sig") {
@@ -348,7 +349,7 @@ func TestLimitsAndFaults(t *testing.T) {
 				}
 				return true
 			})
-		}, timeout: 20 * time.Second, reason: "over 1048576 bytes"},
+		}, timeout: 20 * time.Second, reason: "over 1048576 bytes", notReason: "signature(s) found"},
 		{name: "endless response headers cut at MaxHeaderBytes", setup: func(t *testing.T, reg *env, rc *recorder, d string) {
 			rc.setFault(func(w http.ResponseWriter, r *http.Request) bool {
 				if !strings.Contains(r.URL.Path, "/manifests/sha256-") && !strings.Contains(r.URL.Path, "/referrers/") {
@@ -453,6 +454,9 @@ func TestLimitsAndFaults(t *testing.T) {
 					}
 					if res.Allowed || !strings.Contains(res.Reason, c.reason) {
 						t.Fatalf("allowed=%v reason=%q, want a denial with %q", res.Allowed, res.Reason, c.reason)
+					}
+					if c.notReason != "" && strings.Contains(res.Reason, c.notReason) {
+						t.Fatalf("reason %q says %q", res.Reason, c.notReason)
 					}
 					t.Log(res.Reason)
 				}

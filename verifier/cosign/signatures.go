@@ -76,13 +76,13 @@ func (j *judgement) legacyManifest(ctx context.Context) (*sigformat.Manifest, st
 		if ierr != nil {
 			return nil, "", ierr
 		}
-		j.add(finding{format: j.legacyFormat(), digest: tag, problem: p})
+		j.add(finding{format: j.legacyFormat(), digest: tag, problem: p, container: true})
 		j.note("tag " + tag + ": unreadable")
 		return nil, "", nil
 	}
 	m, err := sigformat.ParseManifest(b)
 	if err != nil {
-		j.add(finding{format: j.legacyFormat(), digest: d.Digest, problem: "signature manifest " + tag + " is malformed: " + err.Error()})
+		j.add(finding{format: j.legacyFormat(), digest: d.Digest, problem: "signature manifest " + tag + " is malformed: " + err.Error(), container: true})
 		j.note("tag " + tag + ": malformed")
 		return nil, "", nil
 	}

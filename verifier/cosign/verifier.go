@@ -282,6 +282,9 @@ type finding struct {
 	problem string  // malformed, unreadable ... ("" when it was read)
 	hits    []hit   // attestors that verified it for the judged digest
 	errs    []error // per attestor: why it did not verify (nil for a hit)
+	// container: the problem is with what holds signatures (the .sig
+	// manifest), so no signature was read: it is not counted as one.
+	container bool
 }
 
 // hit is one attestor that verified one finding.
@@ -512,12 +515,21 @@ func (j *judgement) verdict(need int) (bool, string) {
 	for i, a := range j.attestors {
 		labels[i] = a.Label()
 	}
+	sigs := 0
+	for _, f := range j.findings {
+		if !f.container {
+			sigs++
+		}
+	}
+	if sigs == 0 {
+		return false, fmt.Sprintf("no cosign signature could be read for %s (%s): %s%s", j.digest, where, strings.Join(j.whyNot(), "; "), truncated)
+	}
 	if j.want != nil {
 		return false, fmt.Sprintf("no attestation of type %s by a trusted %s (%s) among the %d signature(s) and attestation(s) found for %s: %s%s",
-			j.want.PredicateType, n, strings.Join(labels, ", "), len(j.findings), j.digest, strings.Join(j.whyNot(), "; "), truncated)
+			j.want.PredicateType, n, strings.Join(labels, ", "), sigs, j.digest, strings.Join(j.whyNot(), "; "), truncated)
 	}
 	return false, fmt.Sprintf("%d %s found for %s but none verified by a trusted %s (%s): %s%s",
-		len(j.findings), what, j.digest, n, strings.Join(labels, ", "), strings.Join(j.whyNot(), "; "), truncated)
+		sigs, what, j.digest, n, strings.Join(labels, ", "), strings.Join(j.whyNot(), "; "), truncated)
 }
 
 // whyNot says what the findings were when none verified, most actionable

@@ -43,6 +43,7 @@ type Ref struct {
 	registry string // canonical registry: docker.io, 127.0.0.1:5199, [::1]:5000
 	path     string // repository path: library/nginx
 	written  string // the path as written, for Kyverno's spelling: nginx
+	repo     string // registry/path, built once: every matcher and cache key asks for it
 	tag      string // "latest" when neither tag nor digest was written
 	digest   string // sha256:<64 hex> when written
 }
@@ -70,7 +71,7 @@ func Parse(s string) (Ref, error) {
 	}
 	if i := strings.LastIndexByte(base, ':'); i > strings.LastIndexByte(base, '/') {
 		base, r.tag = base[:i], base[i+1:]
-		if _, err := name.NewTag("example.com/x:"+r.tag, name.StrictValidation); err != nil || r.tag == "" {
+		if !validTag(r.tag) {
 			return Ref{}, fmt.Errorf("image reference %q: tag %q is not valid", s, r.tag)
 		}
 	}
@@ -78,7 +79,7 @@ func Parse(s string) (Ref, error) {
 		r.tag = "latest"
 	}
 	host, path := splitDomain(base)
-	reg, err := CanonicalRegistry(host)
+	reg, err := canonicalRegistry(host) // validated with the repository below
 	if err != nil {
 		return Ref{}, fmt.Errorf("image reference %q: %w", s, err)
 	}
@@ -86,10 +87,25 @@ func Parse(s string) (Ref, error) {
 	if reg == DockerHub && !strings.Contains(path, "/") {
 		r.path = "library/" + path
 	}
-	if _, err := name.NewRepository(r.Repository(), name.StrictValidation); err != nil {
+	r.repo = r.registry + "/" + r.path
+	if _, err := name.NewRepository(r.repo, name.StrictValidation); err != nil {
 		return Ref{}, fmt.Errorf("image reference %q is not valid: %w", s, err)
 	}
 	return r, nil
+}
+
+// validTag is Docker's tag grammar: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
+func validTag(t string) bool {
+	if t == "" || len(t) > 128 || t[0] == '.' || t[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // splitDomain splits a name into registry and path as Docker does: the first
@@ -110,7 +126,7 @@ func (r Ref) Registry() string { return r.registry }
 func (r Ref) Path() string { return r.path }
 
 // Repository is registry/path (docker.io/library/nginx).
-func (r Ref) Repository() string { return r.registry + "/" + r.path }
+func (r Ref) Repository() string { return r.repo }
 
 // Tag is the tag written, "latest" when neither tag nor digest was, "" when
 // only a digest was.
@@ -219,6 +235,17 @@ func isHex64(h string) bool {
 // CanonicalRegistry returns the canonical form of a registry host[:port] (see
 // the package comment), or an error when it cannot be made canonical.
 func CanonicalRegistry(hostport string) (string, error) {
+	out, err := canonicalRegistry(hostport)
+	if err != nil {
+		return "", err
+	}
+	if _, err := name.NewRegistry(out, name.StrictValidation); err != nil {
+		return "", fmt.Errorf("registry %q is not valid: %w", hostport, err)
+	}
+	return out, nil
+}
+
+func canonicalRegistry(hostport string) (string, error) {
 	host, port, err := splitHostPort(hostport)
 	if err != nil {
 		return "", fmt.Errorf("registry %q: %w", hostport, err)
@@ -245,14 +272,10 @@ func CanonicalRegistry(hostport string) (string, error) {
 	if port == defaultPort(host) {
 		port = ""
 	}
-	out := host
 	if port != "" {
-		out += ":" + port
+		return host + ":" + port, nil
 	}
-	if _, err := name.NewRegistry(out, name.StrictValidation); err != nil {
-		return "", fmt.Errorf("registry %q is not valid: %w", hostport, err)
-	}
-	return out, nil
+	return host, nil
 }
 
 func splitHostPort(s string) (host, port string, err error) {
@@ -316,7 +339,9 @@ func canonicalHostname(h string) (string, error) {
 // hex): addresses to some resolver, never DNS names (no top-level domain is
 // numeric).
 func numericHost(h string) bool {
-	for _, l := range strings.Split(h, ".") {
+	for rest, more := h, true; more; {
+		var l string
+		l, rest, more = strings.Cut(rest, ".")
 		digits := "0123456789"
 		if hex, ok := strings.CutPrefix(l, "0x"); ok {
 			l, digits = hex, "0123456789abcdef"
@@ -348,6 +373,9 @@ func IsLoopback(hostport string) bool {
 	h = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"))
 	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		return true
+	}
+	if h == "" || !strings.Contains(h, ":") && (h[0] < '0' || h[0] > '9') {
+		return false // a DNS name: no address to parse
 	}
 	a, err := netip.ParseAddr(h)
 	return err == nil && a.Unmap().IsLoopback()

@@ -40,6 +40,8 @@ func TestParseCanonical(t *testing.T) {
 		// Digests; name:tag@digest keeps both.
 		{"ghcr.io/a/b@" + dg, "ghcr.io", "ghcr.io/a/b", "ghcr.io/a/b@" + dg},
 		{"ghcr.io/a/b:v1@" + dg, "ghcr.io", "ghcr.io/a/b", "ghcr.io/a/b:v1@" + dg},
+		{"ghcr.io/a/b:V1_2.3-rc", "ghcr.io", "ghcr.io/a/b", "ghcr.io/a/b:V1_2.3-rc"},
+		{"ghcr.io/a/b:" + strings.Repeat("t", 128), "ghcr.io", "ghcr.io/a/b", "ghcr.io/a/b:" + strings.Repeat("t", 128)},
 	}
 	for _, tt := range tests {
 		r, err := Parse(tt.in)
@@ -81,6 +83,10 @@ func TestParseRefusesWhatCannotBeCanonical(t *testing.T) {
 		strings.Repeat("a", 64),             // a bare image ID
 		"ghcr.io/A/b",                       // upper case path
 		"ghcr.io/a/b:",                      // empty tag
+		"ghcr.io/a/b:.v1",                   // tags start with a word character
+		"ghcr.io/a/b:-v1",
+		"ghcr.io/a/b:v1+x",
+		"ghcr.io/a/b:" + strings.Repeat("t", 129), // longer than 128
 		strings.Repeat("a", MaxLength+1),
 	} {
 		if r, err := Parse(in); err == nil {

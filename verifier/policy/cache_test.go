@@ -164,7 +164,7 @@ func TestCacheGenerationChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng := NewEngine(store, e.v, nil, WithClock(e.now))
+	eng := NewEngine(store, e.v, EngineOptions{Clock: e.now})
 	img := cacheRepo + "@" + d1
 	if d := eval(eng, img, ""); !d.Allowed {
 		t.Fatalf("%+v", d)
@@ -270,7 +270,7 @@ func BenchmarkEvaluateCached(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	eng := NewEngine(store, v, nil)
+	eng := NewEngine(store, v, EngineOptions{})
 	in := Input{Image: cacheRepo + ":v1", Digest: d1, Namespace: "default"}
 	if d := eng.Evaluate(context.Background(), in); !d.Allowed {
 		b.Fatal(d.Reason)
@@ -323,7 +323,7 @@ func TestMaxConcurrentVerifications(t *testing.T) {
 	for i := range n {
 		e.v.sign(cacheRepo+"@"+digestOf(byte('a'+i)), e.fpA)
 	}
-	eng := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(limit, limit))
+	eng := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("", verifyA)))), e.v, EngineOptions{Clock: e.now, MaxConcurrentVerifications: limit, MaxVerificationsPerRegistry: limit})
 	e.v.gate = make(chan struct{})
 	e.v.entered = make(chan struct{}, n)
 	results := make([]Decision, n)
@@ -358,7 +358,7 @@ func TestMaxConcurrentVerifications(t *testing.T) {
 	// No turn within the timeout: incomplete, denied under failurePolicy Fail.
 	// The first holds the only turn (its timeout is long); the second caller's
 	// own deadline ends its wait.
-	short := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("  verificationTimeout: 30s\n", verifyA)))), e.v, nil, WithClock(e.now), WithMaxConcurrentVerifications(1, 1))
+	short := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("  verificationTimeout: 30s\n", verifyA)))), e.v, EngineOptions{Clock: e.now, MaxConcurrentVerifications: 1, MaxVerificationsPerRegistry: 1})
 	e.v.gate = make(chan struct{})
 	e.v.entered = make(chan struct{}, 2)
 	first := make(chan Decision)
@@ -450,5 +450,19 @@ spec:
 	in.Auth = &cosign.Auth{Username: "alice"}
 	if d := eng.Evaluate(context.Background(), in); !d.Allowed {
 		t.Fatalf("with alice's credentials: %+v", d)
+	}
+}
+
+// A verification that panics is a denial, not the end of the process
+// (singleflight would re-panic it in a goroutine of its own), and not cached.
+func TestVerificationPanicDenies(t *testing.T) {
+	e, eng := cacheEnv(t, "")
+	dg := digestOf('6')
+	e.v.panics[dg] = true
+	for i := range 2 {
+		d := eval(eng, cacheRepo+"@"+dg, "")
+		if d.Allowed || d.Cached || !strings.Contains(d.Reason, "failed internally") {
+			t.Fatalf("evaluation %d: %+v", i, d)
+		}
 	}
 }

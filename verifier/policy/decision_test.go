@@ -89,7 +89,7 @@ func TestSemanticsAreData(t *testing.T) {
 		set := mustLoad(t, e.expand(native("  mode: Audit\n", verifyA)))
 		p := set.Policies[0]
 		p.OnlyNetworkErrorsIncomplete, p.IncompleteBlocksAnyMode = kyverno, kyverno
-		eng := NewEngine(NewStaticStore(set), e.v, nil, WithClock(e.now))
+		eng := NewEngine(NewStaticStore(set), e.v, EngineOptions{Clock: e.now})
 		e.v.incomplete[digestOf('1')] = true
 		e.v.serverError[digestOf('2')] = true
 		net := eng.Evaluate(context.Background(), Input{Image: "registry.example.com/team/app@" + digestOf('1')})
@@ -111,7 +111,7 @@ func TestSemanticsAreData(t *testing.T) {
 func TestForKeys(t *testing.T) {
 	e := newEnv(t)
 	a := mustLoad(t, e.expand(native("", verifyA))).Policies[0].Rules[0].Attestors[0].Attestors[0].Key
-	eng := NewEngine(NewStaticStore(ForKeys([]*keys.Key{a}, true, 0, "", time.Second)), e.v, nil)
+	eng := NewEngine(NewStaticStore(ForKeys([]*keys.Key{a}, true, 0, "", time.Second)), e.v, EngineOptions{})
 	e.v.sign("ghcr.io/x/y@"+digestOf('1'), e.fpA)
 	if d := eng.Evaluate(context.Background(), Input{Image: "ghcr.io/x/y@" + digestOf('1')}); !d.Allowed || d.Rule != "--key" {
 		t.Fatalf("%+v", d)

@@ -38,8 +38,11 @@ func describePolicy(w io.Writer, p *Policy) {
 	fmt.Fprintf(w, "  applies to: %s\n", ns)
 	fmt.Fprintf(w, "  mode: %s", p.Mode)
 	for _, o := range p.ModeOverrides {
-		where := "every namespace"
-		if len(o.Namespaces) > 0 {
+		where := "no namespace (an empty namespaces list)"
+		switch {
+		case o.AllNamespaces:
+			where = "every namespace"
+		case len(o.Namespaces) > 0:
 			where = "namespaces [" + strings.Join(o.Namespaces, ", ") + "]"
 		}
 		fmt.Fprintf(w, "; %s in %s", o.Mode, where)
@@ -78,6 +81,9 @@ func describeRule(w io.Writer, r *Rule) {
 	}
 	if r.NoCache {
 		fmt.Fprintln(w, "    verdicts are not cached (useCache: false)")
+	}
+	if r.Action == Verify && len(r.Attestors) == 0 && len(r.Attestations) == 0 {
+		fmt.Fprintln(w, "    no attestors: every image this rule matches fails (as in Kyverno: an unverified image)")
 	}
 	for i, a := range r.Attestors {
 		label := "attestors"

@@ -33,6 +33,8 @@ type Engine struct {
 	cache  *verdictCache
 	flight singleflight.Group
 	slots  *slots
+	// slotCount counts verifications that got no slot (SlotStats).
+	slotCount slotCounters
 	// credKey keys the HMAC that names credentials in cache keys: verdicts
 	// are kept per credential identity without keeping anything from which a
 	// password could be recovered, even in memory.
@@ -42,24 +44,32 @@ type Engine struct {
 	waitHook func()
 }
 
-// EngineOption configures an Engine.
-type EngineOption func(*Engine)
+// EngineOptions configure an Engine; zero fields take the defaults.
+type EngineOptions struct {
+	Logger *slog.Logger     // nil: nothing is logged
+	Clock  func() time.Time // nil: time.Now (tests replace it)
+	// MaxConcurrentVerifications is how many signature verifications run at
+	// once in all (< 1: DefaultMaxConcurrentVerifications), and
+	// MaxVerificationsPerRegistry how many for one registry (< 1 or above the
+	// total: half of it, at least 1). A verification waits for a slot within
+	// its own timeout; one that gets none is incomplete, and the rule's
+	// failurePolicy decides, as for a registry that did not answer.
+	MaxConcurrentVerifications  int
+	MaxVerificationsPerRegistry int
+}
 
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) EngineOption { return func(e *Engine) { e.now = now } }
-
-// NewEngine returns an engine over store using v; logger may be nil.
-func NewEngine(store *Store, v Verifier, logger *slog.Logger, opts ...EngineOption) *Engine {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// NewEngine returns an engine over store using v.
+func NewEngine(store *Store, v Verifier, o EngineOptions) *Engine {
+	e := &Engine{store: store, v: v, log: o.Logger, now: o.Clock, cache: newVerdictCache(),
+		slots: newSlots(o.MaxConcurrentVerifications, o.MaxVerificationsPerRegistry), credKey: make([]byte, 32)}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{store: store, v: v, log: logger, now: time.Now, cache: newVerdictCache(),
-		slots: newSlots(DefaultMaxConcurrentVerifications, 0), credKey: make([]byte, 32)}
+	if e.now == nil {
+		e.now = time.Now
+	}
 	if _, err := rand.Read(e.credKey); err != nil {
 		panic(fmt.Sprintf("policy: reading randomness for the engine: %v", err)) // crypto/rand never fails on Linux
-	}
-	for _, o := range opts {
-		o(e)
 	}
 	return e
 }
@@ -184,15 +194,24 @@ func (e *Engine) judgeCached(ctx context.Context, set *Set, matched []matchedRul
 		cd.Image, cd.Digest, cd.Cached, cd.Generation = d.Image, d.Digest, true, set.Generation
 		return cd
 	}
-	ch := e.flight.DoChan(key, func() (any, error) {
+	ch := e.flight.DoChan(key, func() (out any, err error) {
+		// singleflight re-panics a panic of this function in a goroutine of
+		// its own, which would end the process: a verification that panics
+		// (a library choking on hostile input) is a denial instead.
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error("policy: verification panicked; denied", "image", d.Image, "digest", d.Digest, "panic", fmt.Sprint(r))
+				out, err = deny(d, fmt.Sprintf("verification failed internally (%v); refused (a bug: please report it with criguard's log)", r)), nil
+			}
+		}()
 		// Detached from the first caller: its cancellation must not fail
 		// the others sharing this verification; rule timeouts bound it.
 		vctx := context.WithoutCancel(ctx)
-		out := e.judge(vctx, matched, ref, d, in, nil)
-		if ttl, ok := cacheTTL(out, matched); ok {
-			e.cache.put(set.Generation, key, out, e.now().Add(ttl))
+		dec := e.judge(vctx, matched, ref, d, in, nil)
+		if ttl, ok := cacheTTL(dec, matched); ok {
+			e.cache.put(set.Generation, key, dec, e.now().Add(ttl))
 		}
-		return out, nil
+		return dec, nil
 	})
 	if e.waitHook != nil {
 		e.waitHook()
@@ -216,9 +235,10 @@ type matchedRule struct {
 
 func (e *Engine) match(set *Set, ref imageref.Ref, ns string) []matchedRule {
 	var out []matchedRule
+	sp := ref.Spellings()
 	for _, p := range set.Policies {
 		for _, r := range p.Rules {
-			if !r.appliesToNamespace(ns) || !matchesAny(ref, r.Images) || excludedBy(ref, r.ExcludeImages) {
+			if !r.appliesToNamespace(ns) || !matchesAny(sp, r.Images) || excludedBy(sp, r.ExcludeImages) {
 				continue
 			}
 			out = append(out, matchedRule{r: r, mode: r.modeFor(ns)})

@@ -54,7 +54,7 @@ func (e *env) expand(doc string) string {
 func (e *env) engine(doc string) *Engine {
 	e.t.Helper()
 	set := mustLoad(e.t, e.expand(doc))
-	return NewEngine(NewStaticStore(set), e.v, nil, WithClock(e.now))
+	return NewEngine(NewStaticStore(set), e.v, EngineOptions{Clock: e.now})
 }
 
 func native(spec string, rules string) string {
@@ -203,6 +203,8 @@ spec:
     match: {any: [{resources: {kinds: [Pod]}}]}
     verifyImages:
     - imageReferences: ["registry.example.com/*"]
+      mutateDigest: false
+      verifyDigest: false
       attestors:
       - entries:
         - keys: {publicKeys: KEYB, rekor: {ignoreTlog: true}}
@@ -317,6 +319,10 @@ func TestKyvernoSemantics(t *testing.T) {
 	const repo = "ghcr.io/team/app"
 	d1 := digestOf('1')
 	base := func(extra string, vi string) string {
+		if !strings.Contains(vi, "mutateDigest") {
+			// Kyverno refuses mutateDigest (default true) under Audit.
+			vi = "      mutateDigest: false\n      verifyDigest: false\n" + vi
+		}
 		return `apiVersion: kyverno.io/v1
 kind: ClusterPolicy
 metadata: {name: k}
@@ -343,8 +349,13 @@ spec:
 		{"rule failureAction Enforce wins", base("  validationFailureAction: Audit\n", "      failureAction: Enforce\n"), Input{Image: repo + "@" + d1}, false, false, "0 of 1 required keys"},
 		{"override by namespace", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit, namespaces: [\"dev-*\"]}\n", ""), Input{Image: repo + "@" + d1, Namespace: "dev-1"}, true, true, "audit"},
 		{"override other namespace", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit, namespaces: [\"dev-*\"]}\n", ""), Input{Image: repo + "@" + d1, Namespace: "prod"}, false, false, ""},
-		// An override naming no namespace matches none (Kyverno): it must not relax Enforce everywhere.
-		{"override without namespaces matches none", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit}\n", ""), Input{Image: repo + "@" + d1, Namespace: "prod"}, false, false, ""},
+		// Kyverno 1.18+ (pkg/engine/api/engineresponse.go matchOverride): "Both
+		// Namespaces and NamespaceSelector nil means the override applies to
+		// all namespaces." criguard used to match none.
+		{"override without namespaces applies to every namespace", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit}\n", ""), Input{Image: repo + "@" + d1, Namespace: "prod"}, true, true, "audit"},
+		{"override without namespaces, unknown namespace", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit}\n", ""), Input{Image: repo + "@" + d1}, true, true, "audit"},
+		// An empty list is not nil: "for _, ns := range v.Namespaces" matches nothing.
+		{"override with an empty namespaces list matches none", base("  validationFailureAction: Enforce\n  validationFailureActionOverrides:\n  - {action: Audit, namespaces: []}\n", ""), Input{Image: repo + "@" + d1, Namespace: "prod"}, false, false, ""},
 		// Unknown namespace: the strictest mode an override names applies.
 		{"unknown namespace takes an Enforce override", base("  validationFailureAction: Audit\n  validationFailureActionOverrides:\n  - {action: Enforce, namespaces: [\"prod-*\"]}\n", ""), Input{Image: repo + "@" + d1}, false, false, ""},
 		{"verifyDigest without mutateDigest needs a digest", base("  validationFailureAction: Enforce\n", "      mutateDigest: false\n"), Input{Image: repo + ":v1", Digest: d1}, false, false, "referenced by digest"},
@@ -399,7 +410,7 @@ spec:
 }
 
 func TestEvaluateNoPolicy(t *testing.T) {
-	eng := NewEngine(&Store{}, newFake(), nil)
+	eng := NewEngine(&Store{}, newFake(), EngineOptions{})
 	if d := eng.Evaluate(context.Background(), Input{Image: "nginx"}); d.Allowed || !strings.Contains(d.Reason, "no policy") {
 		t.Fatalf("%+v", d)
 	}
@@ -523,7 +534,7 @@ spec:
 `
 	set, err := loadString(t, e.expand(slashes))
 	if err == nil {
-		eng := NewEngine(NewStaticStore(set), e.v, nil, WithClock(e.now))
+		eng := NewEngine(NewStaticStore(set), e.v, EngineOptions{Clock: e.now})
 		if d := eng.Evaluate(context.Background(), Input{Image: repo + "@" + d, Namespace: "prod"}); !d.Allowed {
 			t.Fatalf("prod (key A) denied: %s", d.Reason)
 		}
@@ -567,6 +578,7 @@ spec:
 func TestKyvernoGeneratedRuleNamesUnique(t *testing.T) {
 	e := newEnv(t)
 	entry := `    - imageReferences: ["registry.example.com/*"]
+      mutateDigest: false
       attestors: [{entries: [{keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}}]}]
 `
 	doc := `apiVersion: kyverno.io/v1

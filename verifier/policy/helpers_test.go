@@ -77,9 +77,11 @@ type fakeVerifier struct {
 	incomplete   map[string]bool            // digest -> Verify fails with ErrIncomplete (network error)
 	serverError  map[string]bool            // digest -> Verify fails with ErrIncomplete (5xx)
 	private      map[string]string          // digest -> the only username the registry lets read it (else 401)
+	panics       map[string]bool            // digest -> Verify panics (a library choking on hostile input)
 	resolveErr   error
 	answerDigest string        // when set, Verify answers for this digest (a confused verifier)
 	gate         chan struct{} // when set, Verify waits for it to close
+	slowHost     string        // when set, only Verify calls for this registry wait for gate
 	entered      chan struct{} // when set, Verify signals each call
 	verifies     atomic.Int32
 	resolves     atomic.Int32
@@ -87,7 +89,7 @@ type fakeVerifier struct {
 }
 
 func newFake() *fakeVerifier {
-	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}, serverError: map[string]bool{}, private: map[string]string{}}
+	return &fakeVerifier{tags: map[string]string{}, signed: map[string]map[string]bool{}, incomplete: map[string]bool{}, serverError: map[string]bool{}, private: map[string]string{}, panics: map[string]bool{}}
 }
 
 func fingerprint(t testing.TB, pemText string) string {
@@ -129,7 +131,7 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	if f.entered != nil {
 		f.entered <- struct{}{}
 	}
-	if f.gate != nil {
+	if f.gate != nil && (f.slowHost == "" || req.Image.Registry() == f.slowHost) {
 		select {
 		case <-f.gate:
 		case <-ctx.Done():
@@ -139,6 +141,9 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, req)
+	if f.panics[req.Digest] {
+		panic("hostile input")
+	}
 	if f.incomplete[req.Digest] {
 		return cosign.Result{}, fmt.Errorf("%w: registry unreachable: %w", cosign.ErrIncomplete, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})
 	}

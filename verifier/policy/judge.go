@@ -45,6 +45,8 @@ func judgeCheap(o *RuleOutcome, m matchedRule, ref imageref.Ref, in Input, resol
 		o.Result, o.Reason = OutcomePass, "allowed by the rule (action Allow)"
 	case m.r.Action == Deny:
 		o.Result, o.Reason = OutcomeFail, "denied by the rule (action Deny)"
+	case m.r.Action == Verify && len(m.r.Attestors) == 0 && len(m.r.Attestations) == 0:
+		o.Result, o.Reason = OutcomeFail, "the verifyImages entry has no attestors, so nothing verifies the image: Kyverno fails it as unverified (required: true), and so does criguard"
 	case m.r.RequireDigestReference && !ref.HasDigest():
 		o.Result, o.Reason = OutcomeFail, "the image must be referenced by digest (verifyDigest: true, mutateDigest: false)"
 	case in.Local:
@@ -78,6 +80,9 @@ func (e *Engine) judgeVerify(ctx context.Context, memo map[verifyMemoKey]verifyM
 			o.transient = true
 		case err != nil && errors.Is(err, cosign.ErrIncomplete):
 			o.Result, o.Reason = OutcomeIncomplete, fmt.Sprintf("%s: verification could not complete: %s", what, incompleteDetail(err))
+			if errors.Is(err, ErrSaturated) {
+				e.saturated(ctx, m, ref, digest, err)
+			}
 		case err != nil:
 			o.Result, o.Reason = OutcomeFail, fmt.Sprintf("%s: %v", what, err)
 		case !res.Allowed:

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/sigverify"
 	"github.com/criguard/criguard/verifier/trust"
+	"github.com/criguard/criguard/verifier/wildcard"
 )
 
 // present reports whether a raw field holds something other than nothing.
@@ -36,28 +39,67 @@ var podKinds = map[string]bool{
 }
 
 // kindCoversPods reports whether a Kyverno kinds entry ("Pod", "v1/Pod",
-// "apps/v1/Deployment", "*", "Pod/ephemeralcontainers") selects pods. With
-// controllers false only Pod itself counts: an exclusion written for
-// Deployments must not exclude pods on the node, where criguard cannot tell
-// which controller made a pod.
-func kindCoversPods(k string, controllers bool) bool {
-	if k == "*" {
-		return true
+// "apps/v1/Deployment", "*", "Pod/ephemeralcontainers") selects containers
+// being created on the node. With excluding false (a match) controllers count
+// too, and a subresource counts when it is ephemeralcontainers (criguard cannot
+// tell an ephemeral container from another, so the rule applies to all:
+// stricter). With excluding true only Pod itself counts, and only without a
+// subresource: Kyverno excludes Pod/ephemeralcontainers for that subresource
+// alone, and an exclusion written for Deployments must not exclude pods on the
+// node, where criguard cannot tell which controller made a pod.
+func kindCoversPods(k string, excluding bool) bool {
+	kind, sub := splitKindSelector(k)
+	if excluding && !wildcard.Match(sub, "") {
+		return false
 	}
-	k, _, _ = strings.Cut(k, "/ephemeralcontainers")
-	if i := strings.LastIndex(k, "/"); i >= 0 {
-		k = k[i+1:]
+	if !excluding && !wildcard.Match(sub, "") && !wildcard.Match(sub, "ephemeralcontainers") {
+		return false // Pod/status, Pod/exec...: no container is created
 	}
 	for pk := range podKinds {
-		if pk != "Pod" && !controllers {
+		if pk != "Pod" && excluding {
 			continue
 		}
-		if matchWildcard(k, pk) {
+		if wildcard.Match(kind, pk) {
 			return true
 		}
 	}
 	return false
 }
+
+// splitKindSelector reads a kinds entry as Kyverno does
+// (kubeutils.ParseKindSelector): kind, group/version/kind, version/kind or
+// kind/subresource, with "*/*" for everything and "*/sub" for a subresource of
+// any kind. Only kind and subresource matter on the node.
+func splitKindSelector(k string) (kind, sub string) {
+	parts := strings.Split(k, "/")
+	last := strings.SplitN(parts[len(parts)-1], ".", 2) // Pod.ephemeralcontainers
+	parts = append(parts[:len(parts)-1], last...)
+	isVersion := func(s string) bool { return s == "*" || kyvernoVersion.MatchString(s) }
+	switch len(parts) {
+	case 1:
+		return parts[0], ""
+	case 2:
+		switch {
+		case parts[0] == "*" && parts[1] == "*":
+			return "*", "*"
+		case parts[0] == "*" && strings.ToLower(parts[1]) == parts[1]:
+			return "*", parts[1]
+		case isVersion(parts[0]):
+			return parts[1], ""
+		}
+		return parts[0], parts[1]
+	case 3:
+		if isVersion(parts[0]) {
+			return parts[1], parts[2]
+		}
+		return parts[2], ""
+	case 4:
+		return parts[2], parts[3]
+	}
+	return "", "-" // unreadable: selects nothing
+}
+
+var kyvernoVersion = regexp.MustCompile(`^v\d((alpha|beta)\d)?$`)
 
 func kyvernoMetadata(raw json.RawMessage) (nm, ns string, err error) {
 	if !present(raw) {
@@ -92,76 +134,109 @@ func kyvernoAction(path, v string) (Mode, error) {
 }
 
 // compileKyverno turns a ClusterPolicy or Policy document into a Policy, or
-// refuses it naming the field criguard cannot honour.
+// refuses it naming every field criguard cannot honour.
 func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []Warning, error) {
 	var d kyvernoDoc
-	if err := decodeStrict(data, &d); err != nil {
+	var errs errList
+	if err := decodeStrict(data, &d, &errs); err != nil {
 		return nil, nil, err
 	}
 	nm, ns, err := kyvernoMetadata(d.Metadata)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, errors.Join(append(errs, err)...)
 	}
 	p := &Policy{Name: nm, File: file, Document: doc, Timeout: DefaultTimeout, CacheTTL: DefaultCacheTTL, CacheMax: DefaultCacheMax,
 		OnlyNetworkErrorsIncomplete: true, IncompleteBlocksAnyMode: true}
-	var warns []Warning
-	warn := func(path, format string, args ...any) {
-		warns = append(warns, Warning{File: file, Document: doc, Path: path, Message: fmt.Sprintf(format, args...)})
+	w := &kyvernoWarnings{file: file, doc: doc}
+	errs.add(kyvernoKind(p, kind, ns))
+	compileKyvernoSpec(p, &d.Spec, &errs)
+	if s := d.Spec; s.Admission != nil && !*s.Admission {
+		w.add("spec.admission", "admission: false: Kyverno does not apply this policy when pods are admitted, so criguard does not apply it either")
+		return nil, w.list, errs.err()
 	}
+	compileKyvernoRules(p, d.Spec.Rules, w, &errs)
+	if err := errs.err(); err != nil {
+		return nil, nil, err
+	}
+	if len(p.Rules) == 0 {
+		w.add("spec.rules", "policy %q has no verifyImages rules: nothing to enforce", p.Name)
+	}
+	return p, w.list, nil
+}
+
+type kyvernoWarnings struct {
+	file string
+	doc  int
+	list []Warning
+}
+
+func (w *kyvernoWarnings) add(path, format string, args ...any) {
+	w.list = append(w.list, Warning{File: w.file, Document: w.doc, Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+func kyvernoKind(p *Policy, kind, ns string) error {
 	switch kind {
 	case "ClusterPolicy":
 		p.Source = SourceClusterPolicy
 		if ns != "" {
-			return nil, nil, errAt("metadata.namespace", "a ClusterPolicy is cluster-wide and has no namespace (use kind Policy for a namespaced policy)")
+			return errAt("metadata.namespace", "a ClusterPolicy is cluster-wide and has no namespace (use kind Policy for a namespaced policy)")
 		}
 	case "Policy":
 		p.Source = SourcePolicy
 		if ns == "" {
-			return nil, nil, errAt("metadata.namespace", "required for a namespaced Policy: it applies only to pods of its own namespace")
+			return errAt("metadata.namespace", "required for a namespaced Policy: it applies only to pods of its own namespace")
 		}
 		if err := checkPattern(ns); err != nil || strings.ContainsAny(ns, "*?") {
-			return nil, nil, errAt("metadata.namespace", "%q is not a namespace name", ns)
+			return errAt("metadata.namespace", "%q is not a namespace name", ns)
 		}
 		p.Namespace = ns
 	}
-	s := d.Spec
+	return nil
+}
+
+// compileKyvernoSpec reads the policy-wide settings.
+func compileKyvernoSpec(p *Policy, s *kyvernoSpec, errs *errList) {
 	// Kyverno's default validationFailureAction is Audit; criguard follows it so
 	// that the same policy means the same thing (policy check says so).
 	p.Mode = Audit
 	if s.ValidationFailureAction != "" {
-		if p.Mode, err = kyvernoAction("spec.validationFailureAction", s.ValidationFailureAction); err != nil {
-			return nil, nil, err
+		m, err := kyvernoAction("spec.validationFailureAction", s.ValidationFailureAction)
+		if !errs.add(err) {
+			p.Mode = m
 		}
 	}
 	for i, o := range s.ValidationFailureActionOverrides {
 		op := fmt.Sprintf("spec.validationFailureActionOverrides[%d]", i)
 		if present(o.NamespaceSelector) {
-			return nil, nil, errAt(op+".namespaceSelector", "namespace label selectors cannot be evaluated on the node (criguard does not see namespace labels); list namespaces instead")
+			errs.add(errAt(op+".namespaceSelector", "namespace label selectors cannot be evaluated on the node (criguard does not see namespace labels); list namespaces instead"))
 		}
 		m, err := kyvernoAction(op+".action", o.Action)
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := checkPatterns(op+".namespaces", o.Namespaces); err != nil {
-			return nil, nil, err
-		}
-		p.ModeOverrides = append(p.ModeOverrides, ModeOverride{Mode: m, Namespaces: o.Namespaces})
+		errs.add(err)
+		errs.add(checkPatterns(op+".namespaces", o.Namespaces))
+		// Kyverno 1.18+ (engineresponse.go matchOverride): "Both Namespaces and
+		// NamespaceSelector nil means the override applies to all namespaces."
+		p.ModeOverrides = append(p.ModeOverrides, ModeOverride{Mode: m, Namespaces: o.Namespaces, AllNamespaces: o.Namespaces == nil})
 	}
 	switch s.ApplyRules {
 	case "", "All":
 	case "One":
-		return nil, nil, errAt("spec.applyRules", "One (stop after the first matching rule) is not supported: criguard requires every matching rule to pass; use All")
+		errs.add(errAt("spec.applyRules", "One (stop after the first matching rule) is not supported: criguard requires every matching rule to pass; use All"))
 	default:
-		return nil, nil, errAt("spec.applyRules", "unknown value %q (want All or One)", s.ApplyRules)
+		errs.add(errAt("spec.applyRules", "unknown value %q (want All or One)", s.ApplyRules))
 	}
+	compileKyvernoWebhook(p, s, errs)
+}
+
+// compileKyvernoWebhook reads failurePolicy and the timeout; Kyverno's
+// GetFailurePolicy/GetWebhookTimeoutSeconds prefer webhookConfiguration over
+// the deprecated spec-level fields.
+func compileKyvernoWebhook(p *Policy, s *kyvernoSpec, errs *errList) {
 	fp, timeout := s.FailurePolicy, s.WebhookTimeoutSeconds
 	fpPath, toPath := "spec.failurePolicy", "spec.webhookTimeoutSeconds"
 	if wc := s.WebhookConfiguration; wc != nil {
 		if present(wc.MatchConditions) {
-			return nil, nil, errAt("spec.webhookConfiguration.matchConditions", "CEL match conditions on the admission request cannot be evaluated on the node")
+			errs.add(errAt("spec.webhookConfiguration.matchConditions", "CEL match conditions on the admission request cannot be evaluated on the node"))
 		}
-		// Kyverno's GetFailurePolicy/GetWebhookTimeoutSeconds prefer
-		// webhookConfiguration over the deprecated spec-level fields.
 		if wc.FailurePolicy != "" {
 			fp, fpPath = wc.FailurePolicy, "spec.webhookConfiguration.failurePolicy"
 		}
@@ -169,50 +244,43 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 			timeout, toPath = wc.TimeoutSeconds, "spec.webhookConfiguration.timeoutSeconds"
 		}
 	}
-	if p.FailurePolicy, err = enumOf(fpPath, fp, Fail, Fail, Ignore); err != nil {
-		return nil, nil, err
-	}
+	var err error
+	p.FailurePolicy, err = enumOf(fpPath, fp, Fail, Fail, Ignore)
+	errs.add(err)
 	if timeout != nil {
 		if *timeout < 1 || *timeout > int(maxKyvernoTimeout/time.Second) {
-			return nil, nil, errAt(toPath, "%d is out of range (1 to 30 seconds, as in Kyverno)", *timeout)
+			errs.add(errAt(toPath, "%d is out of range (1 to 30 seconds, as in Kyverno)", *timeout))
+		} else {
+			p.Timeout = time.Duration(*timeout) * time.Second
 		}
-		p.Timeout = time.Duration(*timeout) * time.Second
 	}
-	if s.Admission != nil && !*s.Admission {
-		warn("spec.admission", "admission: false: Kyverno does not apply this policy when pods are admitted, so criguard does not apply it either")
-		return nil, warns, nil
-	}
+}
+
+// compileKyvernoRules compiles the verifyImages rules, skipping (with a
+// warning) rules of other types.
+func compileKyvernoRules(p *Policy, krs []kyvernoRule, w *kyvernoWarnings, errs *errList) {
 	seen := map[string]bool{}
-	for i := range s.Rules {
-		kr := &s.Rules[i]
+	for i := range krs {
+		kr := &krs[i]
 		path := fmt.Sprintf("spec.rules[%d]", i)
-		if kr.Name == "" {
-			return nil, nil, errAt(path+".name", "required")
-		}
-		if seen[kr.Name] {
-			return nil, nil, errAt(path+".name", "duplicate rule name %q", kr.Name)
-		}
-		seen[kr.Name] = true
-		others := present(kr.Mutation) || present(kr.Validation) || present(kr.Generation)
-		if len(kr.VerifyImages) == 0 {
-			what := "no verifyImages"
-			switch {
-			case present(kr.Mutation):
-				what = "a mutate rule"
-			case present(kr.Validation):
-				what = "a validate rule"
-			case present(kr.Generation):
-				what = "a generate rule"
-			}
-			warn(path, "rule %q is %s: skipped (criguard enforces verifyImages rules only)", kr.Name, what)
+		switch {
+		case kr.Name == "":
+			errs.add(errAt(path+".name", "required"))
+		case seen[kr.Name]:
+			errs.add(errAt(path+".name", "duplicate rule name %q", kr.Name))
 			continue
 		}
-		if others {
-			return nil, nil, errAt(path, "a rule with verifyImages must not also mutate, validate or generate")
+		seen[kr.Name] = true
+		if len(kr.VerifyImages) == 0 {
+			w.add(path, "rule %q is %s: skipped (criguard enforces verifyImages rules only)", kr.Name, otherRuleType(kr))
+			continue
 		}
-		rules, rw, err := compileKyvernoRule(p, kr, path)
-		if err != nil {
-			return nil, nil, err
+		if present(kr.Mutation) || present(kr.Validation) || present(kr.Generation) {
+			errs.add(errAt(path, "a rule with verifyImages must not also mutate, validate or generate"))
+		}
+		rules, err := compileKyvernoRule(p, kr, path, w)
+		if errs.add(err) {
+			continue
 		}
 		for _, r := range rules {
 			// A rule with several verifyImages entries is split into rules
@@ -220,25 +288,29 @@ func compileKyverno(data []byte, file string, doc int, kind string) (*Policy, []
 			// names identify rules in the verdict cache.
 			if r.Name != kr.Name {
 				if seen[r.Name] {
-					return nil, nil, errAt(path+".name", "rule name %q collides with a verifyImages entry of rule %q (criguard names it %q): rename one", r.Name, kr.Name, r.Name)
+					errs.add(errAt(path+".name", "rule name %q collides with a verifyImages entry of rule %q (criguard names it %q): rename one", r.Name, kr.Name, r.Name))
 				}
 				seen[r.Name] = true
 			}
 		}
-		warns = append(warns, rw...)
 		p.Rules = append(p.Rules, rules...)
 	}
-	if len(p.Rules) == 0 {
-		warn("spec.rules", "policy %q has no verifyImages rules: nothing to enforce", p.Name)
-	}
-	return p, warns, nil
 }
 
-func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string) ([]*Rule, []Warning, error) {
-	var warns []Warning
-	warn := func(fpath, format string, args ...any) {
-		warns = append(warns, Warning{File: p.File, Document: p.Document, Path: fpath, Message: fmt.Sprintf(format, args...)})
+func otherRuleType(kr *kyvernoRule) string {
+	switch {
+	case present(kr.Mutation):
+		return "a mutate rule"
+	case present(kr.Validation):
+		return "a validate rule"
+	case present(kr.Generation):
+		return "a generate rule"
 	}
+	return "no verifyImages"
+}
+
+func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string, w *kyvernoWarnings) ([]*Rule, error) {
+	var errs errList
 	for _, f := range []struct {
 		raw  json.RawMessage
 		name string
@@ -250,88 +322,74 @@ func compileKyvernoRule(p *Policy, kr *kyvernoRule, path string) ([]*Rule, []War
 		{kr.CELPreconditions, "celPreconditions", "CEL preconditions on the admission request cannot be evaluated on the node"},
 	} {
 		if present(f.raw) {
-			return nil, nil, errAt(path+"."+f.name, "%s", f.why)
+			errs.add(errAt(path+"."+f.name, "%s", f.why))
 		}
 	}
 	if kr.MatchResources == nil {
-		return nil, nil, errAt(path+".match", "required")
+		errs.add(errAt(path+".match", "required"))
+		return nil, errs.err()
 	}
 	match, applies, err := kyvernoMatchOf(path+".match", kr.MatchResources, p.Source == SourcePolicy, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !applies {
-		warn(path+".match", "rule %q selects no pods (kinds) or no pod creation (operations): skipped", kr.Name)
-		return nil, warns, nil
-	}
+	errs.add(err)
 	var exclude NamespaceMatch
 	if kr.ExcludeResources != nil {
-		if exclude, _, err = kyvernoMatchOf(path+".exclude", kr.ExcludeResources, p.Source == SourcePolicy, true); err != nil {
-			return nil, nil, err
+		exclude, _, err = kyvernoMatchOf(path+".exclude", kr.ExcludeResources, p.Source == SourcePolicy, true)
+		errs.add(err)
+	}
+	ruleMode := kyvernoRuleMode(kr, path, &errs)
+	var out []*Rule
+	// As Kyverno's policy validation reads it: the spec's action, then each
+	// entry's failureAction, carried on to the entries after it.
+	audit := p.Mode == Audit
+	for j := range kr.VerifyImages {
+		vi := &kr.VerifyImages[j]
+		if vi.FailureAction != "" {
+			audit = strings.EqualFold(vi.FailureAction, "audit")
+		}
+		nm := kr.Name
+		if len(kr.VerifyImages) > 1 {
+			nm = fmt.Sprintf("%s[%d]", kr.Name, j)
+		}
+		r := &Rule{Name: nm, Policy: p, Match: match, Exclude: exclude, Action: Verify, Mode: ruleMode}
+		if !errs.add(compileVerifyImages(r, vi, fmt.Sprintf("%s.verifyImages[%d]", path, j), audit, w.add)) {
+			out = append(out, r)
 		}
 	}
-	// Kyverno's rule action: the first verifyImages entry that enforces, else
-	// the first that sets failureAction, else the policy's.
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	if !applies {
+		w.add(path+".match", "rule %q selects no pods (kinds) or no pod creation or update (operations): skipped", kr.Name)
+		return nil, nil
+	}
+	return out, nil
+}
+
+// kyvernoRuleMode is Kyverno's rule action: the first verifyImages entry that
+// enforces, else the first that sets failureAction, else the policy's ("").
+func kyvernoRuleMode(kr *kyvernoRule, path string, errs *errList) Mode {
 	var ruleMode Mode
 	for j, vi := range kr.VerifyImages {
 		if vi.FailureAction == "" {
 			continue
 		}
 		m, err := kyvernoAction(fmt.Sprintf("%s.verifyImages[%d].failureAction", path, j), vi.FailureAction)
-		if err != nil {
-			return nil, nil, err
+		if errs.add(err) {
+			continue
 		}
 		if ruleMode == "" || m == Enforce {
 			ruleMode = m
 		}
 	}
-	var out []*Rule
-	for j := range kr.VerifyImages {
-		vi := &kr.VerifyImages[j]
-		vp := fmt.Sprintf("%s.verifyImages[%d]", path, j)
-		nm := kr.Name
-		if len(kr.VerifyImages) > 1 {
-			nm = fmt.Sprintf("%s[%d]", kr.Name, j)
-		}
-		r := &Rule{Name: nm, Policy: p, Match: match, Exclude: exclude, Action: Verify, Mode: ruleMode}
-		if err := compileVerifyImages(r, vi, vp, warn); err != nil {
-			return nil, nil, err
-		}
-		out = append(out, r)
-	}
-	return out, warns, nil
+	return ruleMode
 }
 
 // kyvernoMatchOf compiles match or exclude into namespace filters. applies is
 // false when no filter can select a pod being created.
 func kyvernoMatchOf(path string, m *kyvernoMatch, namespaced, excluding bool) (NamespaceMatch, bool, error) {
-	if len(m.Any) > 0 && len(m.All) > 0 {
-		return NamespaceMatch{}, false, errAt(path, "any and all cannot be used together")
-	}
-	type item struct {
-		path string
-		ui   kyvernoUserInfo
-		res  *kyvernoResources
-	}
-	var items []item
-	all := false
-	switch {
-	case len(m.Any) > 0:
-		for i, f := range m.Any {
-			items = append(items, item{fmt.Sprintf("%s.any[%d]", path, i), f.kyvernoUserInfo, f.Resources})
-		}
-	case len(m.All) > 0:
-		all = true
-		for i, f := range m.All {
-			items = append(items, item{fmt.Sprintf("%s.all[%d]", path, i), f.kyvernoUserInfo, f.Resources})
-		}
-	}
-	// The legacy top-level resources/userInfo form.
-	if m.Resources != nil || len(m.Roles) > 0 || len(m.ClusterRoles) > 0 || present(m.Subjects) {
-		if len(items) > 0 {
-			return NamespaceMatch{}, false, errAt(path+".resources", "cannot be combined with any/all")
-		}
-		items = append(items, item{path, m.kyvernoUserInfo, m.Resources})
+	items, all, err := kyvernoMatchItems(path, m)
+	if err != nil {
+		return NamespaceMatch{}, false, err
 	}
 	if len(items) == 0 {
 		if excluding {
@@ -340,64 +398,15 @@ func kyvernoMatchOf(path string, m *kyvernoMatch, namespaced, excluding bool) (N
 		return NamespaceMatch{}, false, errAt(path, "needs resources (any, all or resources)")
 	}
 	nm := NamespaceMatch{All: all}
+	var errs errList
 	for _, it := range items {
-		if len(it.ui.Roles) > 0 || len(it.ui.ClusterRoles) > 0 || present(it.ui.Subjects) {
-			f := "roles"
-			if len(it.ui.Roles) == 0 {
-				f = "clusterRoles"
-				if len(it.ui.ClusterRoles) == 0 {
-					f = "subjects"
-				}
-			}
-			return NamespaceMatch{}, false, errAt(join(it.path, f), "the requesting user is not known on the node (kubelet creates every container)")
+		f, err := kyvernoFilterOf(it, namespaced, excluding)
+		if !errs.add(err) {
+			nm.Filters = append(nm.Filters, f)
 		}
-		r := it.res
-		if r == nil {
-			return NamespaceMatch{}, false, errAt(join(it.path, "resources"), "required")
-		}
-		rp := join(it.path, "resources")
-		switch {
-		case r.Name != "" || len(r.Names) > 0:
-			return NamespaceMatch{}, false, errAt(rp+".names", "matching by resource name is not supported on the node (pod names are generated by controllers)")
-		case len(r.Annotations) > 0:
-			return NamespaceMatch{}, false, errAt(rp+".annotations", "matching by annotations is not supported on the node")
-		case present(r.Selector):
-			return NamespaceMatch{}, false, errAt(rp+".selector", "label selectors are not supported on the node")
-		case present(r.NamespaceSelector):
-			return NamespaceMatch{}, false, errAt(rp+".namespaceSelector", "namespace label selectors cannot be evaluated on the node (criguard does not see namespace labels); list namespaces instead")
-		}
-		if namespaced && len(r.Namespaces) > 0 {
-			return NamespaceMatch{}, false, errAt(rp+".namespaces", "a namespaced Policy cannot filter namespaces (Kyverno forbids it too)")
-		}
-		if err := checkPatterns(rp+".namespaces", r.Namespaces); err != nil {
-			return NamespaceMatch{}, false, err
-		}
-		never := false
-		if len(r.Kinds) > 0 {
-			pods := false
-			for _, k := range r.Kinds {
-				if kindCoversPods(k, !excluding) {
-					pods = true
-				}
-			}
-			never = !pods
-		}
-		if len(r.Operations) > 0 {
-			create := false
-			for i, op := range r.Operations {
-				switch op {
-				case "CREATE":
-					create = true
-				case "UPDATE", "DELETE", "CONNECT":
-				default:
-					return NamespaceMatch{}, false, errAt(fmt.Sprintf("%s.operations[%d]", rp, i), "unknown operation %q", op)
-				}
-			}
-			if !create {
-				never = true
-			}
-		}
-		nm.Filters = append(nm.Filters, NamespaceFilter{Namespaces: r.Namespaces, Never: never})
+	}
+	if err := errs.err(); err != nil {
+		return NamespaceMatch{}, false, err
 	}
 	applies := false
 	for _, f := range nm.Filters {
@@ -411,11 +420,124 @@ func kyvernoMatchOf(path string, m *kyvernoMatch, namespaced, excluding bool) (N
 	return nm, applies, nil
 }
 
-func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(string, string, ...any)) error {
+// matchItem is one filter of a match or exclude block, with its path.
+type matchItem struct {
+	path string
+	ui   kyvernoUserInfo
+	res  *kyvernoResources
+}
+
+// kyvernoMatchItems lists the filters of any, all, or the legacy top-level
+// resources/userInfo form; all reports whether every filter must match.
+func kyvernoMatchItems(path string, m *kyvernoMatch) ([]matchItem, bool, error) {
+	if len(m.Any) > 0 && len(m.All) > 0 {
+		return nil, false, errAt(path, "any and all cannot be used together")
+	}
+	var items []matchItem
+	all := len(m.All) > 0
+	for i, f := range m.Any {
+		items = append(items, matchItem{fmt.Sprintf("%s.any[%d]", path, i), f.kyvernoUserInfo, f.Resources})
+	}
+	for i, f := range m.All {
+		items = append(items, matchItem{fmt.Sprintf("%s.all[%d]", path, i), f.kyvernoUserInfo, f.Resources})
+	}
+	if m.Resources != nil || len(m.Roles) > 0 || len(m.ClusterRoles) > 0 || present(m.Subjects) {
+		if len(items) > 0 {
+			return nil, false, errAt(path+".resources", "cannot be combined with any/all")
+		}
+		items = append(items, matchItem{path, m.kyvernoUserInfo, m.Resources})
+	}
+	return items, all, nil
+}
+
+// kyvernoFilterOf compiles one filter into the namespaces it selects, or Never
+// when it selects no container created on the node.
+func kyvernoFilterOf(it matchItem, namespaced, excluding bool) (NamespaceFilter, error) {
+	if len(it.ui.Roles) > 0 || len(it.ui.ClusterRoles) > 0 || present(it.ui.Subjects) {
+		f := "roles"
+		if len(it.ui.Roles) == 0 {
+			f = "clusterRoles"
+			if len(it.ui.ClusterRoles) == 0 {
+				f = "subjects"
+			}
+		}
+		return NamespaceFilter{}, errAt(join(it.path, f), "the requesting user is not known on the node (kubelet creates every container)")
+	}
+	r := it.res
+	rp := join(it.path, "resources")
+	if r == nil {
+		return NamespaceFilter{}, errAt(rp, "required")
+	}
+	var errs errList
+	switch {
+	case r.Name != "" || len(r.Names) > 0:
+		errs.add(errAt(rp+".names", "matching by resource name is not supported on the node (pod names are generated by controllers)"))
+	case len(r.Annotations) > 0:
+		errs.add(errAt(rp+".annotations", "matching by annotations is not supported on the node"))
+	case present(r.Selector):
+		errs.add(errAt(rp+".selector", "label selectors are not supported on the node"))
+	case present(r.NamespaceSelector):
+		errs.add(errAt(rp+".namespaceSelector", "namespace label selectors cannot be evaluated on the node (criguard does not see namespace labels); list namespaces instead"))
+	}
+	if namespaced && len(r.Namespaces) > 0 {
+		errs.add(errAt(rp+".namespaces", "a namespaced Policy cannot filter namespaces (Kyverno forbids it too)"))
+	}
+	errs.add(checkPatterns(rp+".namespaces", r.Namespaces))
+	never, err := kyvernoSelectsNothing(rp, r, excluding)
+	errs.add(err)
+	return NamespaceFilter{Namespaces: r.Namespaces, Never: never}, errs.err()
+}
+
+// kyvernoSelectsNothing reports a filter whose kinds or operations select no
+// container created on the node.
+func kyvernoSelectsNothing(rp string, r *kyvernoResources, excluding bool) (bool, error) {
+	if slices.Contains(r.Kinds, "*") {
+		// Kyverno's validateWildcard refuses it for verifyImages rules:
+		// "wildcard policy does not support rule type".
+		return false, errAt(rp+".kinds", "\"*\" (every kind) is refused by Kyverno for verifyImages rules (\"wildcard policy does not support rule type\"); list Pod")
+	}
+	never := false
+	if len(r.Kinds) > 0 {
+		never = !slices.ContainsFunc(r.Kinds, func(k string) bool { return kindCoversPods(k, excluding) })
+	}
+	if len(r.Operations) > 0 {
+		ops, err := operationsOf(rp, r.Operations)
+		if err != nil {
+			return false, err
+		}
+		// Containers reach the node from pod creations and from updates
+		// (Kyverno verifies images on UPDATE too, and an updated image is a
+		// new pull and create). A match on either applies; the node cannot
+		// tell which one a container came from, so an exclusion applies only
+		// when it covers both.
+		if excluding {
+			never = never || !(ops["CREATE"] && ops["UPDATE"])
+		} else if !ops["CREATE"] && !ops["UPDATE"] {
+			never = true
+		}
+	}
+	return never, nil
+}
+
+func operationsOf(rp string, list []string) (map[string]bool, error) {
+	ops := map[string]bool{}
+	for i, op := range list {
+		switch op {
+		case "CREATE", "UPDATE", "DELETE", "CONNECT":
+			ops[op] = true
+		default:
+			return nil, errAt(fmt.Sprintf("%s.operations[%d]", rp, i), "unknown operation %q", op)
+		}
+	}
+	return ops, nil
+}
+
+func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, entryAudit bool, warn func(string, string, ...any)) error {
+	var errs errList
 	switch vi.Type {
 	case "", "Cosign":
 	default:
-		return errAt(vp+".type", "%s verification is not supported: criguard verifies Cosign signatures and attestations", vi.Type)
+		errs.add(errAt(vp+".type", "%s verification is not supported: criguard verifies Cosign signatures and attestations", vi.Type))
 	}
 	for _, f := range []struct {
 		set  bool
@@ -426,39 +548,21 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 		{present(vi.Validation), "validate", "validate checks across attestations are not supported"},
 	} {
 		if f.set {
-			return errAt(vp+"."+f.name, "%s", f.why)
+			errs.add(errAt(vp+"."+f.name, "%s", f.why))
 		}
 	}
-	refs := vi.ImageReferences
-	if vi.Image != "" {
-		refs = append([]string{vi.Image}, refs...)
-	}
-	if len(refs) == 0 {
-		return errAt(vp+".imageReferences", "required: at least one image pattern")
-	}
-	images, err := imagePatterns(vp+".imageReferences", vi.ImageReferences)
-	if err != nil {
-		return err
-	}
-	if vi.Image != "" {
-		img, err := imagePatterns(vp+".image", []string{vi.Image})
-		if err != nil {
-			return err
-		}
-		images = append(img, images...)
-	}
-	if r.ExcludeImages, err = imagePatterns(vp+".skipImageReferences", vi.SkipImageReferences); err != nil {
-		return err
-	}
-	r.Images = images
+	errs.add(kyvernoImages(r, vi, vp))
 	if vi.Repository != "" {
-		if err := checkRepository(vp+".repository", vi.Repository); err != nil {
-			return err
-		}
+		errs.add(checkRepository(vp+".repository", vi.Repository))
 	}
 	// Kyverno defaults mutateDigest, verifyDigest, required and useCache to true.
 	mutate := vi.MutateDigest == nil || *vi.MutateDigest
 	verifyDigest := vi.VerifyDigest == nil || *vi.VerifyDigest
+	if mutate && entryAudit {
+		// Kyverno's ImageVerification.Validate: "mutateDigest must be set to
+		// false for 'Audit' failure action" (mutateDigest defaults to true).
+		errs.add(errAt(vp+".mutateDigest", "must be false under Audit (this entry's failureAction, else spec.validationFailureAction, whose default is Audit): Kyverno refuses the policy otherwise (\"mutateDigest must be set to false for 'Audit' failure action\")"))
+	}
 	r.RequireDigestReference = verifyDigest && !mutate
 	r.NoCache = vi.UseCache != nil && !*vi.UseCache
 	if rc := vi.ImageRegistryCredentials; rc != nil {
@@ -469,41 +573,65 @@ func compileVerifyImages(r *Rule, vi *kyvernoVerifyImages, vp string, warn func(
 			warn(vp+".imageRegistryCredentials.allowInsecureRegistry", "ignored: criguard's verifier decides how registries are reached")
 		}
 	}
-	// The deprecated single-signer fields are one attestor set, as Kyverno
-	// converts them.
-	attestors := vi.Attestors
-	if vi.Key != "" || vi.Roots != "" || vi.Subject != "" || vi.Issuer != "" || len(vi.AdditionalExtensions) > 0 {
-		if len(attestors) > 0 {
-			return errAt(vp+".key", "the deprecated key/subject/issuer/roots fields cannot be combined with attestors")
-		}
-		e := kyvernoAttestor{}
-		if vi.Key != "" {
-			e.Keys = &kyvernoStaticKey{PublicKeys: vi.Key}
-		} else {
-			e.Keyless = &kyvernoKeyless{Subject: vi.Subject, Issuer: vi.Issuer, Roots: vi.Roots, AdditionalExtensions: vi.AdditionalExtensions}
-		}
-		attestors = []kyvernoAttestorSet{{Entries: []kyvernoAttestor{e}}}
-	}
+	attestors, err := kyvernoDeprecatedSigner(vi, vp)
+	errs.add(err)
 	if len(attestors) == 0 && len(vi.Attestations) == 0 {
-		return errAt(vp+".attestors", "required: at least one attestor set (keys or keyless) or one attestation (a verifyImages rule without them checks nothing)")
+		// Kyverno verifies nothing for such an entry and then fails every
+		// image it matches as unverified (validate_image.go: "unverified image
+		// %s"); the rule is kept and fails them too (see judgeCheap).
+		warn(vp+".attestors", "no attestors: every image this entry matches fails verification, as in Kyverno")
 	}
 	for k, as := range attestors {
-		ap := fmt.Sprintf("%s.attestors[%d]", vp, k)
-		set, err := kyvernoAttestorSetOf(r, as, ap, vi.Repository)
-		if err != nil {
-			return err
+		set, err := kyvernoAttestorSetOf(r, as, fmt.Sprintf("%s.attestors[%d]", vp, k), vi.Repository)
+		if !errs.add(err) {
+			r.Attestors = append(r.Attestors, set)
 		}
-		r.Attestors = append(r.Attestors, set)
 	}
 	for k, ka := range vi.Attestations {
-		ap := fmt.Sprintf("%s.attestations[%d]", vp, k)
-		at, err := kyvernoAttestationOf(r, ka, ap, vi.Repository)
-		if err != nil {
-			return err
+		at, err := kyvernoAttestationOf(r, ka, fmt.Sprintf("%s.attestations[%d]", vp, k), vi.Repository)
+		if !errs.add(err) {
+			r.Attestations = append(r.Attestations, at)
 		}
-		r.Attestations = append(r.Attestations, at)
 	}
-	return nil
+	return errs.err()
+}
+
+// kyvernoDeprecatedSigner returns the entry's attestors, or the one attestor
+// set the deprecated key/subject/issuer/roots fields stand for, as Kyverno
+// converts them.
+func kyvernoDeprecatedSigner(vi *kyvernoVerifyImages, vp string) ([]kyvernoAttestorSet, error) {
+	if vi.Key == "" && vi.Roots == "" && vi.Subject == "" && vi.Issuer == "" && len(vi.AdditionalExtensions) == 0 {
+		return vi.Attestors, nil
+	}
+	if len(vi.Attestors) > 0 {
+		return vi.Attestors, errAt(vp+".key", "the deprecated key/subject/issuer/roots fields cannot be combined with attestors")
+	}
+	e := kyvernoAttestor{}
+	if vi.Key != "" {
+		e.Keys = &kyvernoStaticKey{PublicKeys: vi.Key}
+	} else {
+		e.Keyless = &kyvernoKeyless{Subject: vi.Subject, Issuer: vi.Issuer, Roots: vi.Roots, AdditionalExtensions: vi.AdditionalExtensions}
+	}
+	return []kyvernoAttestorSet{{Entries: []kyvernoAttestor{e}}}, nil
+}
+
+// kyvernoImages reads image, imageReferences and skipImageReferences.
+func kyvernoImages(r *Rule, vi *kyvernoVerifyImages, vp string) error {
+	if vi.Image == "" && len(vi.ImageReferences) == 0 {
+		return errAt(vp+".imageReferences", "required: at least one image pattern")
+	}
+	var errs errList
+	images, err := imagePatterns(vp+".imageReferences", vi.ImageReferences)
+	errs.add(err)
+	if vi.Image != "" {
+		img, err := imagePatterns(vp+".image", []string{vi.Image})
+		errs.add(err)
+		images = append(img, images...)
+	}
+	r.Images = images
+	r.ExcludeImages, err = imagePatterns(vp+".skipImageReferences", vi.SkipImageReferences)
+	errs.add(err)
+	return errs.err()
 }
 
 // kyvernoAttestationOf compiles one attestations[] entry: its predicate type
@@ -553,24 +681,27 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 	}
 	set := AttestorSet{Repository: repo}
 	entryRepo := ""
+	var errs errList
 	for e, en := range as.Entries {
 		ep := fmt.Sprintf("%s.entries[%d]", ap, e)
 		if en.Repository != "" {
 			if err := checkRepository(ep+".repository", en.Repository); err != nil {
-				return AttestorSet{}, err
+				errs.add(err)
+				continue
 			}
 			if e > 0 && en.Repository != entryRepo {
-				return AttestorSet{}, errAt(ep+".repository", "entries of one attestor set must use the same signature repository")
+				errs.add(errAt(ep+".repository", "entries of one attestor set must use the same signature repository"))
+				continue
 			}
 			entryRepo = en.Repository
 		} else if entryRepo != "" {
-			return AttestorSet{}, errAt(ep+".repository", "entries of one attestor set must use the same signature repository")
+			errs.add(errAt(ep+".repository", "entries of one attestor set must use the same signature repository"))
+			continue
 		}
 		got, err := kyvernoEntryOf(r, en, ep)
-		if err != nil {
-			return AttestorSet{}, err
+		if !errs.add(err) {
+			set.Attestors = append(set.Attestors, got...)
 		}
-		set.Attestors = append(set.Attestors, got...)
 	}
 	if entryRepo != "" {
 		set.Repository = entryRepo
@@ -578,12 +709,14 @@ func kyvernoAttestorSetOf(r *Rule, as kyvernoAttestorSet, ap, repo string) (Atte
 	// Several keys in one publicKeys count as separate entries (Kyverno).
 	set.Count = len(set.Attestors)
 	if as.Count != nil && *as.Count != 0 {
-		if *as.Count < 0 || *as.Count > len(set.Attestors) {
-			return AttestorSet{}, errAt(ap+".count", "%d is out of range: between 1 and the number of attestors (%d)", *as.Count, len(set.Attestors))
+		// Kyverno's validateAttestorSet: "Count cannot exceed length of
+		// entries" (entries, not keys: several PEMs in one entry count once).
+		if *as.Count < 0 || *as.Count > len(as.Entries) {
+			errs.add(errAt(ap+".count", "%d is out of range: between 1 and the number of entries (%d); Kyverno refuses it too (\"Count cannot exceed length of entries\")", *as.Count, len(as.Entries)))
 		}
 		set.Count = *as.Count
 	}
-	return set, nil
+	return set, errs.err()
 }
 
 // kyvernoEntryOf compiles one attestor entry: keys, keyless or certificates.

@@ -40,7 +40,11 @@ spec:
 		{"any namespaces", `{any: [{resources: {kinds: [Pod], namespaces: [a]}}, {resources: {kinds: [Pod], namespaces: [b]}}]}`, "", false, []string{"a", "b"}, []string{"c"}},
 		{"controller kind applies to every pod", `{any: [{resources: {kinds: [apps/v1/Deployment]}}]}`, "", false, []string{"a"}, nil},
 		{"no pod kinds: skipped", `{any: [{resources: {kinds: [ConfigMap]}}]}`, "", true, nil, nil},
-		{"update only: skipped", `{any: [{resources: {kinds: [Pod], operations: [UPDATE]}}]}`, "", true, nil, nil},
+		// Kyverno verifies images on UPDATE too (match.go: the rule applies when
+		// "slices.Contains(conditionBlock.Operations, operation)"), and an
+		// updated image reaches the node as a new pull and create.
+		{"update only applies", `{any: [{resources: {kinds: [Pod], operations: [UPDATE]}}]}`, "", false, []string{"a"}, nil},
+		{"delete only: skipped", `{any: [{resources: {kinds: [Pod], operations: [DELETE]}}]}`, "", true, nil, nil},
 		{"create and update", `{any: [{resources: {kinds: [Pod], operations: [CREATE, UPDATE]}}]}`, "", false, []string{"a"}, nil},
 		{"all with a non-pod filter: skipped", `{all: [{resources: {kinds: [Pod]}}, {resources: {kinds: [Service]}}]}`, "", true, nil, nil},
 		{"exclude any", `{any: [{resources: {kinds: [Pod]}}]}`, `{any: [{resources: {namespaces: [kube-system]}}, {resources: {namespaces: ["dev-*"]}}]}`, false, []string{"prod", ""}, []string{"kube-system", "dev-1"}},

@@ -89,7 +89,7 @@ func Load(path string) (*Set, error) {
 		return nil, errors.Join(errs...)
 	}
 	if len(set.Policies) == 0 {
-		return nil, &LoadError{File: path, Msg: "no ImagePolicy, ClusterPolicy or Policy found: refusing to run without a policy"}
+		return nil, &LoadError{File: path, Msg: noPolicyReason(set.Warnings)}
 	}
 	seen := map[string]*Policy{}
 	for _, p := range set.Policies {
@@ -100,6 +100,7 @@ func Load(path string) (*Set, error) {
 		seen[id] = p
 	}
 	set.Digest = hex.EncodeToString(h.Sum(nil))
+	set.Warnings = append(set.Warnings, advise(set, path)...)
 	return set, nil
 }
 
@@ -224,11 +225,14 @@ func loadDocuments(file string, data []byte, total *int) ([]*Policy, []Warning, 
 		}
 		p, w, err := loadDocument(file, n, doc, baseDir)
 		if err != nil {
-			var fe *fieldError
-			if errors.As(err, &fe) {
-				errs = append(errs, &LoadError{File: file, Document: n, Path: fe.Path, Msg: fe.Msg})
-			} else {
-				errs = append(errs, &LoadError{File: file, Document: n, Msg: err.Error()})
+			// Every reason the document is refused, each with its path.
+			for _, one := range flatten(err) {
+				var fe *fieldError
+				if errors.As(one, &fe) {
+					errs = append(errs, &LoadError{File: file, Document: n, Path: fe.Path, Msg: fe.Msg})
+				} else {
+					errs = append(errs, &LoadError{File: file, Document: n, Msg: one.Error()})
+				}
 			}
 			continue
 		}
@@ -285,4 +289,33 @@ func loadDocument(file string, n int, doc []byte, baseDir string) (*Policy, []Wa
 		return nil, nil, errAt("kind", "a List is not read: write each policy as its own YAML document")
 	}
 	return nil, []Warning{{File: file, Document: n, Message: fmt.Sprintf("%s %s is not a policy: skipped", tm.APIVersion, tm.Kind)}}, nil
+}
+
+// noPolicyReason says why a path yields nothing to enforce: no policy at all,
+// or only policies with admission: false, which Kyverno does not apply when
+// pods are admitted.
+func noPolicyReason(warns []Warning) string {
+	var off []string
+	for _, w := range warns {
+		if w.Path == "spec.admission" {
+			off = append(off, location(w.File, w.Document, ""))
+		}
+	}
+	if len(off) > 0 {
+		return fmt.Sprintf("every policy found has admission: false (%s): Kyverno does not apply such a policy when pods are admitted, so there is nothing to enforce; refusing to run without a policy (set admission: true, or add a policy)", strings.Join(off, "; "))
+	}
+	return "no ImagePolicy, ClusterPolicy or Policy found: refusing to run without a policy"
+}
+
+// flatten lists the errors joined in err (errors.Join), depth first.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }

@@ -54,7 +54,9 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8nXRh950IZbRj8Ra/N9sbqOPZrfM
 
 func TestLoadKyvernoDocsExample(t *testing.T) {
 	set := mustLoad(t, docsPolicy)
-	if len(set.Policies) != 1 || len(set.Warnings) != 0 {
+	// The one warning: a set of only Kyverno policies admits images no rule
+	// matches beside a Verify rule (issue 11 §1).
+	if len(set.Policies) != 1 || len(set.Warnings) != 1 || !strings.Contains(set.Warnings[0].Message, "a set of only Kyverno policies") {
 		t.Fatalf("policies %d warnings %v", len(set.Policies), set.Warnings)
 	}
 	p := set.Policies[0]
@@ -350,7 +352,6 @@ func TestLoadRefusals(t *testing.T) {
 		{"kyverno timeout range", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, "spec.webhookTimeoutSeconds", 31) }, "spec.webhookTimeoutSeconds", "out of range"},
 		{"kyverno sha224", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, ent+".keys.signatureAlgorithm", "sha224") }, ent + ".keys.signatureAlgorithm", "unknown signature algorithm"},
 		{"kyverno count too big", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".attestors[0].count", 2) }, vi + ".attestors[0].count", "out of range"},
-		{"kyverno no attestors", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".attestors", nil) }, vi + ".attestors", "required"},
 		{"kyverno no imageReferences", func(t *testing.T) jsonDoc { return kyvernoJSON(key).set(t, vi+".imageReferences", nil) }, vi + ".imageReferences", "required"},
 		{"kyverno namespace selector", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, "spec.rules[0].match.any[0].resources.namespaceSelector", map[string]any{"matchLabels": map[string]any{"a": "b"}})
@@ -460,6 +461,7 @@ spec:
       resources: {kinds: [Deployment]}
     verifyImages:
     - image: "docker.io/team/*"
+      mutateDigest: false
       attestors:
       - entries:
         - keys:
@@ -475,10 +477,10 @@ spec:
 	if len(set.Policies) != 2 {
 		t.Fatalf("policies: %d", len(set.Policies))
 	}
-	if len(set.Warnings) != 4 {
+	if len(set.Warnings) != 5 {
 		t.Fatalf("warnings: %v", set.Warnings)
 	}
-	wantWarn := []string{"require-labels", "ConfigMap", "PolicyException", "imageRegistryCredentials"}
+	wantWarn := []string{"require-labels", "ConfigMap", "PolicyException", "imageRegistryCredentials", "images no rule matches are allowed"}
 	all := ""
 	for _, w := range set.Warnings {
 		all += w.String() + "\n"

@@ -6,39 +6,8 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/criguard/criguard/verifier/imageref"
+	"github.com/criguard/criguard/verifier/wildcard"
 )
-
-// matchWildcard reports whether name matches pattern with Kyverno's wildcard
-// semantics: '*' matches any run of characters (including '/' and none), '?'
-// exactly one character, everything else itself; the whole name must match.
-// Iterative with single-star backtracking: linear memory, no recursion, so a
-// hostile pattern cannot blow the stack.
-func matchWildcard(pattern, s string) bool {
-	p, n := []rune(pattern), []rune(s)
-	pi, ni := 0, 0
-	star, mark := -1, 0
-	for ni < len(n) {
-		switch {
-		case pi < len(p) && (p[pi] == '?' || p[pi] == n[ni]):
-			pi++
-			ni++
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, ni
-			pi++
-		case star >= 0:
-			pi = star + 1
-			mark++
-			ni = mark
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == '*' {
-		pi++
-	}
-	return pi == len(p)
-}
 
 // checkPattern refuses patterns that cannot mean what their author expects:
 // empty ones, whitespace, and glob syntax Kyverno's wildcards do not have.
@@ -65,11 +34,11 @@ func checkPattern(p string) error {
 }
 
 // matchesAny: an include pattern list matches when any pattern matches any
-// spelling of the reference (more rules apply); see imageref.Ref.Spellings.
-func matchesAny(ref imageref.Ref, patterns []string) bool {
+// spelling of the reference (imageref.Ref.Spellings; more rules apply).
+func matchesAny(spellings, patterns []string) bool {
 	for _, p := range patterns {
-		for _, s := range ref.Spellings() {
-			if matchWildcard(p, s) {
+		for _, s := range spellings {
+			if wildcard.Match(p, s) {
 				return true
 			}
 		}
@@ -80,11 +49,11 @@ func matchesAny(ref imageref.Ref, patterns []string) bool {
 // excludedBy: an exclude list matches only when one pattern matches every
 // spelling (an exclusion never applies on a technicality of how the pod
 // spelled the name).
-func excludedBy(ref imageref.Ref, patterns []string) bool {
+func excludedBy(spellings, patterns []string) bool {
 	for _, p := range patterns {
 		all := true
-		for _, s := range ref.Spellings() {
-			if !matchWildcard(p, s) {
+		for _, s := range spellings {
+			if !wildcard.Match(p, s) {
 				all = false
 				break
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/criguard/criguard/verifier/attest"
 	"github.com/criguard/criguard/verifier/cosign"
+	"github.com/criguard/criguard/verifier/wildcard"
 )
 
 // Mode says what a failed rule does.
@@ -139,10 +140,14 @@ type Policy struct {
 	Trust root.TrustedMaterial
 }
 
-// ModeOverride sets Mode for pods in Namespaces (globs).
+// ModeOverride sets Mode for pods in Namespaces (globs), or in every
+// namespace when AllNamespaces is set (a Kyverno override without namespaces:
+// since Kyverno 1.18 it applies to all). An empty, non-nil namespaces list
+// matches none.
 type ModeOverride struct {
-	Mode       Mode
-	Namespaces []string
+	Mode          Mode
+	Namespaces    []string
+	AllNamespaces bool
 }
 
 // Rule is one rule; for Kyverno, one verifyImages entry of a rule.
@@ -235,7 +240,7 @@ func (m NamespaceMatch) matches(ns string, excluding bool) bool {
 			return !excluding
 		}
 		for _, g := range f.Namespaces {
-			if matchWildcard(g, ns) {
+			if wildcard.Match(g, ns) {
 				return true
 			}
 		}
@@ -264,21 +269,23 @@ func (r *Rule) modeFor(ns string) Mode {
 	if r.Mode != "" {
 		return r.Mode
 	}
-	if ns == "" {
-		// The pod's namespace is unknown: no override can be chosen, so the
-		// strictest mode any of them (or the policy) names applies.
-		for _, o := range r.Policy.ModeOverrides {
-			if o.Mode == Enforce && len(o.Namespaces) > 0 {
+	for _, o := range r.Policy.ModeOverrides {
+		if ns == "" {
+			// The pod's namespace is unknown: the strictest mode an override
+			// could give it applies, up to the first that covers them all.
+			if o.Mode == Enforce && (o.AllNamespaces || len(o.Namespaces) > 0) {
 				return Enforce
 			}
+			if o.AllNamespaces {
+				return o.Mode
+			}
+			continue
 		}
-		return r.Policy.Mode
-	}
-	for _, o := range r.Policy.ModeOverrides {
-		// An override without namespaces matches no namespace, as in Kyverno
-		// (a nil selector selects nothing); it must not relax every namespace.
+		if o.AllNamespaces {
+			return o.Mode
+		}
 		for _, g := range o.Namespaces {
-			if matchWildcard(g, ns) {
+			if wildcard.Match(g, ns) {
 				return o.Mode
 			}
 		}

@@ -19,6 +19,8 @@ spec:
     match: {any: [{resources: {kinds: [Pod]}}]}
     verifyImages:
     - imageReferences: ["*"]
+      mutateDigest: false
+      verifyDigest: false
       attestors:
       - entries:
         - keys: {publicKeys: KEYB, rekor: {ignoreTlog: true}}

@@ -145,78 +145,88 @@ func parseDuration(path, v string, def, max time.Duration, zeroOK bool) (time.Du
 	return d, nil
 }
 
-// compileNative turns an ImagePolicy document into a Policy. baseDir resolves
-// relative key file paths (the policy file's directory).
+// compileNative turns an ImagePolicy document into a Policy, or refuses it
+// with every reason found. baseDir resolves relative key file paths (the
+// policy file's directory).
 func compileNative(data []byte, file string, doc int, baseDir string) (*Policy, error) {
 	var d nativeDoc
-	if err := decodeStrict(data, &d); err != nil {
+	var errs errList
+	if err := decodeStrict(data, &d, &errs); err != nil {
 		return nil, err
 	}
 	if d.Metadata.Name == "" {
-		return nil, errAt("metadata.name", "required")
+		errs.add(errAt("metadata.name", "required"))
 	}
 	p := &Policy{Name: d.Metadata.Name, Source: SourceImagePolicy, File: file, Document: doc}
-	var err error
-	s := d.Spec
-	if p.Mode, err = enumOf("spec.mode", s.Mode, Enforce, Enforce, Audit); err != nil {
-		return nil, err
-	}
-	if p.Unmatched, err = enumOf("spec.unmatchedImages", s.UnmatchedImages, Deny, Deny, Allow); err != nil {
-		return nil, err
-	}
-	if p.FailurePolicy, err = enumOf("spec.failurePolicy", s.FailurePolicy, Fail, Fail, Ignore); err != nil {
-		return nil, err
-	}
-	if p.Timeout, err = parseDuration("spec.verificationTimeout", s.VerificationTimeout, DefaultTimeout, MaxTimeout, false); err != nil {
-		return nil, err
-	}
-	p.CacheTTL, p.CacheMax = DefaultCacheTTL, DefaultCacheMax
-	if s.Cache != nil {
-		if p.CacheTTL, err = parseDuration("spec.cache.ttl", s.Cache.TTL, DefaultCacheTTL, 24*time.Hour, true); err != nil {
-			return nil, err
-		}
-		if s.Cache.MaxEntries != nil {
-			if *s.Cache.MaxEntries < 0 || *s.Cache.MaxEntries > 1_000_000 {
-				return nil, errAt("spec.cache.maxEntries", "%d is out of range (0 disables the cache; at most 1000000)", *s.Cache.MaxEntries)
-			}
-			p.CacheMax = *s.Cache.MaxEntries
-		}
-	}
+	compileNativeSpec(p, d.Spec, &errs)
 	seen := map[string]bool{}
-	for i, nr := range s.Rules {
+	for i, nr := range d.Spec.Rules {
 		path := fmt.Sprintf("spec.rules[%d]", i)
-		if nr.Name == "" {
-			return nil, errAt(path+".name", "required")
-		}
-		if seen[nr.Name] {
-			return nil, errAt(path+".name", "duplicate rule name %q", nr.Name)
+		if nr.Name != "" && seen[nr.Name] {
+			errs.add(errAt(path+".name", "duplicate rule name %q", nr.Name))
+			continue
 		}
 		seen[nr.Name] = true
-		r := &Rule{Name: nr.Name, Policy: p}
-		if len(nr.Images) == 0 {
-			return nil, errAt(path+".images", "required: at least one image pattern (\"*\" matches every image)")
-		}
-		if r.Images, err = imagePatterns(path+".images", nr.Images); err != nil {
-			return nil, err
-		}
-		if r.ExcludeImages, err = imagePatterns(path+".excludeImages", nr.ExcludeImages); err != nil {
-			return nil, err
-		}
-		if err := checkPatterns(path+".namespaces", nr.Namespaces); err != nil {
-			return nil, err
-		}
-		if len(nr.Namespaces) > 0 {
-			r.Match = NamespaceMatch{Filters: []NamespaceFilter{{Namespaces: nr.Namespaces}}}
-		}
-		if r.Action, err = enumOf(path+".action", nr.Action, Verify, Verify, Allow, Deny); err != nil {
-			return nil, err
-		}
-		if err := nativeVerifyOf(r, nr, path, baseDir); err != nil {
-			return nil, err
+		r, err := compileNativeRule(p, nr, path, baseDir)
+		if errs.add(err) {
+			continue
 		}
 		p.Rules = append(p.Rules, r)
 	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+func compileNativeSpec(p *Policy, s nativeSpec, errs *errList) {
+	var err error
+	p.Mode, err = enumOf("spec.mode", s.Mode, Enforce, Enforce, Audit)
+	errs.add(err)
+	p.Unmatched, err = enumOf("spec.unmatchedImages", s.UnmatchedImages, Deny, Deny, Allow)
+	errs.add(err)
+	p.FailurePolicy, err = enumOf("spec.failurePolicy", s.FailurePolicy, Fail, Fail, Ignore)
+	errs.add(err)
+	p.Timeout, err = parseDuration("spec.verificationTimeout", s.VerificationTimeout, DefaultTimeout, MaxTimeout, false)
+	errs.add(err)
+	p.CacheTTL, p.CacheMax = DefaultCacheTTL, DefaultCacheMax
+	if s.Cache != nil {
+		p.CacheTTL, err = parseDuration("spec.cache.ttl", s.Cache.TTL, DefaultCacheTTL, 24*time.Hour, true)
+		errs.add(err)
+		if m := s.Cache.MaxEntries; m != nil {
+			if *m < 0 || *m > 1_000_000 {
+				errs.add(errAt("spec.cache.maxEntries", "%d is out of range (0 disables the cache; at most 1000000)", *m))
+			} else {
+				p.CacheMax = *m
+			}
+		}
+	}
+}
+
+func compileNativeRule(p *Policy, nr nativeRule, path, baseDir string) (*Rule, error) {
+	var errs errList
+	if nr.Name == "" {
+		errs.add(errAt(path+".name", "required"))
+	}
+	r := &Rule{Name: nr.Name, Policy: p}
+	var err error
+	if len(nr.Images) == 0 {
+		errs.add(errAt(path+".images", "required: at least one image pattern (\"*\" matches every image)"))
+	}
+	r.Images, err = imagePatterns(path+".images", nr.Images)
+	errs.add(err)
+	r.ExcludeImages, err = imagePatterns(path+".excludeImages", nr.ExcludeImages)
+	errs.add(err)
+	errs.add(checkPatterns(path+".namespaces", nr.Namespaces))
+	if len(nr.Namespaces) > 0 {
+		r.Match = NamespaceMatch{Filters: []NamespaceFilter{{Namespaces: nr.Namespaces}}}
+	}
+	r.Action, err = enumOf(path+".action", nr.Action, Verify, Verify, Allow, Deny)
+	errs.add(err)
+	if err == nil {
+		errs.add(nativeVerifyOf(r, nr, path, baseDir))
+	}
+	return r, errs.err()
 }
 
 func nativeKeyOf(path string, k *nativeKey, baseDir, dataName string) (*keys.Key, error) {

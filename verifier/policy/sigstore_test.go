@@ -48,7 +48,7 @@ func TestSigstorePolicies(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", c.policy, err)
 			}
-			e := NewEngine(store, v, nil)
+			e := NewEngine(store, v, EngineOptions{})
 			for _, img := range sigstoreImages {
 				d := e.Evaluate(context.Background(), Input{Operation: "PullImage", Image: reg.Ref(img, "1.0"), Namespace: "default"})
 				want := slices.Contains(c.allow, img)
@@ -73,7 +73,7 @@ func TestTrustedRootWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := NewEngine(pg, v, nil).Evaluate(context.Background(), img); d.Allowed || !strings.Contains(d.Reason, "transparency") {
+	if d := NewEngine(pg, v, EngineOptions{}).Evaluate(context.Background(), img); d.Allowed || !strings.Contains(d.Reason, "transparency") {
 		t.Fatalf("public-good root: allowed=%v %s", d.Allowed, d.Reason)
 	}
 
@@ -92,7 +92,7 @@ func TestTrustedRootWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewEngine(store, v, nil)
+	e := NewEngine(store, v, EngineOptions{})
 	if d := e.Evaluate(context.Background(), img); !d.Allowed {
 		t.Fatalf("fixture root: %s", d.Reason)
 	}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+
+	"github.com/criguard/criguard/verifier/imageref"
 )
 
 // Verification slots bound the signature verifications running at once: each
@@ -21,16 +24,6 @@ const (
 
 // ErrSaturated marks a verification that got no slot within its timeout.
 var ErrSaturated = errors.New("no verification slot became free in time")
-
-// WithMaxConcurrentVerifications sets how many signature verifications run at
-// once in all (total < 1: DefaultMaxConcurrentVerifications) and for one
-// registry (perRegistry < 1 or above total: half of total, at least 1). A
-// verification waits for a slot within its own timeout; one that gets none is
-// incomplete, and the rule's failurePolicy decides, as for a registry that did
-// not answer.
-func WithMaxConcurrentVerifications(total, perRegistry int) EngineOption {
-	return func(e *Engine) { e.slots = newSlots(total, perRegistry) }
-}
 
 type slots struct {
 	mu      sync.Mutex
@@ -59,14 +52,10 @@ func newSlots(total, perHost int) *slots {
 // acquire waits for a slot for host; release gives it back.
 func (s *slots) acquire(ctx context.Context, host string) (release func(), err error) {
 	release = func() { s.release(host) }
-	s.mu.Lock()
-	if len(s.queue) == 0 && s.free(host) {
-		s.grant(host)
-		s.mu.Unlock()
-		return release, nil
-	}
 	w := &slotWaiter{host: host, ready: make(chan struct{})}
+	s.mu.Lock()
 	s.queue = append(s.queue, w)
+	s.dispatch() // a registry below its share gets a free slot even while others wait
 	s.mu.Unlock()
 	select {
 	case <-w.ready:
@@ -91,8 +80,6 @@ func (s *slots) acquire(ctx context.Context, host string) (release func(), err e
 	return nil, fmt.Errorf("%w: %d verifications were running (at most %d for registry %s) and none finished within this one's timeout: %w",
 		ErrSaturated, s.used, s.perHost, host, ctx.Err())
 }
-
-func (s *slots) free(host string) bool { return s.used < s.total && s.held[host] < s.perHost }
 
 func (s *slots) grant(host string) {
 	s.used++
@@ -130,4 +117,34 @@ func (s *slots) dispatch() {
 		s.grant(w.host)
 		close(w.ready)
 	}
+}
+
+// SlotStats counts verifications that got no slot in time.
+type SlotStats struct {
+	// Saturated is every such verification (each is incomplete).
+	Saturated uint64
+	// SaturatedFailedOpen is those a failurePolicy: Ignore rule let through.
+	SaturatedFailedOpen uint64
+}
+
+type slotCounters struct{ saturated, failedOpen atomic.Uint64 }
+
+// SlotStats reports the saturation counters (for metrics).
+func (e *Engine) SlotStats() SlotStats {
+	return SlotStats{Saturated: e.slotCount.saturated.Load(), SaturatedFailedOpen: e.slotCount.failedOpen.Load()}
+}
+
+// saturated counts a verification that got no slot and, when the rule's
+// failurePolicy Ignore will let the image through unverified, says so loudly:
+// that is a flood (or a slow registry) turning verification off.
+func (e *Engine) saturated(ctx context.Context, m matchedRule, ref imageref.Ref, digest string, err error) {
+	e.slotCount.saturated.Add(1)
+	if m.r.Policy.FailurePolicy != Ignore {
+		e.log.WarnContext(ctx, "verification slots saturated: the verification is incomplete and denied (failurePolicy Fail)",
+			"image", ref.String(), "digest", digest, "registry", ref.Registry(), "policy", m.r.Policy.Name, "rule", m.r.Name, "error", err)
+		return
+	}
+	e.slotCount.failedOpen.Add(1)
+	e.log.ErrorContext(ctx, "verification slots saturated: FAILING OPEN under failurePolicy Ignore, the image runs unverified; raise the slots, lower the load, or use failurePolicy Fail",
+		"image", ref.String(), "digest", digest, "registry", ref.Registry(), "policy", m.r.Policy.Name, "rule", m.r.Name, "error", err)
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -23,28 +24,52 @@ func (e *fieldError) Error() string {
 	return e.Path + ": " + e.Msg
 }
 
+// errList collects every reason a document is refused.
+type errList []error
+
+// add records err, if any, and reports whether there was one.
+func (l *errList) add(err error) bool {
+	if err == nil {
+		return false
+	}
+	*l = append(*l, err)
+	return true
+}
+
+func (l errList) err() error { return errors.Join(l...) }
+
 func errAt(path, format string, args ...any) *fieldError {
 	return &fieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
 }
 
 // decodeStrict decodes JSON (converted from one YAML document) into out, first
-// walking the generic value against out's type so that an unknown field or a
+// walking the generic value against out's type so that every unknown field or
 // value of the wrong type is reported with its full path
 // (spec.rules[0].attestors.entries[1].key.fil), which encoding/json cannot do.
-func decodeStrict(data []byte, out any) error {
+// Field problems are added to errs and decoding goes on without the unknown
+// fields, so that the compiler can report the document's other problems too;
+// the error returned is one that leaves nothing to compile.
+func decodeStrict(data []byte, out any, errs *errList) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var generic any
 	if err := dec.Decode(&generic); err != nil {
 		return errAt("", "not valid YAML/JSON: %v", err)
 	}
-	if err := checkValue(generic, reflect.TypeOf(out).Elem(), ""); err != nil {
-		return err
-	}
+	var found []error
+	checkValue(generic, reflect.TypeOf(out).Elem(), "", &found)
 	d2 := json.NewDecoder(bytes.NewReader(data))
-	d2.DisallowUnknownFields()
+	if len(found) == 0 {
+		d2.DisallowUnknownFields()
+	}
 	if err := d2.Decode(out); err != nil {
+		if len(found) > 0 {
+			return errors.Join(found...) // a wrong type: the reasons found say which
+		}
 		return errAt("", "%v", err)
+	}
+	for _, e := range found {
+		errs.add(e)
 	}
 	return nil
 }
@@ -76,79 +101,96 @@ func kindName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// checkValue reports the first mismatch between v and type t.
-func checkValue(v any, t reflect.Type, path string) error {
+// checkValue adds every mismatch between v and type t to errs (sorted by
+// key, so the report is stable), so that a document's refusal lists all of
+// them.
+func checkValue(v any, t reflect.Type, path string, errs *[]error) {
 	if t == rawType || t.Kind() == reflect.Interface {
-		return nil // kept raw: the compiler decides what it means
+		return // kept raw: the compiler decides what it means
 	}
 	if v == nil {
-		return nil // null is "not set" for every field
+		return // null is "not set" for every field
 	}
 	switch t.Kind() {
 	case reflect.Pointer:
-		return checkValue(v, t.Elem(), path)
+		checkValue(v, t.Elem(), path, errs)
+		return
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
-			return errAt(path, "expected a mapping, got %s", kindName(v))
+			*errs = append(*errs, errAt(path, "expected a mapping, got %s", kindName(v)))
+			return
 		}
 		fields := structFields(t)
-		for k, val := range m {
+		for _, k := range sortedKeys(m) {
+			val := m[k]
 			f, ok := fields[k]
 			if !ok {
-				return errAt(join(path, k), "unknown field (known fields: %s)", knownFields(fields))
+				*errs = append(*errs, errAt(join(path, k), "unknown field (known fields: %s)", knownFields(fields)))
+				continue
 			}
-			if err := checkValue(val, f.Type, join(path, k)); err != nil {
-				return err
-			}
+			checkValue(val, f.Type, join(path, k), errs)
 		}
-		return nil
+		return
 	case reflect.Map:
 		m, ok := v.(map[string]any)
 		if !ok {
-			return errAt(path, "expected a mapping, got %s", kindName(v))
+			*errs = append(*errs, errAt(path, "expected a mapping, got %s", kindName(v)))
+			return
 		}
-		for k, val := range m {
-			if err := checkValue(val, t.Elem(), join(path, k)); err != nil {
-				return err
-			}
+		for _, k := range sortedKeys(m) {
+			checkValue(m[k], t.Elem(), join(path, k), errs)
 		}
-		return nil
+		return
 	case reflect.Slice:
 		l, ok := v.([]any)
 		if !ok {
-			return errAt(path, "expected a list, got %s", kindName(v))
+			*errs = append(*errs, errAt(path, "expected a list, got %s", kindName(v)))
+			return
 		}
 		for i, val := range l {
-			if err := checkValue(val, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
+			checkValue(val, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
 		}
-		return nil
+		return
 	case reflect.String:
 		if _, ok := v.(string); !ok {
 			if _, isBool := v.(bool); isBool {
-				return errAt(path, "expected a string, got a boolean (YAML reads unquoted yes, no, on, off, true and false as booleans: quote the value)")
+				*errs = append(*errs, errAt(path, "expected a string, got a boolean (YAML reads unquoted yes, no, on, off, true and false as booleans: quote the value)"))
+				return
 			}
-			return errAt(path, "expected a string, got %s", kindName(v))
+			*errs = append(*errs, errAt(path, "expected a string, got %s", kindName(v)))
+			return
 		}
-		return nil
+		return
 	case reflect.Bool:
 		if _, ok := v.(bool); !ok {
-			return errAt(path, "expected true or false, got %s", kindName(v))
+			*errs = append(*errs, errAt(path, "expected true or false, got %s", kindName(v)))
+			return
 		}
-		return nil
+		return
 	case reflect.Int, reflect.Int32, reflect.Int64:
 		n, ok := v.(json.Number)
 		if !ok {
-			return errAt(path, "expected an integer, got %s", kindName(v))
+			*errs = append(*errs, errAt(path, "expected an integer, got %s", kindName(v)))
+			return
 		}
 		if _, err := strconv.ParseInt(string(n), 10, 32); err != nil {
-			return errAt(path, "expected an integer, got %s", n)
+			*errs = append(*errs, errAt(path, "expected an integer, got %s", n))
+			return
 		}
-		return nil
+		return
 	}
-	return errAt(path, "unsupported field type %s", t)
+	*errs = append(*errs, errAt(path, "unsupported field type %s", t))
+	return
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 type fieldInfo struct{ Type reflect.Type }

@@ -176,8 +176,16 @@ func DecodeSignature(annotation string) ([]byte, error) {
 
 // ParseBundle parses a Sigstore bundle (v0.3 or later) that carries a DSSE
 // envelope, as cosign v3 writes for an image signature.
-func ParseBundle(b []byte) (*bundle.Bundle, error) {
-	var bn bundle.Bundle
+func ParseBundle(b []byte) (bn *bundle.Bundle, err error) {
+	// sigstore-go hands transparency-log entries to rekor's parsers, which
+	// panic on some malformed bodies (no apiVersion); anyone who can push a
+	// referrer must not be able to crash the node's CRI proxy with one.
+	defer func() {
+		if r := recover(); r != nil {
+			bn, err = nil, fmt.Errorf("not a valid Sigstore bundle: malformed material made the Sigstore library fail (%v); refused", r)
+		}
+	}()
+	bn = new(bundle.Bundle)
 	if err := bn.UnmarshalJSON(b); err != nil {
 		return nil, fmt.Errorf("not a valid Sigstore bundle: %w", err)
 	}
@@ -195,7 +203,7 @@ func ParseBundle(b []byte) (*bundle.Bundle, error) {
 	if len(env.GetSignatures()) == 0 {
 		return nil, errors.New("bundle's DSSE envelope has no signatures")
 	}
-	return &bn, nil
+	return bn, nil
 }
 
 // Statement is the in-toto statement inside a bundle's DSSE envelope.
