@@ -246,6 +246,21 @@ func TestLoadRefusals(t *testing.T) {
 		{"native unknown field", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".imagez", []any{"x"}) }, nr + ".imagez", "unknown field"},
 		{"native unknown nested field", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, nr+".attestors.entries[0].key.fil", "x") }, nr + ".attestors.entries[0].key.fil", "unknown field"},
 		{"native wrong type", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "spec.verificationTimeout", 10) }, "spec.verificationTimeout", "expected a string"},
+		{"native bad transparencyLog", func(t *testing.T) jsonDoc {
+			return nativeDocJSON(key).set(t, nr+".attestors.entries[0].key.transparencyLog", "Sometimes")
+		}, nr + ".attestors.entries[0].key.transparencyLog", "unknown value"},
+		{"native key and keyless", func(t *testing.T) jsonDoc {
+			return nativeDocJSON(key).set(t, nr+".attestors.entries[0].keyless", map[string]any{"identities": []any{map[string]any{"issuer": "i", "subject": "s"}}})
+		}, nr + ".attestors.entries[0]", "not both"},
+		{"native keyless without identities", func(t *testing.T) jsonDoc {
+			return nativeDocJSON(key).set(t, nr+".attestors.entries[0]", map[string]any{"keyless": map[string]any{}})
+		}, nr + ".attestors.entries[0].keyless.identities", "required"},
+		{"native keyless identity without issuer", func(t *testing.T) jsonDoc {
+			return nativeDocJSON(key).set(t, nr+".attestors.entries[0]", map[string]any{"keyless": map[string]any{"identities": []any{map[string]any{"subject": "s"}}}})
+		}, nr + ".attestors.entries[0].keyless.identities[0].issuer", "exactly one"},
+		{"native attestation bad type", func(t *testing.T) jsonDoc {
+			return nativeDocJSON(key).set(t, nr+".attestations", []any{map[string]any{"predicateType": "nope"}})
+		}, nr + ".attestations[0].predicateType", "neither"},
 		{"native bad mode", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "spec.mode", "enforce") }, "spec.mode", "unknown value"},
 		{"native bad unmatched", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "spec.unmatchedImages", "Maybe") }, "spec.unmatchedImages", "unknown value"},
 		{"native bad failurePolicy", func(t *testing.T) jsonDoc { return nativeDocJSON(key).set(t, "spec.failurePolicy", "Open") }, "spec.failurePolicy", "unknown value"},

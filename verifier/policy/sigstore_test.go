@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,9 @@ func TestSigstorePolicies(t *testing.T) {
 		{"keyless-alice.yaml", []string{"fx/keyless-bundle", "fx/keyless-legacy"}},
 		{"attest-slsa.yaml", []string{"fx/keyless-bundle", "fx/keyless-legacy"}},
 		{"attest-vuln.yaml", []string{"fx/key-attest"}},
+		{"native-key-tlog.yaml", []string{"fx/key-attest", "fx/key-tlog-bundle", "fx/key-tlog-legacy"}},
+		{"native-keyless.yaml", []string{"fx/github-main", "fx/keyless-bundle", "fx/keyless-legacy"}},
+		{"native-attest.yaml", []string{"fx/keyless-bundle", "fx/keyless-legacy"}},
 	}
 	for _, referrers := range []bool{true, false} {
 		reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, referrers, nil)
@@ -120,5 +124,37 @@ func TestTrustedRootWiring(t *testing.T) {
 	}
 	if d := e.Evaluate(context.Background(), img); d.Allowed {
 		t.Fatal("allowed under a root that does not trust the fixtures' log")
+	}
+}
+
+// TestNativeKeyTlogDefault: an ImagePolicy key entry without transparencyLog
+// means Ignore (the key alone, as ImagePolicy always meant): the unlogged
+// fixture verifies; with Require it does not.
+func TestNativeKeyTlogDefault(t *testing.T) {
+	reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, false, nil)
+	v := cosign.New(cosign.Options{Keychain: authn.NewMultiKeychain()})
+	for _, c := range []struct {
+		tlog    string
+		allowed bool
+	}{{"", true}, {"transparencyLog: Ignore", true}, {"transparencyLog: Require", false}} {
+		pol := writeFile(t, t.TempDir(), "p.yaml", fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: k}
+spec:
+  rules:
+  - name: t
+    images: ["*"]
+    attestors:
+      entries:
+      - key: {file: %s, %s}
+`, reg.Key("t"), c.tlog))
+		store, err := NewStore(pol, StoreOptions{TrustedRoot: filepath.Join(reg.Dir, "trusted_root.json")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := NewEngine(store, v, EngineOptions{}).Evaluate(context.Background(), Input{Image: reg.Ref("fx/key-no-tlog", "1.0")})
+		if d.Allowed != c.allowed {
+			t.Errorf("%q: allowed=%v, want %v: %s", c.tlog, d.Allowed, c.allowed, d.Reason)
+		}
 	}
 }
