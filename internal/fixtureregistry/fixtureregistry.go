@@ -238,3 +238,31 @@ func (r *Registry) PutManifest(repo, ref, mediaType string, data []byte) (string
 	}
 	return d, putManifest(context.Background(), r.srv.URL, repo, ref, mediaType, data)
 }
+
+// Verdicts reads a fixture set's verdicts.md table (testdata/sigstore): the
+// header (first cell "image (tag 1.0)", then one column per verification) and
+// one row per image: repository, then "pass" or "fail" per column.
+func Verdicts(dir string) (header []string, rows [][]string, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "verdicts.md"))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		var cells []string
+		for _, c := range strings.Split(strings.Trim(line, "| "), "|") {
+			cells = append(cells, strings.TrimSpace(c))
+		}
+		if header == nil {
+			header = cells
+			continue
+		}
+		if len(cells) != len(header) {
+			return nil, nil, fmt.Errorf("verdicts.md: row %q has %d cells, the header %d", line, len(cells), len(header))
+		}
+		rows = append(rows, cells)
+	}
+	return header, rows, nil
+}

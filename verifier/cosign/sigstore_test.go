@@ -2,7 +2,6 @@ package cosign_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -56,7 +55,10 @@ func TestSigstoreVerdicts(t *testing.T) {
 			t.Fatal(err)
 		}
 		cols := sigstoreColumns(t, reg)
-		header, rows := readVerdicts(t, reg.Dir)
+		header, rows, err := fixtureregistry.Verdicts(reg.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
 		v := newVerifier(nil, cosign.Options{})
 		cells := 0
 		for _, row := range rows {
@@ -156,27 +158,4 @@ func TestAttestationConditions(t *testing.T) {
 		}
 		t.Logf("%s: %v %s %+v", c.repo, res.Allowed, res.Reason, res.Verified)
 	}
-}
-
-func readVerdicts(t *testing.T, dir string) (header []string, rows [][]string) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "verdicts.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
-			continue
-		}
-		var cells []string
-		for _, c := range strings.Split(strings.Trim(line, "| "), "|") {
-			cells = append(cells, strings.TrimSpace(c))
-		}
-		if header == nil {
-			header = cells
-			continue
-		}
-		rows = append(rows, cells)
-	}
-	return header, rows
 }

@@ -93,7 +93,11 @@ func describeRule(w io.Writer, r *Rule) {
 		describeSetTo(w, "    ", label, a)
 	}
 	for _, at := range r.Attestations {
-		fmt.Fprintf(w, "    attestation %s: predicate type %s", at.Name, at.PredicateType)
+		if at.Name != at.PredicateType {
+			fmt.Fprintf(w, "    attestation %s: predicate type %s", at.Name, at.PredicateType)
+		} else {
+			fmt.Fprintf(w, "    attestation of predicate type %s", at.PredicateType)
+		}
 		if at.Conditions != nil {
 			fmt.Fprint(w, ", with conditions")
 		}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/criguard/criguard/internal/fixtureregistry"
 )
 
 // waitFor polls cond until it holds or 10 s pass (a deadline, not a timing
@@ -299,5 +301,55 @@ func mustRemoveAll(t *testing.T, path string) {
 	t.Helper()
 	if err := os.RemoveAll(path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStoreWatchTrustedRoot: the trusted root file is watched like the
+// policy: a replaced root (renamed over it) makes a new generation; a broken
+// one is refused and the last good set stays.
+func TestStoreWatchTrustedRoot(t *testing.T) {
+	polDir, rootDir := t.TempDir(), t.TempDir()
+	writeFile(t, polDir, "policy.yaml", policyWithImage("a/*"))
+	fx, err := fixtureregistry.Dir(fixtureregistry.Sigstore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixtureRoot, err := os.ReadFile(filepath.Join(fx, "trusted_root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	publicGood, err := os.ReadFile(filepath.Join("..", "trust", "embedded", "public-good.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootPath := writeFile(t, rootDir, "trusted_root.json", string(fixtureRoot))
+	var rl reloads
+	s, err := NewStore(polDir, StoreOptions{OnReload: rl.add, Debounce: 20 * time.Millisecond, TrustedRoot: rootPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.WatchTrustedRoot(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchTrustedRoot: %v", err)
+		}
+	})
+	first := s.Current()
+	tmp := writeFile(t, rootDir, ".new", string(publicGood))
+	if err := os.Rename(tmp, rootPath); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new root to load", func() bool { return s.Current().Generation > first.Generation })
+	if s.Current().Policies[0].Trust == first.Policies[0].Trust {
+		t.Fatal("the new set kept the old root")
+	}
+	gen := s.Current().Generation
+	writeFile(t, rootDir, "trusted_root.json", `{"mediaType": "broken"}`)
+	waitFor(t, "the broken root to be refused", func() bool { return rl.failures() > 0 })
+	if s.Current().Generation != gen {
+		t.Fatal("a broken root replaced the set")
 	}
 }

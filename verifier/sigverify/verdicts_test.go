@@ -1,10 +1,9 @@
 package sigverify
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/criguard/criguard/internal/fixtureregistry"
 )
 
 // TestVerdicts agrees with every cell of testdata/sigstore/verdicts.md, which
@@ -32,7 +31,10 @@ func TestVerdicts(t *testing.T) {
 			return verifyAttestations(v, m, vulnPredicate, Signer{Key: k}, Options{})
 		},
 	}
-	header, rows := readVerdicts(t)
+	header, rows, err := fixtureregistry.Verdicts(fixtureDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cells := 0
 	for _, row := range rows {
 		repo := row[0]
@@ -60,28 +62,4 @@ func TestVerdicts(t *testing.T) {
 	if cells != 9*6 {
 		t.Errorf("checked %d cells, verdicts.md has 54", cells)
 	}
-}
-
-func readVerdicts(t *testing.T) (header []string, rows [][]string) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureDir, "verdicts.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
-			continue
-		}
-		var cells []string
-		for _, c := range strings.Split(strings.Trim(line, "| "), "|") {
-			cells = append(cells, strings.TrimSpace(c))
-		}
-		if header == nil {
-			header = cells
-			continue
-		}
-		cells[0] = strings.TrimSuffix(cells[0], "")
-		rows = append(rows, cells)
-	}
-	return header, rows
 }
