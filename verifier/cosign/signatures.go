@@ -46,11 +46,31 @@ func (j *judgement) listBundles(ctx context.Context) ([]sigformat.Descriptor, er
 		if !(strings.HasPrefix(at, sigformat.BundleMediaTypePrefix) || at == "" || at == sigformat.EmptyConfigMediaType) || seen[d.Digest] {
 			continue
 		}
+		// cosign v3 labels each bundle with its predicate type, and the
+		// referrers API repeats the label: a bundle labelled as something
+		// else than what is judged is not read (the label is a hint that can
+		// only make less material be read, never an allow).
+		if pt, ok := d.Annotations[bundlePredicateAnnotation]; ok && pt != j.wantPredicate() {
+			continue
+		}
 		seen[d.Digest] = true
 		out = append(out, d)
 	}
 	j.note(fmt.Sprintf("%s: %d referrer(s), %d possible Sigstore bundle(s)", where, len(ix.Manifests), len(out)))
 	return out, nil
+}
+
+// bundlePredicateAnnotation is cosign v3's label of a bundle's predicate type
+// on its referrer manifest.
+const bundlePredicateAnnotation = "dev.sigstore.bundle.predicateType"
+
+// wantPredicate is the predicate type of what is judged: an attestation's, or
+// cosign's image-signature predicate.
+func (j *judgement) wantPredicate() string {
+	if j.want != nil {
+		return j.want.PredicateType
+	}
+	return sigformat.CosignSignPredicate
 }
 
 // legacyTag is where cosign's legacy format keeps what this judgement looks

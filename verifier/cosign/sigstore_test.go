@@ -159,3 +159,69 @@ func TestAttestationConditions(t *testing.T) {
 		t.Logf("%s: %v %s %+v", c.repo, res.Allowed, res.Reason, res.Verified)
 	}
 }
+
+// TestSigstoreRoundTrips reports (and bounds) the registry requests of one
+// cold keyless or Rekor-backed verification by tag: discovery is the same as
+// for key signatures, the Sigstore checks are offline.
+func TestSigstoreRoundTrips(t *testing.T) {
+	cases := []struct {
+		repo, col string
+		referrers bool
+		max       int64
+	}{
+		// With the referrers API, cosign's predicate-type label on each
+		// referrer lets the attestation bundle go unread: as a key bundle.
+		{"fx/keyless-bundle", "alice keyless", true, 5},
+		// The fallback tag's index has no labels: both bundles are read.
+		{"fx/keyless-bundle", "alice keyless", false, 8},
+		{"fx/keyless-legacy", "alice keyless", false, 5},
+		{"fx/key-tlog-legacy", "key t.pub (tlog required)", false, 5},
+		{"fx/keyless-bundle", "alice slsaprovenance1 attestation", true, 5},
+		{"fx/keyless-legacy", "alice slsaprovenance1 attestation", false, 5},
+	}
+	for _, c := range cases {
+		reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, c.referrers, nil)
+		root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := sigstoreColumns(t, reg)[c.col]
+		req.Image, req.Trust = mustRef(t, reg.Ref(c.repo, "1.0")), root
+		cnt := newCounter()
+		res, err := newVerifier(cnt, cosign.Options{}).Verify(context.Background(), req)
+		if err != nil || !res.Allowed {
+			t.Fatalf("%s %s: %+v %v", c.repo, c.col, res, err)
+		}
+		t.Logf("%s, %s, referrers=%v: %d round trips", c.repo, c.col, c.referrers, cnt.n.Load())
+		if got := cnt.n.Load(); got > c.max {
+			t.Errorf("%s, %s, referrers=%v: %d round trips, want at most %d", c.repo, c.col, c.referrers, got, c.max)
+		}
+	}
+}
+
+// BenchmarkVerifyKeylessCold is a cold keyless verification as the node makes
+// it for an image it has not judged: a new Verifier (no connection, no
+// token), the registry round trips to find and read the signatures from a
+// loopback registry without the referrers API, and the offline Sigstore
+// checks (compare with sigverify's BenchmarkCosignVerifyKeyless, the real
+// cosign CLI on the same image).
+func BenchmarkVerifyKeylessCold(b *testing.B) {
+	for _, referrers := range []bool{false, true} {
+		b.Run(map[bool]string{false: "fallback-tag", true: "referrers-API"}[referrers], func(b *testing.B) {
+			reg := fixtureregistry.ServeSet(b, fixtureregistry.Sigstore, referrers, nil)
+			root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := cosign.Request{Image: mustRef(b, reg.Ref("fx/keyless-bundle", "1.0")), Trust: root,
+				Attestors: []cosign.Attestor{{Identities: []sigverify.Identity{alice}}}}
+			b.ResetTimer()
+			for range b.N {
+				res, err := newVerifier(nil, cosign.Options{}).Verify(context.Background(), req)
+				if err != nil || !res.Allowed {
+					b.Fatalf("%+v %v", res, err)
+				}
+			}
+		})
+	}
+}
