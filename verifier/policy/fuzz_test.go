@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,6 +15,13 @@ func FuzzLoadDocuments(f *testing.F) {
 	f.Add([]byte("---\napiVersion: v1\nkind: ConfigMap\n---\n"))
 	f.Add([]byte(`{"apiVersion":"kyverno.io/v1","kind":"Policy","metadata":{"name":"x","namespace":"y"},"spec":{"rules":[{"name":"r","match":{"all":[{"resources":{"kinds":["Pod"]}}]},"verifyImages":[{"image":"*"}]}]}}`))
 	f.Add([]byte("apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: x}\nspec: {rules: [{name: a, match: {resources: {kinds: [Pod]}}, verifyImages: [{imageReferences: ['*'], attestors: [{count: 1, entries: [{keys: {publicKeys: x}}]}]}]}]}\n"))
+	// Keyless, Rekor-backed keys and attestations with conditions.
+	seeds, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "policies", "sigstore", "*.yaml"))
+	for _, p := range seeds {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		total := 0
 		pols, _, errs := loadDocuments("fuzz.yaml", data, &total)
@@ -45,12 +54,24 @@ func FuzzLoadDocuments(f *testing.F) {
 					t.Fatal("rule without images")
 				}
 				if r.Action == Verify {
-					if len(r.Attestors) == 0 {
+					// A Kyverno entry without attestors fails every image
+					// (judgeCheap); an ImagePolicy rule needs some.
+					if len(r.Attestors) == 0 && len(r.Attestations) == 0 && p.Source == SourceImagePolicy {
 						t.Fatal("verify rule without attestors")
 					}
-					for _, a := range r.Attestors {
+					for _, at := range r.Attestations {
+						if len(at.Sets) == 0 || at.PredicateType == "" {
+							t.Fatalf("attestation %+v without attestors or type", at)
+						}
+					}
+					for _, a := range r.allSets() {
 						if a.Count < 1 || a.Count > len(a.Attestors) {
-							t.Fatalf("count %d of %d keys", a.Count, len(a.Attestors))
+							t.Fatalf("count %d of %d attestors", a.Count, len(a.Attestors))
+						}
+						for _, at := range a.Attestors {
+							if (at.Key == nil) == (len(at.Identities) == 0) {
+								t.Fatalf("attestor %+v is neither a key nor keyless", at)
+							}
 						}
 					}
 				}
