@@ -102,18 +102,12 @@ func (o *Options) timeout() time.Duration {
 	return 2 * time.Minute
 }
 
-func (o *Options) prepare() (*host, error) {
-	if o.Services == nil {
-		return nil, errors.New("nodeinstall: no ServiceManager")
+// readiness is Ready, else the default check of the host's criguard and kubelet.
+func (o *Options) readiness() Readiness {
+	if o.Ready != nil {
+		return o.Ready
 	}
-	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
-	if err != nil {
-		return nil, err
-	}
-	if o.Ready == nil {
-		o.Ready = &DefaultReadiness{HostRoot: o.HostRoot, KubeletConfig: o.KubeletConfig}
-	}
-	return h, nil
+	return &DefaultReadiness{HostRoot: o.HostRoot, KubeletConfig: o.KubeletConfig}
 }
 
 // useLayout tells the default readiness check which configuration kubelet
@@ -132,10 +126,20 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	return locked(ctx, o, install)
 }
 
-// locked prepares the host root, holds the installer lock (one installer per
-// node at a time) while fn runs, and reports what fn changed.
+// locked checks the options an install or uninstall needs and runs fn under
+// the installer lock.
 func locked(ctx context.Context, o Options, fn func(context.Context, *Options, *host) error) (Result, error) {
-	h, err := o.prepare()
+	if o.Services == nil {
+		return Result{}, errors.New("nodeinstall: no ServiceManager")
+	}
+	o.Ready = o.readiness()
+	return onHost(ctx, &o, fn)
+}
+
+// onHost opens the host root, holds the installer lock (one installer per
+// node at a time) while fn runs, and reports what fn changed.
+func onHost(ctx context.Context, o *Options, fn func(context.Context, *Options, *host) error) (Result, error) {
+	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
 	if err != nil {
 		return Result{}, err
 	}
@@ -145,7 +149,7 @@ func locked(ctx context.Context, o Options, fn func(context.Context, *Options, *
 		return Result{}, err
 	}
 	defer unlock()
-	err = fn(ctx, &o, h)
+	err = fn(ctx, o, h)
 	return Result{Changes: h.changed}, err
 }
 
