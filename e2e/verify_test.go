@@ -215,7 +215,7 @@ func TestVerifyCommandBinary(t *testing.T) {
 		code int
 		out  string
 	}{
-		{[]string{"verify", "--key", k.ecPub, signed}, 0, "ALLOWED " + signed + "@" + d},
+		{[]string{"verify", "--key", k.ecPub, signed}, 0, "image " + signed + " (digest " + d + ") allowed"},
 		{[]string{"verify", "--key", k.ecPub, signed, unsigned}, 1, "no cosign signatures found"},
 		{[]string{"verify", "--key", k.rsaPub, signed}, 1, "none verified by a trusted key"},
 		{[]string{"verify", "--key", k.ecPub, "--output", "json", signed}, 0, `"allowed": true`},
