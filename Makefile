@@ -24,6 +24,12 @@ build:
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
+	@# Folders show the layers: no package imports its parent folder's package.
+	@bad=0; for pkg in $$($(GO) list ./...) $$($(GO) list -tags e2e ./e2e/...); do \
+	  parent=$$(dirname $$pkg); \
+	  if $(GO) list -tags e2e -f '{{join .Imports "\n"}}{{"\n"}}{{join .TestImports "\n"}}{{"\n"}}{{join .XTestImports "\n"}}' $$pkg | grep -qx "$$parent"; then \
+	    echo "layering: $$pkg imports its parent folder's package $$parent"; bad=1; fi; \
+	done; exit $$bad
 
 # Unit tests: no root, no network, no real components; plus the offline
 # validation of the DaemonSet manifests (a module of its own).

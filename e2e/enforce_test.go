@@ -376,7 +376,7 @@ spec:
       - imageReferences:
         - "%s/*"
         failureAction: %s
-        attestors:
+%s        attestors:
         - count: 1
           entries:
           - keys:
@@ -387,7 +387,16 @@ spec:
                 url: https://rekor.sigstore.dev
               ctlog:
                 ignoreSCT: true
-`, e.r.Host, action, indented)
+`, e.r.Host, action, auditDigest(action), indented)
+}
+
+// auditDigest: Kyverno refuses Audit with mutateDigest (its default), and
+// verifyDigest without mutateDigest needs images referenced by digest.
+func auditDigest(action string) string {
+	if action != "Audit" {
+		return ""
+	}
+	return "        mutateDigest: false\n        verifyDigest: false\n"
 }
 
 // TestKyvernoPolicyEquivalent: Kyverno's documented ClusterPolicy, with a real

@@ -228,15 +228,21 @@ func (h *host) syncDir(dir string) error {
 	return nil
 }
 
-// remove deletes a host file or empty directory if present.
-func (h *host) remove(p, what string) error {
+// planRemove records the removal of p when p is present, and reports
+// whether to carry it out (not in a dry run).
+func (h *host) planRemove(p, what string) (bool, error) {
 	ok, err := h.exists(p)
 	if err != nil || !ok {
-		return err
+		return false, err
 	}
 	h.change("remove %s (%s)", p, what)
-	if h.dryRun {
-		return nil
+	return !h.dryRun, nil
+}
+
+// remove deletes a host file or empty directory if present.
+func (h *host) remove(p, what string) error {
+	if act, err := h.planRemove(p, what); err != nil || !act {
+		return err
 	}
 	if err := h.root.Remove(rel(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s on the host: %w", p, err)
@@ -250,13 +256,8 @@ func (h *host) remove(p, what string) error {
 
 // removeAll deletes a host directory tree if present.
 func (h *host) removeAll(p, what string) error {
-	ok, err := h.exists(p)
-	if err != nil || !ok {
+	if act, err := h.planRemove(p, what); err != nil || !act {
 		return err
-	}
-	h.change("remove %s (%s)", p, what)
-	if h.dryRun {
-		return nil
 	}
 	if err := h.root.RemoveAll(rel(p)); err != nil {
 		return fmt.Errorf("remove %s on the host: %w", p, err)

@@ -102,18 +102,12 @@ func (o *Options) timeout() time.Duration {
 	return 2 * time.Minute
 }
 
-func (o *Options) prepare() (*host, error) {
-	if o.Services == nil {
-		return nil, errors.New("nodeinstall: no ServiceManager")
+// readiness is Ready, else the default check of the host's criguard and kubelet.
+func (o *Options) readiness() Readiness {
+	if o.Ready != nil {
+		return o.Ready
 	}
-	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
-	if err != nil {
-		return nil, err
-	}
-	if o.Ready == nil {
-		o.Ready = &DefaultReadiness{HostRoot: o.HostRoot, KubeletConfig: o.KubeletConfig}
-	}
-	return h, nil
+	return &DefaultReadiness{HostRoot: o.HostRoot, KubeletConfig: o.KubeletConfig}
 }
 
 // useLayout tells the default readiness check which configuration kubelet
@@ -132,10 +126,20 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	return locked(ctx, o, install)
 }
 
-// locked prepares the host root, holds the installer lock (one installer per
-// node at a time) while fn runs, and reports what fn changed.
+// locked checks the options an install or uninstall needs and runs fn under
+// the installer lock.
 func locked(ctx context.Context, o Options, fn func(context.Context, *Options, *host) error) (Result, error) {
-	h, err := o.prepare()
+	if o.Services == nil {
+		return Result{}, errors.New("nodeinstall: no ServiceManager")
+	}
+	o.Ready = o.readiness()
+	return onHost(ctx, &o, fn)
+}
+
+// onHost opens the host root, holds the installer lock (one installer per
+// node at a time) while fn runs, and reports what fn changed.
+func onHost(ctx context.Context, o *Options, fn func(context.Context, *Options, *host) error) (Result, error) {
+	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
 	if err != nil {
 		return Result{}, err
 	}
@@ -145,82 +149,136 @@ func locked(ctx context.Context, o Options, fn func(context.Context, *Options, *
 		return Result{}, err
 	}
 	defer unlock()
-	err = fn(ctx, &o, h)
+	err = fn(ctx, o, h)
 	return Result{Changes: h.changed}, err
 }
 
+// install runs the steps in order and stops at the first failure: plan
+// (reads only), criguard's files, criguard's unit, then kubelet.
 func install(ctx context.Context, o *Options, h *host) error {
-	// Read and check everything first, so a refusal changes nothing.
-	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	p, err := planInstall(o, h)
 	if err != nil {
 		return err
+	}
+	u, err := installFiles(o, h, p)
+	if err != nil {
+		return err
+	}
+	if err := startCriguard(ctx, o, h, u); err != nil {
+		return err
+	}
+	return repointKubelet(ctx, o, h, p.st, p.edits)
+}
+
+// installPlan is what an install read and checked before changing anything.
+type installPlan struct {
+	st           *installState
+	edits        []fileEdit
+	bin          []byte
+	policy, keys map[string][]byte
+}
+
+// readInstall finds kubelet's files and the installer's record of them, and
+// tells the default readiness check which configuration kubelet reads.
+func readInstall(o *Options, h *host) (layout, *installState, error) {
+	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	if err != nil {
+		return layout{}, nil, err
 	}
 	o.useLayout(lay)
 	st, err := loadState(h)
+	return lay, st, err
+}
+
+// planInstall reads and checks everything first, so a refusal changes nothing.
+func planInstall(o *Options, h *host) (*installPlan, error) {
+	lay, st, err := readInstall(o, h)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	edits, err := planInstallEdits(h, lay)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	bin, err := readBinary(o.Binary)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	policy, err := readSourceDir(o.PolicyDir, "policy")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	keys, err := readSourceDir(o.KeysDir, "keys")
 	if err != nil {
+		return nil, err
+	}
+	if err := requirePolicy(o, h, policy); err != nil {
+		return nil, err
+	}
+	return &installPlan{st: st, edits: edits, bin: bin, policy: policy, keys: keys}, nil
+}
+
+// requirePolicy refuses an install that would leave criguard without a
+// policy: criguard refuses to start without one.
+func requirePolicy(o *Options, h *host, policy map[string][]byte) error {
+	if o.PolicyDir != "" {
+		if len(policy) == 0 {
+			return fmt.Errorf("no policy files in %s (is the policy ConfigMap mounted?); criguard refuses to start without a policy", o.PolicyDir)
+		}
+		return nil
+	}
+	names, err := h.readDirFiles(unit.PolicyDir)
+	if err != nil {
 		return err
 	}
-	if o.PolicyDir == "" {
-		names, err := h.readDirFiles(unit.PolicyDir)
-		if err != nil {
-			return err
-		}
-		if len(names) == 0 {
-			return fmt.Errorf("no policy: %s on the host is empty and no --policy-dir was given; criguard refuses to start without a policy", unit.PolicyDir)
-		}
-	} else if len(policy) == 0 {
-		return fmt.Errorf("no policy files in %s (is the policy ConfigMap mounted?); criguard refuses to start without a policy", o.PolicyDir)
+	if len(names) == 0 {
+		return fmt.Errorf("no policy: %s on the host is empty and no --policy-dir was given; criguard refuses to start without a policy", unit.PolicyDir)
 	}
+	return nil
+}
 
-	// 1. Files criguard runs from.
+// criguardUpdate is what writing criguard's own files did: which changed,
+// and the bytes they had before, to go back to if the new version does not
+// serve.
+type criguardUpdate struct {
+	oldBin, oldUnit         []byte
+	hadBin, hadUnit         bool
+	binChanged, unitChanged bool
+}
+
+// installFiles writes the files criguard runs from: binary, unit, keys, policy.
+func installFiles(o *Options, h *host, p *installPlan) (criguardUpdate, error) {
+	var u criguardUpdate
 	for _, d := range []string{unit.StateDir, unit.ConfigDir} {
 		if err := h.mkdirAll(d, 0o755); err != nil {
-			return err
+			return u, err
 		}
 	}
-	// The running version's bytes, to go back to if the new one does not serve.
-	oldBin, hadBin, err := h.readFile(unit.BinaryPath, maxBinary)
-	if err != nil {
-		return err
+	var err error
+	if u.oldBin, u.hadBin, err = h.readFile(unit.BinaryPath, maxBinary); err != nil {
+		return u, err
 	}
-	oldUnit, hadUnit, err := h.readFile(unit.UnitPath, maxHostFile)
-	if err != nil {
-		return err
+	if u.oldUnit, u.hadUnit, err = h.readFile(unit.UnitPath, maxHostFile); err != nil {
+		return u, err
 	}
-	binChanged, err := h.ensureFile(unit.BinaryPath, bin, 0o755, "criguard binary")
-	if err != nil {
-		return err
+	if u.binChanged, err = h.ensureFile(unit.BinaryPath, p.bin, 0o755, "criguard binary"); err != nil {
+		return u, err
 	}
-	unitChanged, err := h.ensureFile(unit.UnitPath, unit.Unit(), 0o644, "systemd unit")
-	if err != nil {
-		return err
+	if u.unitChanged, err = h.ensureFile(unit.UnitPath, unit.Unit(), 0o644, "systemd unit"); err != nil {
+		return u, err
 	}
 	// Keys first: a new policy may name a new key.
-	if err := syncDir(h, keys, unit.KeysDir, len(keys) > 0); err != nil {
-		return err
+	if err := syncDir(h, p.keys, unit.KeysDir, len(p.keys) > 0); err != nil {
+		return u, err
 	}
-	if err := syncDir(h, policy, unit.PolicyDir, o.PolicyDir != ""); err != nil {
-		return err
-	}
+	return u, syncDir(h, p.policy, unit.PolicyDir, o.PolicyDir != "")
+}
 
-	// 2. The unit: enabled (kubelet.service wants it) and running.
-	if unitChanged {
+// startCriguard enables the unit (kubelet.service wants it), runs it and
+// waits until criguard serves CRI, before kubelet's files are touched. An
+// upgrade that does not serve goes back to the previous version.
+func startCriguard(ctx context.Context, o *Options, h *host, u criguardUpdate) error {
+	if u.unitChanged {
 		if err := service(o, h, "systemctl daemon-reload", func() error { return o.Services.DaemonReload(ctx) }); err != nil {
 			return err
 		}
@@ -234,52 +292,48 @@ func install(ctx context.Context, o *Options, h *host) error {
 			return err
 		}
 	}
+	upgrade, err := runCriguard(ctx, o, h, u)
+	if err != nil || o.DryRun {
+		return err
+	}
+	if err := wait(ctx, o.timeout(), o.Ready.CriguardReady); err != nil {
+		err = fmt.Errorf("criguard did not serve CRI on %s within %s: %w (see `journalctl -u %s` on the node); kubelet's files were not changed",
+			unit.SocketPath, o.timeout(), err, unit.UnitName)
+		if upgrade && u.hadBin && u.hadUnit {
+			return downgrade(ctx, o, h, u, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// runCriguard starts the unit when it is not running, restarts it when its
+// binary or unit changed, and reports whether that restart was an upgrade.
+func runCriguard(ctx context.Context, o *Options, h *host, u criguardUpdate) (upgrade bool, err error) {
 	active, err := o.Services.IsActive(ctx, unit.UnitName)
 	if err != nil {
-		return fmt.Errorf("ask systemd whether %s runs: %w", unit.UnitName, err)
+		return false, fmt.Errorf("ask systemd whether %s runs: %w", unit.UnitName, err)
 	}
-	upgrade := active && (binChanged || unitChanged)
 	switch {
 	case !active:
-		if err := service(o, h, "systemctl start "+unit.UnitName, func() error { return o.Services.Start(ctx, unit.UnitName) }); err != nil {
-			return err
-		}
-	case upgrade:
+		return false, service(o, h, "systemctl start "+unit.UnitName, func() error { return o.Services.Start(ctx, unit.UnitName) })
+	case u.binChanged || u.unitChanged:
 		// Upgrade: only criguard restarts; kubelet reconnects by itself.
-		if err := service(o, h, "systemctl restart "+unit.UnitName, func() error { return o.Services.Restart(ctx, unit.UnitName) }); err != nil {
-			return err
-		}
+		return true, service(o, h, "systemctl restart "+unit.UnitName, func() error { return o.Services.Restart(ctx, unit.UnitName) })
 	}
-	if !o.DryRun {
-		if err := wait(ctx, o.timeout(), o.Ready.CriguardReady); err != nil {
-			err = fmt.Errorf("criguard did not serve CRI on %s within %s: %w (see `journalctl -u %s` on the node); kubelet's files were not changed",
-				unit.SocketPath, o.timeout(), err, unit.UnitName)
-			if upgrade && hadBin && hadUnit {
-				return downgrade(ctx, o, h, oldBin, oldUnit, unitChanged, err)
-			}
-			return err
-		}
-	}
+	return false, nil
+}
 
-	// 3. kubelet: back up, repoint, restart, wait. A restart still pending
-	// from an interrupted run (files already edited, kubelet never restarted)
-	// is done now, or kubelet would keep running on containerd.
+// repointKubelet backs up kubelet's files, points them at criguard, restarts
+// kubelet and waits until it is healthy through criguard; a failure after the
+// first edit restores the files. A restart still pending from an interrupted
+// run (files already edited, kubelet never restarted) is done now, or kubelet
+// would keep running on containerd.
+func repointKubelet(ctx context.Context, o *Options, h *host, st *installState, edits []fileEdit) error {
 	if len(edits) == 0 && !st.KubeletRestartPending {
 		return nil
 	}
-	if len(edits) > 0 {
-		if err := h.mkdirAll(backupDir, 0o700); err != nil {
-			return err
-		}
-	}
-	for _, e := range edits {
-		if _, err := h.ensureFile(e.backup, e.old, 0o600, "original of "+e.path); err != nil {
-			return err
-		}
-		st.put(editedFile{Path: e.path, Kind: e.kind, Backup: e.backup, InstalledSHA256: sha256hex(e.new), Original: e.found})
-	}
-	st.KubeletRestartPending = true
-	if err := saveState(h, st); err != nil {
+	if err := backupKubelet(h, st, edits); err != nil {
 		return err
 	}
 	for _, e := range edits {
@@ -305,20 +359,39 @@ func install(ctx context.Context, o *Options, h *host) error {
 	return saveState(h, st)
 }
 
+// backupKubelet keeps the original bytes of every file about to be edited
+// and records the edits, with a kubelet restart pending, before the first
+// edit: an interrupted run can then always be finished or undone.
+func backupKubelet(h *host, st *installState, edits []fileEdit) error {
+	if len(edits) > 0 {
+		if err := h.mkdirAll(backupDir, 0o700); err != nil {
+			return err
+		}
+	}
+	for _, e := range edits {
+		if _, err := h.ensureFile(e.backup, e.old, 0o600, "original of "+e.path); err != nil {
+			return err
+		}
+		st.put(editedFile{Path: e.path, Kind: e.kind, Backup: e.backup, InstalledSHA256: sha256hex(e.new), Original: e.found})
+	}
+	st.KubeletRestartPending = true
+	return saveState(h, st)
+}
+
 // downgrade puts the previous binary and unit back after an upgrade that did
 // not serve, so a kubelet already pointed at criguard keeps working.
-func downgrade(ctx context.Context, o *Options, h *host, oldBin, oldUnit []byte, unitChanged bool, cause error) error {
+func downgrade(ctx context.Context, o *Options, h *host, u criguardUpdate, cause error) error {
 	o.logf("upgrade failed: %v; going back to the previous criguard", cause)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout()+time.Minute)
 	defer cancel()
 	var errs []error
-	if _, err := h.ensureFile(unit.BinaryPath, oldBin, 0o755, "previous criguard binary (upgrade rolled back)"); err != nil {
+	if _, err := h.ensureFile(unit.BinaryPath, u.oldBin, 0o755, "previous criguard binary (upgrade rolled back)"); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := h.ensureFile(unit.UnitPath, oldUnit, 0o644, "previous systemd unit (upgrade rolled back)"); err != nil {
+	if _, err := h.ensureFile(unit.UnitPath, u.oldUnit, 0o644, "previous systemd unit (upgrade rolled back)"); err != nil {
 		errs = append(errs, err)
 	}
-	if unitChanged {
+	if u.unitChanged {
 		errs = append(errs, service(o, h, "systemctl daemon-reload", func() error { return o.Services.DaemonReload(ctx) }))
 	}
 	errs = append(errs, service(o, h, "systemctl restart "+unit.UnitName, func() error { return o.Services.Restart(ctx, unit.UnitName) }))
@@ -529,32 +602,22 @@ func Uninstall(ctx context.Context, o Options) (Result, error) {
 	return locked(ctx, o, uninstall)
 }
 
+// uninstall puts kubelet back on containerd, and only once kubelet is healthy
+// there removes criguard.
 func uninstall(ctx context.Context, o *Options, h *host) error {
-	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	lay, st, err := readInstall(o, h)
 	if err != nil {
 		return err
 	}
-	o.useLayout(lay)
-	st, err := loadState(h)
-	if err != nil {
+	if err := restoreKubelet(ctx, o, h, lay, st); err != nil {
 		return err
 	}
-	// 1. kubelet's files: every file the state names, plus any file that
-	// points at criguard without a record (state lost).
-	files := map[string]bool{}
-	var order []string
-	for _, f := range st.Files {
-		if !files[f.Path] {
-			files[f.Path] = true
-			order = append(order, f.Path)
-		}
-	}
-	for _, f := range append(append([]string{}, lay.EnvFiles...), lay.Config, lay.InstanceConfig) {
-		if !files[f] {
-			files[f] = true
-			order = append(order, f)
-		}
-	}
+	return removeCriguard(ctx, o, h)
+}
+
+// restoreKubelet points kubelet's files back at containerd, restarts kubelet
+// and waits until it is healthy.
+func restoreKubelet(ctx context.Context, o *Options, h *host, lay layout, st *installState) error {
 	// An install record means this uninstall has not finished before: the
 	// files may already be restored while the running kubelet still uses
 	// criguard, so kubelet restarts in any case before criguard stops.
@@ -563,89 +626,113 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 		return err
 	}
 	kubeletChanged := recorded
-	for _, f := range order {
-		cur, ok, err := h.readFile(f, maxHostFile)
-		if err != nil {
-			return err
-		}
-		rec := st.find(f)
-		if !ok {
-			if rec != nil {
-				o.logf("%s is gone from the host; nothing to restore there", f)
-			}
-			continue
-		}
-		var want []byte
-		if rec != nil && sha256hex(cur) == rec.InstalledSHA256 {
-			orig, ok, err := h.readFile(rec.Backup, maxHostFile)
-			if err != nil {
-				return err
-			}
-			if ok {
-				want = orig
-			}
-		}
-		if want == nil {
-			original := map[string]string{}
-			if rec != nil {
-				original = rec.Original
-				o.logf("%s changed since install; restoring only kubelet's endpoints in it", f)
-			}
-			if fileKind(f, rec, lay) == kindEnv {
-				want, _, err = editEnv(cur, fromCriguard(original))
-			} else {
-				want, _, err = editConfig(cur, fromCriguard(original), "")
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", f, err)
-			}
-		}
-		changed, err := h.ensureFile(f, want, 0, "kubelet endpoint restored")
+	for _, f := range kubeletFiles(st, lay) {
+		changed, err := restoreFile(o, h, f, st.find(f), lay)
 		if err != nil {
 			return err
 		}
 		kubeletChanged = kubeletChanged || changed
 	}
-	if kubeletChanged {
-		if err := service(o, h, "systemctl restart "+unit.KubeletUnit, func() error { return o.Services.Restart(ctx, unit.KubeletUnit) }); err != nil {
-			return err
-		}
-		if !o.DryRun {
-			if err := wait(ctx, o.timeout(), o.Ready.KubeletReady); err != nil {
-				return fmt.Errorf("kubelet did not become healthy on containerd within %s: %w; criguard was left running (run uninstall again once kubelet is healthy)", o.timeout(), err)
-			}
+	if !kubeletChanged {
+		return nil
+	}
+	if err := service(o, h, "systemctl restart "+unit.KubeletUnit, func() error { return o.Services.Restart(ctx, unit.KubeletUnit) }); err != nil {
+		return err
+	}
+	if o.DryRun {
+		return nil
+	}
+	if err := wait(ctx, o.timeout(), o.Ready.KubeletReady); err != nil {
+		return fmt.Errorf("kubelet did not become healthy on containerd within %s: %w; criguard was left running (run uninstall again once kubelet is healthy)", o.timeout(), err)
+	}
+	return nil
+}
+
+// kubeletFiles lists, once each, every file the state names, then the
+// layout's files: one that points at criguard without a record (state lost)
+// is restored too.
+func kubeletFiles(st *installState, lay layout) []string {
+	all := make([]string, 0, len(st.Files)+len(lay.EnvFiles)+2)
+	for _, f := range st.Files {
+		all = append(all, f.Path)
+	}
+	all = append(append(all, lay.EnvFiles...), lay.Config, lay.InstanceConfig)
+	seen := map[string]bool{}
+	var order []string
+	for _, f := range all {
+		if !seen[f] {
+			seen[f] = true
+			order = append(order, f)
 		}
 	}
+	return order
+}
 
-	// 2. criguard's unit, binary and state.
+// restoreFile points one kubelet file back at containerd and reports whether
+// that changed it. A file gone from the host has nothing to restore.
+func restoreFile(o *Options, h *host, f string, rec *editedFile, lay layout) (bool, error) {
+	cur, ok, err := h.readFile(f, maxHostFile)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		if rec != nil {
+			o.logf("%s is gone from the host; nothing to restore there", f)
+		}
+		return false, nil
+	}
+	want, err := restoredBytes(o, h, f, cur, rec, lay)
+	if err != nil {
+		return false, err
+	}
+	return h.ensureFile(f, want, 0, "kubelet endpoint restored")
+}
+
+// restoredBytes is what kubelet file f (now cur) holds back on containerd:
+// the backup byte for byte while f still has the bytes the install wrote,
+// else cur with only kubelet's endpoints put back, so later edits survive.
+func restoredBytes(o *Options, h *host, f string, cur []byte, rec *editedFile, lay layout) ([]byte, error) {
+	if rec != nil && sha256hex(cur) == rec.InstalledSHA256 {
+		orig, ok, err := h.readFile(rec.Backup, maxHostFile)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return orig, nil
+		}
+	}
+	original := map[string]string{}
+	if rec != nil {
+		original = rec.Original
+		o.logf("%s changed since install; restoring only kubelet's endpoints in it", f)
+	}
+	var want []byte
+	var err error
+	if fileKind(f, rec, lay) == kindEnv {
+		want, _, err = editEnv(cur, fromCriguard(original))
+	} else {
+		want, _, err = editConfig(cur, fromCriguard(original), "")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f, err)
+	}
+	return want, nil
+}
+
+// removeCriguard stops, disables and removes criguard's unit and binary and
+// the installer's state; /etc/criguard (the operator's) only with Purge.
+func removeCriguard(ctx context.Context, o *Options, h *host) error {
 	unitPresent, err := h.exists(unit.UnitPath)
 	if err != nil {
 		return err
 	}
 	if unitPresent {
-		active, err := o.Services.IsActive(ctx, unit.UnitName)
-		if err != nil {
-			return fmt.Errorf("ask systemd whether %s runs: %w", unit.UnitName, err)
-		}
-		if active {
-			if err := service(o, h, "systemctl stop "+unit.UnitName, func() error { return o.Services.Stop(ctx, unit.UnitName) }); err != nil {
-				return err
-			}
-		}
-	}
-	if enabled, err := h.exists(unit.WantsLink); err != nil {
-		return err
-	} else if enabled {
-		if err := service(o, h, "systemctl disable "+unit.UnitName, func() error { return o.Services.Disable(ctx, unit.UnitName) }); err != nil {
+		if err := stopCriguard(ctx, o, h); err != nil {
 			return err
 		}
-		// An emptied .wants directory means nothing; leave none behind.
-		wants := path.Dir(unit.WantsLink)
-		if names, err := h.readDirAll(wants); err == nil && len(names) == 0 {
-			if err := h.remove(wants, "empty directory"); err != nil {
-				return err
-			}
-		}
+	}
+	if err := disableCriguard(ctx, o, h); err != nil {
+		return err
 	}
 	if unitPresent {
 		if err := h.remove(unit.UnitPath, "systemd unit"); err != nil {
@@ -662,11 +749,39 @@ func uninstall(ctx context.Context, o *Options, h *host) error {
 		return err
 	}
 	if o.Purge {
-		if err := h.removeAll(unit.ConfigDir, "policy and keys (--purge)"); err != nil {
-			return err
-		}
-	} else if ok, _ := h.exists(unit.ConfigDir); ok {
+		return h.removeAll(unit.ConfigDir, "policy and keys (--purge)")
+	}
+	if ok, _ := h.exists(unit.ConfigDir); ok {
 		o.logf("kept %s (policy and keys); uninstall with --purge removes it", unit.ConfigDir)
+	}
+	return nil
+}
+
+// stopCriguard stops the unit if it runs.
+func stopCriguard(ctx context.Context, o *Options, h *host) error {
+	active, err := o.Services.IsActive(ctx, unit.UnitName)
+	if err != nil {
+		return fmt.Errorf("ask systemd whether %s runs: %w", unit.UnitName, err)
+	}
+	if !active {
+		return nil
+	}
+	return service(o, h, "systemctl stop "+unit.UnitName, func() error { return o.Services.Stop(ctx, unit.UnitName) })
+}
+
+// disableCriguard disables the unit if kubelet.service still wants it.
+func disableCriguard(ctx context.Context, o *Options, h *host) error {
+	enabled, err := h.exists(unit.WantsLink)
+	if err != nil || !enabled {
+		return err
+	}
+	if err := service(o, h, "systemctl disable "+unit.UnitName, func() error { return o.Services.Disable(ctx, unit.UnitName) }); err != nil {
+		return err
+	}
+	// An emptied .wants directory means nothing; leave none behind.
+	wants := path.Dir(unit.WantsLink)
+	if names, err := h.readDirAll(wants); err == nil && len(names) == 0 {
+		return h.remove(wants, "empty directory")
 	}
 	return nil
 }

@@ -107,36 +107,29 @@ func syncDir(h *host, files map[string][]byte, dst string, managed bool) error {
 // criguard notices the new files itself and reloads; an invalid policy is
 // refused by criguard and the last good one stays in force.
 func SyncPolicy(ctx context.Context, o Options) (Result, error) {
-	h, err := openHost(o.HostRoot, o.DryRun, o.logf)
-	if err != nil {
-		return Result{}, err
-	}
-	defer h.Close()
-	unlock, err := h.lock(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
+	return onHost(ctx, &o, syncPolicy)
+}
+
+func syncPolicy(_ context.Context, o *Options, h *host) error {
 	policy, err := readSourceDir(o.PolicyDir, "policy")
 	if err != nil {
-		return Result{}, err
+		return err
 	}
 	if o.PolicyDir != "" && len(policy) == 0 {
 		// An empty source is a broken mount, not an instruction to delete the
 		// node's policy.
-		return Result{}, fmt.Errorf("no policy files in %s; leaving %s on the host as it is", o.PolicyDir, unit.PolicyDir)
+		return fmt.Errorf("no policy files in %s; leaving %s on the host as it is", o.PolicyDir, unit.PolicyDir)
 	}
 	keys, err := readSourceDir(o.KeysDir, "keys")
 	if err != nil {
-		return Result{}, err
+		return err
 	}
 	// The keys ConfigMap is optional: absent (an empty mount), the host's keys
 	// are left alone rather than deleted from under a policy that names them.
 	if err := syncDir(h, keys, unit.KeysDir, len(keys) > 0); err != nil {
-		return Result{Changes: h.changed}, err
+		return err
 	}
-	err = syncDir(h, policy, unit.PolicyDir, o.PolicyDir != "")
-	return Result{Changes: h.changed}, err
+	return syncDir(h, policy, unit.PolicyDir, o.PolicyDir != "")
 }
 
 // WatchOptions configure Watch.
@@ -248,18 +241,28 @@ func Drift(o Options) error {
 	if ok, err := h.exists(unit.BinaryPath); err != nil || !ok {
 		return fmt.Errorf("%s missing (%v)", unit.BinaryPath, err)
 	}
-	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	f, err := unguardedFile(h, &o)
 	if err != nil {
 		return err
 	}
-	edits, err := planInstallEdits(h, lay)
-	if err != nil {
-		return err
-	}
-	if len(edits) > 0 {
-		return fmt.Errorf("%s does not point kubelet at criguard", edits[0].path)
+	if f != "" {
+		return fmt.Errorf("%s does not point kubelet at criguard", f)
 	}
 	return nil
+}
+
+// unguardedFile names the first kubelet file that does not point at
+// criguard, "" when every one does. It reads files only.
+func unguardedFile(h *host, o *Options) (string, error) {
+	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	if err != nil {
+		return "", err
+	}
+	edits, err := planInstallEdits(h, lay)
+	if err != nil || len(edits) == 0 {
+		return "", err
+	}
+	return edits[0].path, nil
 }
 
 // settle drains events until none arrives for quiet.

@@ -149,22 +149,14 @@ func Status(ctx context.Context, o Options) error {
 			return fmt.Errorf("%s is not on the host: criguard is not installed", p)
 		}
 	}
-	lay, err := discover(h, o.KubeletConfig, o.KubeletEnvFiles)
+	f, err := unguardedFile(h, &o)
 	if err != nil {
 		return err
 	}
-	edits, err := planInstallEdits(h, lay)
-	if err != nil {
-		return err
+	if f != "" {
+		return fmt.Errorf("kubelet does not point at criguard in %s", f)
 	}
-	if len(edits) > 0 {
-		return fmt.Errorf("kubelet does not point at criguard in %s", edits[0].path)
-	}
-	ready := o.Ready
-	if ready == nil {
-		ready = &DefaultReadiness{HostRoot: o.HostRoot, KubeletConfig: o.KubeletConfig}
-	}
-	return ready.CriguardReady(ctx)
+	return o.readiness().CriguardReady(ctx)
 }
 
 // Uninstalled reports whether no trace of an install is left that uninstall

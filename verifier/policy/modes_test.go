@@ -45,6 +45,9 @@ func TestAuditRuleDoesNotMakeImagesMatched(t *testing.T) {
 		{"matched by the Enforce rule: judged by it", "", "registry.example.com/team/app", []string{"A"}, true, true, "k", "audit: would deny"},
 		{"both rules pass", "", "registry.example.com/team/app", []string{"A", "B"}, true, false, "p", "verified"},
 		{"ImagePolicy in Audit mode: reported", "  mode: Audit\n", other, []string{"B"}, true, true, "p", "audit: only Audit-mode rules match"},
+		// The Audit ImagePolicy's own rule matches and passes: matched by its
+		// own rule, allowed, not reported as unmatched.
+		{"ImagePolicy in Audit mode, its own rule passes", "  mode: Audit\n", "registry.example.com/team/app", []string{"A", "B"}, true, false, "p", "verified"},
 		{"unmatchedImages Allow: allowed", "  unmatchedImages: Allow\n", other, []string{"B"}, true, false, "k", "verified"},
 	}
 	for _, tt := range tests {

@@ -39,8 +39,9 @@ func (u unmatchedRule) denies() bool { return u.by != nil && u.mode == Enforce }
 func (u unmatchedRule) audits() bool { return u.by != nil && u.mode == Audit }
 
 // apply decides (or, for an Audit policy, marks) an image that no Enforce
-// rule matches. audit lists the Audit-mode rules that did match: they report
-// the image but do not make it matched.
+// rule matches. audit lists the Audit-mode rules that did match: they do not
+// make the image matched for another policy's unmatchedImages: Deny, but an
+// Audit policy's own rules do for its own.
 func (u unmatchedRule) apply(d Decision, audit []matchedRule, resolveErr error) Decision {
 	what := "no rule matches this image" + u.where
 	if len(audit) > 0 {
@@ -55,6 +56,14 @@ func (u unmatchedRule) apply(d Decision, audit []matchedRule, resolveErr error) 
 		d.Policy, d.Rule = u.by.Name, ""
 		return deny(d, fmt.Sprintf("%s, and unmatchedImages is Deny", what))
 	case u.audits() && len(audit) > 0:
+		// An Audit policy's own rules match for its own unmatchedImages: the
+		// image is matched, and their outcome (allow, or audit) stands.
+		// Another policy's Audit rules do not make it matched: reported.
+		for _, m := range audit {
+			if m.r.Policy == u.by {
+				return d
+			}
+		}
 		if d.Allowed && !d.Audited {
 			d.Audited, d.Policy, d.Rule = true, u.by.Name, ""
 			d.Reason = fmt.Sprintf("audit: %s, and unmatchedImages is Deny (mode Audit); %s", what, d.Reason)
