@@ -147,4 +147,21 @@ func (e *sigstoreEnv) holdsRepo(t *testing.T, repo string) bool {
 }
 
 // markers is what /etc/marker says in each fixture image.
-var markers = map[string]string{"fx/key-tlog-bundle": "ktb", "fx/key-tlog-legacy": "ktl", "fx/keyless-bundle": "kb"}
+var markers = map[string]string{"fx/key-tlog-bundle": "ktb", "fx/key-tlog-legacy": "ktl", "fx/keyless-bundle": "kb", "fx/key-attest": "ka"}
+
+// TestSigstoreKyvernoAttestationPolicy: a ClusterPolicy requiring key t's
+// signature and its vulnerability attestation with no critical findings
+// allows fx/key-attest to pull and run, and refuses fx/key-tlog-bundle,
+// signed by the same key but without the attestation.
+func TestSigstoreKyvernoAttestationPolicy(t *testing.T) {
+	e := newSigstoreEnv(t)
+	g := e.guard(t, "attest-vuln.yaml")
+	if err := e.pullAndRun(t, g, "fx/key-attest"); err != nil {
+		t.Fatalf("fx/key-attest refused: %v\n%s", err, g.Logs())
+	}
+	out, err := harness.Crictl(t, g.Endpoint(), "pull", e.f.Ref("fx/key-tlog-bundle", "1.0"))
+	mustRefuse(t, err, out, "pull of fx/key-tlog-bundle")
+	if !strings.Contains(g.Logs(), "no attestation of type https://cosign.sigstore.dev/attestation/vuln/v1") {
+		t.Errorf("the denial of fx/key-tlog-bundle does not name the missing attestation:\n%s", g.Logs())
+	}
+}
