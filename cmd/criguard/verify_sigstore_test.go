@@ -34,6 +34,7 @@ func TestVerifySigstoreFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := func(repo string) string { return reg.Ref(repo, "1.0") }
+	policyFile := filepath.Join(filepath.Dir(reg.Dir), "policies", "sigstore", "verify-image.yaml")
 	key := reg.Key("t")
 	alice := []string{"--certificate-identity", "alice@example.com", "--certificate-oidc-issuer", "http://127.0.0.1:8080"}
 	gh := []string{"--certificate-identity-regexp", "^https://github.com/example/app/", "--certificate-oidc-issuer", "http://localhost:8080"}
@@ -73,6 +74,10 @@ func TestVerifySigstoreFlags(t *testing.T) {
 		{"attestation vuln URI", []string{"verify-attestation", "--type", "https://cosign.sigstore.dev/attestation/vuln/v1", "--trusted-root", root, "--key", key, img("fx/key-attest")}, 0, "allowed"},
 		{"attestation vuln missing", []string{"verify-attestation", "--type", "vuln", "--trusted-root", root, "--key", key, img("fx/key-tlog-bundle")}, 1, "no attestation of type https://cosign.sigstore.dev/attestation/vuln/v1"},
 		{"attestation of another type", []string{"verify-attestation", "--type", "slsaprovenance1", "--trusted-root", root, "--key", key, img("fx/key-attest")}, 1, "denied"},
+		{"policy with the trusted root", []string{"verify", "--policy", policyFile, "--trusted-root", root, img("fx/key-tlog-legacy")}, 0, "allowed by policy verify-image"},
+		{"policy, unlogged signature", []string{"verify", "--policy", policyFile, "--trusted-root", root, img("fx/key-no-tlog")}, 1, "no transparency-log entry"},
+		{"policy with the public-good root", []string{"verify", "--policy", policyFile, img("fx/key-tlog-legacy")}, 1, "denied"},
+		{"policy and identity", cat([]string{"verify", "--policy", policyFile}, alice, []string{img("fx/unsigned")}), 2, ""},
 		{"key and identity", cat([]string{"verify", "--key", key}, alice, []string{img("fx/unsigned")}), 2, ""},
 		{"identity without issuer", []string{"verify", "--certificate-identity", "alice@example.com", img("fx/unsigned")}, 2, ""},
 		{"unknown attestation type", []string{"verify-attestation", "--type", "nope", "--key", key, img("fx/unsigned")}, 2, ""},
