@@ -91,7 +91,9 @@ fixturedump() { "$work/fixturedump" "$@"; }
 # start_registry NAME: an in-memory `crane registry serve` on a free loopback port; sets $registry.
 start_registry() {
   local logf=$work/registry-$1.log port='' i
-  crane registry serve --address 127.0.0.1:0 >"$logf" 2>&1 &
+  # Not through the crane function: a backgrounded function is a subshell, and killing it would leave the
+  # registry running. $! must be the registry process itself.
+  HOME=$work/home "$bin/crane" registry serve --address 127.0.0.1:0 >"$logf" 2>&1 &
   pids+=($!)
   for i in $(seq 100); do
     port=$(sed -n 's/.*serving on port \([0-9][0-9]*\).*/\1/p' "$logf")
