@@ -18,11 +18,29 @@ die() {
 work=$(mktemp -d "${TMPDIR:-/tmp}/criguard-regen.XXXXXX")
 made_out=''   # a default output directory, removed if the run fails
 pids=()       # every background process started, stopped on exit
+sigs=()       # the signal that stops each of them
 on_exit=()    # further commands run on exit, before $work is removed
+# stop_all: stops every process started, newest first, killing what still runs after 10 s.
+stop_all() {
+  local i pid alive _
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "-${sigs[i]}" "${pids[i]}" 2>/dev/null || true; done
+  for _ in $(seq 100); do
+    alive=false
+    for pid in "${pids[@]}"; do
+      if kill -0 "$pid" 2>/dev/null; then alive=true; fi
+    done
+    $alive || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=() sigs=()
+}
 cleanup() {
-  local rc=$? pid c
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local rc=$? c
+  stop_all
   for c in "${on_exit[@]}"; do eval "$c" || true; done
   rm -rf "$work"
   if [ $rc -ne 0 ] && [ -n "$made_out" ]; then rm -rf "$made_out"; fi
@@ -31,12 +49,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # start NAME COMMAND...: runs COMMAND in the background, logging to $work/NAME.log. Not a function or subshell:
-# $! must be the process itself, or killing it would leave the process running.
+# $! must be the process itself, or killing it would leave the process running. STOP_SIGNAL (default TERM)
+# is how it is stopped.
 start() {
   local name=$1
   shift
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
+  sigs+=("${STOP_SIGNAL:-TERM}")
 }
 
 # out_dir ARG_OUT WRITE: picks the output directory (sets $out).
