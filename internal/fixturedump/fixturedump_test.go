@@ -23,7 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/criguard/criguard/internal/fixturedump"
-	"github.com/criguard/criguard/verifier/fixtureregistry"
+	"github.com/criguard/criguard/internal/fixtureregistry"
 )
 
 func serve(t *testing.T) string {
@@ -148,7 +148,7 @@ func TestDumpLoadRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := serve(t)
-	if _, err := fixtureregistry.Load(first, "http://"+dst); err != nil {
+	if _, err := fixtureregistry.Load(t.Context(), first, "http://"+dst); err != nil {
 		t.Fatal(err)
 	}
 	second := t.TempDir()
