@@ -37,7 +37,7 @@ snapshot_host() {
   for s in "${HOST_SYSCTLS[@]}"; do echo "SYSCTL_${s//./_}=$(sysctl -n "$s")"; done
   echo "FORWARD_POLICY=$(iptables -S FORWARD | sed -n 's/^-P FORWARD //p')"
   echo "LINKS='$(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | tr '\n' ' ')'"
-  echo "BR_NETFILTER=$(grep -c '^br_netfilter ' /proc/modules || true)"
+  echo "BR_NETFILTER=$([[ -d /sys/module/br_netfilter ]] && echo 1 || echo 0)"
   local t
   for t in filter nat; do iptables -t "$t" -S | sed "s/^/$t /" >"$KIND_RUN/iptables.before"."$t"; done
 }

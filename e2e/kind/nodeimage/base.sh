@@ -57,6 +57,8 @@ main() {
   command -v debootstrap >/dev/null || die "debootstrap missing (apt-get install debootstrap)"
   rm -rf "$out"; mkdir -p "$out"
   local root=$out/rootfs
+  # debootstrap mounts proc and sys in the root and leaves them on failure.
+  trap 'for m in proc sys dev/pts; do mountpoint -q "'"$root"'/$m" && umount -l "'"$root"'/$m"; done; true' EXIT
   log "debootstrap $DEBIAN_SUITE (about 7 min cold) from $(debian_mirror)"
   "${NICE[@]}" debootstrap --variant=minbase --include="$PACKAGES" "$DEBIAN_SUITE" "$root" "$(debian_mirror)" \
     >"$out/debootstrap.log" 2>&1 || { tail -20 "$out/debootstrap.log" >&2; die "debootstrap failed (log: $out/debootstrap.log)"; }

@@ -2,7 +2,7 @@
 # Builds every Go binary the offline kind node image and the kind e2e need, from
 # the Go module proxy, at the versions pinned in pins.env. Each lands in
 # $KIND_CACHE/<name>-<version>/ and is built once per pin.
-# Usage: bins.sh [k8s|etcd|coredns|cni|containerd|tools|all]...
+# Usage: bins.sh [k8s|etcd|coredns|cni|containerd|tools|ko|all]...
 set -euo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/../../.." && pwd)}
 . "$REPO/e2e/kind/nodeimage/lib.sh"
@@ -58,7 +58,16 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdmain"
 )
 
-func main() { etcdmain.Main(os.Args) }
+func # ko: `ko resolve` is the documented install path (daemonset/kustomization.yaml).
+build_ko() {
+  local out=$KIND_CACHE/ko-$KO_VERSION
+  done_once "$out" && return 0
+  log "building ko $KO_VERSION"
+  gobin "$out" "github.com/google/ko@$KO_VERSION"
+  mark_done "$out"
+}
+
+main() { etcdmain.Main(os.Args) }
 GO
   (cd "$src" && go mod tidy >/dev/null && CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$out/etcd" .)
   mark_done "$out"
@@ -102,9 +111,18 @@ build_tools() {
   mark_done "$out"
 }
 
+# ko: `ko resolve` is the documented install path (daemonset/kustomization.yaml).
+build_ko() {
+  local out=$KIND_CACHE/ko-$KO_VERSION
+  done_once "$out" && return 0
+  log "building ko $KO_VERSION"
+  gobin "$out" "github.com/google/ko@$KO_VERSION"
+  mark_done "$out"
+}
+
 main() {
   local what=("$@"); [[ ${#what[@]} -gt 0 ]] || what=(all)
-  [[ ${what[0]} == all ]] && what=(tools containerd cni k8s etcd coredns)
+  [[ ${what[0]} == all ]] && what=(tools ko containerd cni k8s etcd coredns)
   local w; for w in "${what[@]}"; do "build_$w"; done
 }
 main "$@"
