@@ -84,6 +84,9 @@ kind-node-image:
 	bash e2e/kind/nodeimage/build.sh
 e2e-kind: tools
 	bash e2e/kind/run.sh
+# The kind demo: a signed Deployment Ready, an unsigned pod refused, in kubectl's words.
+demo-kind: tools
+	DEMO=1 bash e2e/kind/run.sh
 
 clean:
 	rm -rf bin

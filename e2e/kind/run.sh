@@ -9,7 +9,8 @@
 # SignatureValidationFailed, or a decision in criguard's own journal, so with
 # criguard taken out of kubelet's path each one fails.
 #
-# Environment: KEEP=1 keeps the cluster, registry and dockerd; CRIGUARD_E2E_CACHE
+# Environment: DEMO=1 (make demo-kind) stops after the signed Deployment and the
+# refused unsigned pod, showing kubectl's output; KEEP=1 keeps the cluster, registry and dockerd; CRIGUARD_E2E_CACHE
 # (default .cache/e2e) holds cosign from `make tools`.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -280,6 +281,16 @@ pod unsigned "$REG/e2e/unsigned:v1"
 expect_refused default unsigned "unsigned pod"
 k get pod unsigned -o wide
 
+if [[ ${DEMO:-0} == 1 ]]; then # make demo-kind: show it and stop here
+  step "demo: kubectl get pods -o wide"
+  k get pods -o wide
+  step "demo: kubectl describe pod unsigned (events)"
+  k describe pod unsigned | sed -n '/^Events:/,$p'
+  took "demo" "$start"
+  log "DEMO DONE"
+  exit 0
+fi
+
 step "the unsigned image preloaded with kind load, imagePullPolicy Never, is refused at create"
 pod preloaded "$REG/e2e/preloaded:v1" "$WORKER" Never
 expect_refused default preloaded "preloaded unsigned pod (Never)"
@@ -381,7 +392,7 @@ touch "$work/probing"
 ( i=0
   while [[ -f $work/probing ]]; do
     for n in $(nodes); do pod "upgrade-probe-$i" "$REG/e2e/unsigned:v1" "$n" || true; i=$((i + 1)); done
-    sleep 2
+    sleep 4
   done ) &
 prober=$!
 t=$SECONDS
