@@ -414,7 +414,9 @@ rm -f "$work/probing"; wait "$prober"
 probes=$(k get pods -o name | grep -c upgrade-probe- || true)
 (( probes >= 4 )) || die "only $probes probe pods were created during the upgrade"
 for p in $(k get pods -o name | grep upgrade-probe-); do
-  [[ -z "$(k get "$p" -o jsonpath='{.status.containerStatuses[*].containerID}')" ]] || die "$p ran during the upgrade"
+  # judged and refused (not merely not yet seen by kubelet), and never created
+  poll 180 "${p#pod/} refused" refused default "${p#pod/}"
+  never_ran default "${p#pod/}" || die "$p ran during the upgrade"
 done
 for n in $(nodes); do
   docker exec "$n" systemctl is-active --quiet criguard || die "$n: criguard.service not active after the upgrade"
