@@ -9,7 +9,8 @@
 # SignatureValidationFailed, or a decision in criguard's own journal, so with
 # criguard taken out of kubelet's path each one fails.
 #
-# Environment: DEMO=1 (make demo-kind) stops after the signed Deployment and the
+# Environment: BENCH=1 (make bench-kind) runs lib/bench.sh after the signed
+# Deployment instead of the checks; DEMO=1 (make demo-kind) stops after the signed Deployment and the
 # refused unsigned pod, showing kubectl's output; KEEP=1 keeps the cluster, registry and dockerd; CRIGUARD_E2E_CACHE
 # (default .cache/e2e) holds cosign from `make tools`.
 set -euo pipefail
@@ -239,8 +240,21 @@ export KO_DOCKER_REPO=$REG KO_DEFAULTBASEIMAGE=$REG/e2e/busybox:1
 (cd "$REPO" && ko resolve --preserve-import-paths --platform linux/amd64 -f "$work/install.yaml") >"$work/install.resolved.yaml"
 criguard_image=$(sed -n 's#^ *image: \(.*/github.com/criguard/criguard/cmd/criguard@sha256:.*\)$#\1#p' "$work/install.resolved.yaml" | head -1)
 [[ -n $criguard_image ]] || die "ko did not resolve the criguard image"
-k apply -f "$work/install.resolved.yaml"
-k -n "$NS" rollout status daemonset/criguard-installer --timeout=6m
+kustomize build "$REPO/daemonset/uninstall" >"$work/uninstall.yaml"
+(cd "$REPO" && ko resolve --preserve-import-paths --platform linux/amd64 -f "$work/uninstall.yaml") >"$work/uninstall.resolved.yaml"
+install_criguard() {
+  k apply -f "$work/install.resolved.yaml"
+  k -n "$NS" rollout status daemonset/criguard-installer --timeout=6m
+}
+# The documented uninstall: stop the installer, run daemonset/uninstall on every node.
+uninstall_criguard() {
+  k -n "$NS" delete daemonset/criguard-installer configmap/criguard-policy configmap/criguard-keys
+  k -n "$NS" wait --for=delete pod -l app.kubernetes.io/component=installer --timeout=2m || true
+  k apply -f "$work/uninstall.resolved.yaml"
+  k -n "$NS" rollout status daemonset/criguard-uninstall --timeout=6m
+  k delete namespace "$NS" --timeout=3m
+}
+install_criguard
 for n in $(nodes); do
   docker exec "$n" systemctl is-active --quiet criguard || die "$n: criguard.service not active"
   docker exec "$n" sh -c 'grep -hs criguard.sock /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet' |
@@ -279,6 +293,13 @@ k rollout status deployment/signed --timeout=4m
 for n in $(nodes); do
   poll 30 "$n: criguard's journal allows $signed_digest" criguard_logged "$n" "$signed_digest" allow
 done
+
+if [[ ${BENCH:-0} == 1 ]]; then # make bench-kind
+  . "$REPO/e2e/kind/lib/bench.sh"
+  bench_main
+  took "benchmark" "$start"
+  exit 0
+fi
 
 step "an unsigned pod is refused at pull"
 pod unsigned "$REG/e2e/unsigned:v1"
@@ -427,13 +448,7 @@ k get pods -o name | grep -E 'upgrade-probe-|unsigned' | xargs -r kubectl delete
 # ---------------------------------------------------------------------------
 step "uninstall through daemonset/uninstall"
 t=$SECONDS
-k -n "$NS" delete daemonset/criguard-installer configmap/criguard-policy configmap/criguard-keys
-k -n "$NS" wait --for=delete pod -l app.kubernetes.io/component=installer --timeout=2m || true
-kustomize build "$REPO/daemonset/uninstall" >"$work/uninstall.yaml"
-(cd "$REPO" && ko resolve --preserve-import-paths --platform linux/amd64 -f "$work/uninstall.yaml") >"$work/uninstall.resolved.yaml"
-k apply -f "$work/uninstall.resolved.yaml"
-k -n "$NS" rollout status daemonset/criguard-uninstall --timeout=6m
-k delete namespace "$NS" --timeout=3m
+uninstall_criguard
 for n in $(nodes); do
   node_state "$n" >"$work/after-$n"
   diff -u "$work/before-$n" "$work/after-$n" || die "$n differs after uninstall (above)"
