@@ -79,7 +79,7 @@ fuzz:
 # starting (and afterwards stopping) its own dockerd when none runs.
 KIND_CACHE ?= $(CURDIR)/.cache/kind
 export CRIGUARD_KIND_CACHE := $(KIND_CACHE)
-.PHONY: kind-node-image demo-kind bench-kind
+.PHONY: kind-node-image demo-kind bench-kind e2e-kind-kyverno
 kind-node-image:
 	bash e2e/kind/nodeimage/build.sh
 e2e-kind: tools
@@ -87,6 +87,9 @@ e2e-kind: tools
 # The kind demo: a signed Deployment Ready, an unsigned pod refused, in kubectl's words.
 demo-kind: tools
 	DEMO=1 bash e2e/kind/run.sh
+# cosign plus a real Kyverno (built offline) side by side on the same cluster.
+e2e-kind-kyverno: tools
+	KYVERNO=1 bash e2e/kind/run.sh
 # A 50-replica rollout with criguard and without, interleaved (docs/performance.md).
 bench-kind: tools
 	BENCH=1 bash e2e/kind/run.sh

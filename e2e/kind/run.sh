@@ -9,7 +9,8 @@
 # SignatureValidationFailed, or a decision in criguard's own journal, so with
 # criguard taken out of kubelet's path each one fails.
 #
-# Environment: BENCH=1 (make bench-kind) runs lib/bench.sh after the signed
+# Environment: KYVERNO=1 (make e2e-kind-kyverno) runs lib/kyverno.sh, a real
+# Kyverno beside criguard, after the signed Deployment; BENCH=1 (make bench-kind) runs lib/bench.sh after the signed
 # Deployment instead of the checks; DEMO=1 (make demo-kind) stops after the signed Deployment and the
 # refused unsigned pod, showing kubectl's output; KEEP=1 keeps the cluster, registry and dockerd; CRIGUARD_E2E_CACHE
 # (default .cache/e2e) holds cosign from `make tools`.
@@ -219,7 +220,15 @@ policy_with() { # extra rules appended to the starter policy
 POLICY
   cat
 }
-policy_with </dev/null >"$work/overlay/policy.yaml"
+if [[ ${KYVERNO:-0} == 1 ]]; then # Kyverno's image is side-loaded: it can only be allowed
+  policy_with >"$work/overlay/policy.yaml" <<POLICY
+  - name: e2e-kyverno
+    images: ["criguard.local/kyverno:*"]
+    action: Allow
+POLICY
+else
+  policy_with </dev/null >"$work/overlay/policy.yaml"
+fi
 cat >"$work/overlay/kustomization.yaml" <<KUST
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -294,6 +303,13 @@ for n in $(nodes); do
   poll 30 "$n: criguard's journal allows $signed_digest" criguard_logged "$n" "$signed_digest" allow
 done
 
+if [[ ${KYVERNO:-0} == 1 ]]; then # make e2e-kind-kyverno
+  . "$REPO/e2e/kind/lib/kyverno.sh"
+  kyverno_main
+  took "Kyverno story" "$start"
+  log "PASS"
+  exit 0
+fi
 if [[ ${BENCH:-0} == 1 ]]; then # make bench-kind
   . "$REPO/e2e/kind/lib/bench.sh"
   bench_main
