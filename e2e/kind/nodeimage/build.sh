@@ -9,8 +9,13 @@ export REPO
 . "$REPO/e2e/kind/lib/dockerd.sh"
 
 start=$SECONDS
+# debootstrap waits mostly on the Debian mirror: run it beside the Go builds.
+base_out=$(mktemp)
+bash "$REPO/e2e/kind/nodeimage/base.sh" >"$base_out" &
+base_pid=$!
 bash "$REPO/e2e/kind/nodeimage/bins.sh" all
-base_tar=$(bash "$REPO/e2e/kind/nodeimage/base.sh")
+wait "$base_pid" || die "building the base root filesystem failed"
+base_tar=$(tail -1 "$base_out"); rm -f "$base_out"
 docker_up
 [[ ${KEEP_DOCKERD:-0} == 1 ]] || trap docker_down EXIT
 images_tar=$(bash "$REPO/e2e/kind/nodeimage/images.sh" "${base_tar%/rootfs.tar}/rootfs")
