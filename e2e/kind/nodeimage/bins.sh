@@ -58,31 +58,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdmain"
 )
 
-func # ko: `ko resolve` is the documented install path (daemonset/kustomization.yaml).
-build_ko() {
-  local out=$KIND_CACHE/ko-$KO_VERSION
-  done_once "$out" && return 0
-  log "building ko $KO_VERSION"
-  gobin "$out" "github.com/google/ko@$KO_VERSION"
-  mark_done "$out"
-}
-
-# Kyverno's admission controller, for the cosign-plus-Kyverno story (not in
-# `all`). `go install` refuses the module (its go.mod has a replace), so a
-# throwaway module requires it and copies that one replace.
-build_kyverno() {
-  local out=$KIND_CACHE/kyverno-$KYVERNO_VERSION src=$KIND_CACHE/src/kyverno-$KYVERNO_VERSION gomod rep
-  done_once "$out" && return 0
-  log "building Kyverno $KYVERNO_VERSION (about 6 min cold, a 260 MB binary)"
-  mkdir -p "$src" "$out"
-  gomod=$(go mod download -json "github.com/kyverno/kyverno@$KYVERNO_VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
-  rep=$(grep '^replace ' "$gomod")
-  printf 'module criguard.local/kindkyverno\n\ngo 1.25.0\n\nrequire github.com/kyverno/kyverno %s\n\n%s\n' "$KYVERNO_VERSION" "$rep" >"$src/go.mod"
-  (cd "$src" && CGO_ENABLED=0 "${NICE[@]}" go build -mod=mod -trimpath -ldflags "-s -w" -o "$out/kyverno" github.com/kyverno/kyverno/cmd/kyverno)
-  mark_done "$out"
-}
-
-main() { etcdmain.Main(os.Args) }
+func main() { etcdmain.Main(os.Args) }
 GO
   (cd "$src" && go mod tidy >/dev/null && CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$out/etcd" .)
   mark_done "$out"
