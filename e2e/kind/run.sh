@@ -104,6 +104,10 @@ spec:
   - {name: main, image: "$2", imagePullPolicy: ${4:-IfNotPresent}}
 YAML
 }
+static_pod() { # NAME IMAGE: a static pod in $WORKER's manifest directory
+  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: default}\nspec:\n  containers:\n  - {name: main, image: "%s"}\n' "$1" "$2" |
+    docker exec -i "$WORKER" tee "/etc/kubernetes/manifests/$1.yaml" >/dev/null
+}
 expect_refused() { # NS POD WHAT
   poll 180 "$3: refused with SignatureValidationFailed" refused "$1" "$2"
   never_ran "$1" "$2" || die "$3: a container was created"
@@ -338,18 +342,11 @@ expect_refused default preloaded "preloaded unsigned pod (Never)"
 k get pod preloaded -o jsonpath='{.status.containerStatuses[0].state.waiting}{"\n"}'
 
 step "an unsigned static pod in $WORKER's manifest directory never runs"
-sed "s|IMAGE|$REG/e2e/unsigned:v1|" <<'POD' | docker exec -i "$WORKER" tee /etc/kubernetes/manifests/unsigned-static.yaml >/dev/null
-apiVersion: v1
-kind: Pod
-metadata: {name: unsigned-static, namespace: default}
-spec:
-  containers:
-  - {name: main, image: IMAGE}
-POD
+static_pod unsigned-static "$REG/e2e/unsigned:v1"
 poll 180 "static pod refused with SignatureValidationFailed" refused default "unsigned-static-$WORKER"
 [[ -z "$(docker exec "$WORKER" crictl ps -a --name '^main$' --label io.kubernetes.pod.name="unsigned-static-$WORKER" -q)" ]] ||
   die "the unsigned static pod got a container on $WORKER"
-docker exec "$WORKER" rm -f /etc/kubernetes/manifests/unsigned-static.yaml
+docker exec "$WORKER" rm -f /etc/kubernetes/manifests/unsigned-static.yaml # the mirror pod goes with it
 
 step "an unsigned ephemeral container (kubectl debug) is refused"
 target=$(k get pod -l app=signed -o jsonpath='{.items[0].metadata.name}')

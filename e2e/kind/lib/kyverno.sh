@@ -90,14 +90,7 @@ YAML
   k -n e2e-kyverno-excluded get pod unsigned
 
   step "past admission (a static pod): criguard refuses it on the node"
-  sed "s|IMAGE|$REG/e2e/unsigned:v1|" <<'POD' | docker exec -i "$WORKER" tee /etc/kubernetes/manifests/kyverno-static.yaml >/dev/null
-apiVersion: v1
-kind: Pod
-metadata: {name: kyverno-static, namespace: default}
-spec:
-  containers:
-  - {name: main, image: IMAGE}
-POD
+  static_pod kyverno-static "$REG/e2e/unsigned:v1"
   # kubelet runs a static pod whether or not the API server admits its mirror pod,
   # so criguard's journal and the node's own containers are the evidence.
   static_refused() { criguard_logged "$WORKER" "pod=kyverno-static-$WORKER" "$REG/e2e/unsigned:v1" deny; }
