@@ -23,6 +23,7 @@ command -v runc >/dev/null || need_apt+=(runc)
 [ -x /usr/bin/containerd ] || need_apt+=(containerd)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v openssl >/dev/null || need_apt+=(openssl) # keys of testdata/cosign/regenerate.sh
 command -v systemd-analyze >/dev/null || need_apt+=(systemd) # the unit file's check in the unit tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
