@@ -385,6 +385,9 @@ func (s *Store) WatchTrustedRoot(ctx context.Context) error {
 	if err := w.Add(dir); err != nil {
 		return fmt.Errorf("trusted root: watching %s: %w", dir, err)
 	}
+	// A change made before the watch was in place is seen now (a reload of
+	// the same bytes changes nothing).
+	_ = s.Reload()
 	debounce := s.opts.Debounce
 	if debounce <= 0 {
 		debounce = 200 * time.Millisecond
