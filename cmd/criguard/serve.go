@@ -114,28 +114,7 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 		log.Info("policy loaded", "path", cfg.policy, "generation", s.Current().Generation, "policies", len(s.Current().Policies))
 	}
 
-	// SIGHUP reloads the policy; it must never end the process (its default).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	reload := make(chan struct{}, 1)
-	deps.group.Go(func() error {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-hup:
-				if store == nil {
-					log.Warn("SIGHUP ignored: no --policy to reload")
-					continue
-				}
-				select {
-				case reload <- struct{}{}:
-				default: // a reload is already pending
-				}
-			}
-		}
-	})
+	reload := forwardSIGHUP(ctx, deps.group, store != nil, log)
 	if store != nil {
 		deps.group.Go(func() error { store.WatchForever(ctx, reload); return nil })
 		deps.group.Go(func() error {
@@ -182,6 +161,34 @@ func buildGuard(ctx context.Context, cfg *serveConfig, deps serveDeps) (forward.
 		Metrics:   metrics,
 		Logger:    log,
 	})
+}
+
+// forwardSIGHUP turns SIGHUP into reload requests until ctx ends (coalesced:
+// one pending request is enough). SIGHUP must never end the process, its
+// default; without a policy it is logged and ignored.
+func forwardSIGHUP(ctx context.Context, g *errgroup.Group, havePolicy bool, log *slog.Logger) <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	g.Go(func() error {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+				if !havePolicy {
+					log.Warn("SIGHUP ignored: no --policy to reload")
+					continue
+				}
+				select {
+				case reload <- struct{}{}:
+				default: // a reload is already pending
+				}
+			}
+		}
+	})
+	return reload
 }
 
 // serveMetrics serves h on addr until ctx ends. A port that cannot be bound is
