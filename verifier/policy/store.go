@@ -205,59 +205,36 @@ func (s *Store) Watch(ctx context.Context, trigger <-chan struct{}) error {
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
 		dir = filepath.Dir(dir)
 	}
-	pw := &pathWatch{w: w, dir: dir, parent: filepath.Dir(dir)}
-	debounce := s.opts.Debounce
-	if debounce <= 0 {
-		debounce = 200 * time.Millisecond
-	}
-	retryEvery := s.opts.Retry
-	if retryEvery <= 0 {
-		retryEvery = 2 * time.Second
-	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	var lastErr string // the last watch failure logged, to log each once
-	// rewatch makes sure the directory is watched; it reports whether a new
-	// watch was set up (the directory may have changed unseen before it).
-	rewatch := func() (bool, error) {
-		added, err := pw.ensure()
-		if err != nil {
-			if err.Error() != lastErr {
-				lastErr = err.Error()
-				s.log.Error("policy: cannot watch the policy directory; the last good policy stays in force, retrying",
-					"path", s.path, "retry", retryEvery, "error", err)
-			}
-			retry.Reset(retryEvery)
-			return added, err
-		}
-		if lastErr != "" {
-			lastErr = ""
-			s.log.Info("policy: watching the policy directory again", "path", s.path, "dir", dir)
-		}
-		return added, nil
-	}
+	pw := &pathWatch{w: w, dir: dir, parent: filepath.Dir(dir), log: s.log, path: s.path,
+		retryEvery: orDefault(s.opts.Retry, 2*time.Second), retry: stoppedTimer()}
+	defer pw.retry.Stop()
 	// At start the directory was just loaded: failing to watch it now is a
 	// setup problem (inotify limits) the caller reports. A parent that cannot
 	// be watched only costs seeing a replacement late, and is retried.
-	if _, err := rewatch(); pw.cur == nil {
+	if _, err := pw.rewatch(); pw.cur == nil {
 		return fmt.Errorf("policy: %w", err)
 	}
 	// Whatever changed between the first load and this watch starting would
 	// otherwise go unnoticed until the next event.
 	_ = s.Reload()
+	return s.watchLoop(ctx, trigger, pw)
+}
+
+// watchLoop reloads after events settle, on trigger, and when a directory
+// that could not be watched can be again.
+func (s *Store) watchLoop(ctx context.Context, trigger <-chan struct{}, pw *pathWatch) error {
+	debounce := orDefault(s.opts.Debounce, 200*time.Millisecond)
+	timer := stoppedTimer()
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-trigger:
 			s.log.Info("policy: reload requested", "path", s.path)
-			rewatch()
+			_, _ = pw.rewatch()
 			_ = s.Reload()
-		case ev, ok := <-w.Events:
+		case ev, ok := <-pw.w.Events:
 			if !ok {
 				return errors.New("policy: file watcher closed")
 			}
@@ -266,25 +243,39 @@ func (s *Store) Watch(ctx context.Context, trigger <-chan struct{}) error {
 			}
 			// The directory itself changed (or is still missing): watch
 			// the new one now, so nothing written into it is missed.
-			if ev.Name == dir || lastErr != "" {
-				rewatch()
+			if ev.Name == pw.dir || pw.lastErr != "" {
+				_, _ = pw.rewatch()
 			}
 			timer.Reset(debounce)
-		case err, ok := <-w.Errors:
+		case err, ok := <-pw.w.Errors:
 			if !ok {
 				return errors.New("policy: file watcher closed")
 			}
 			s.log.Error("policy: file watcher error; reloading to be safe", "error", err)
 			timer.Reset(debounce)
 		case <-timer.C:
-			rewatch()
+			_, _ = pw.rewatch()
 			_ = s.Reload()
-		case <-retry.C:
-			if added, _ := rewatch(); added {
+		case <-pw.retry.C:
+			if added, _ := pw.rewatch(); added {
 				_ = s.Reload()
 			}
 		}
 	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// stoppedTimer is a timer that fires only once Reset.
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
 }
 
 // pathWatch keeps an fsnotify watch on a policy directory and its parent.
@@ -293,6 +284,33 @@ type pathWatch struct {
 	dir    string
 	parent string
 	cur    os.FileInfo // the directory the current watch is on
+
+	log        *slog.Logger
+	path       string // the policy path as configured, for logs
+	retryEvery time.Duration
+	retry      *time.Timer // fires when a failed watch should be tried again
+	lastErr    string      // the last watch failure logged, to log each once
+}
+
+// rewatch makes sure the directory is watched, logging a failure once and
+// arming the retry; it reports whether a new watch was set up (the directory
+// may have changed unseen before it).
+func (p *pathWatch) rewatch() (bool, error) {
+	added, err := p.ensure()
+	if err != nil {
+		if err.Error() != p.lastErr {
+			p.lastErr = err.Error()
+			p.log.Error("policy: cannot watch the policy directory; the last good policy stays in force, retrying",
+				"path", p.path, "retry", p.retryEvery, "error", err)
+		}
+		p.retry.Reset(p.retryEvery)
+		return added, err
+	}
+	if p.lastErr != "" {
+		p.lastErr = ""
+		p.log.Info("policy: watching the policy directory again", "path", p.path, "dir", p.dir)
+	}
+	return added, nil
 }
 
 // relevant reports whether an event on name concerns the policy directory:
@@ -388,12 +406,8 @@ func (s *Store) WatchTrustedRoot(ctx context.Context) error {
 	// A change made before the watch was in place is seen now (a reload of
 	// the same bytes changes nothing).
 	_ = s.Reload()
-	debounce := s.opts.Debounce
-	if debounce <= 0 {
-		debounce = 200 * time.Millisecond
-	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	debounce := orDefault(s.opts.Debounce, 200*time.Millisecond)
+	timer := stoppedTimer()
 	defer timer.Stop()
 	for {
 		select {
