@@ -23,7 +23,7 @@
 //	harness.CriguardBinary(t) string          // $CRIGUARD_E2E_BINARY, else built from ./cmd/criguard into the cache (reused while newer than every non-test .go file, go.mod, go.sum)
 //	harness.RepoRoot(t) string                // directory holding go.mod
 //	harness.CacheDir(t) string                // $CRIGUARD_E2E_CACHE or <repo>/.cache/e2e
-//	harness.FixturesDir(t) string             // $CRIGUARD_COSIGN_FIXTURES or <repo>/../shared/fixtures/cosign
+//	(fixtures: testdata/cosign and testdata/sigstore, through internal/fixtureregistry)
 //	harness.TempDir(t, prefix) string         // short /tmp/cg-<prefix>-* dir (unix socket paths stay < 108 bytes), removed at cleanup
 //	harness.FreePort(t) int                   // a free 127.0.0.1 TCP port
 //
@@ -37,7 +37,7 @@
 //	    opts: harness.WithEntrypoint(...), harness.WithCmd(...), harness.WithFile(path, content),
 //	          harness.WithPlatform(os, arch), harness.WithLabel(k, v)
 //	r.PushPause(t) string                         // "127.0.0.1:PORT/pause:3.10" (busybox sleep infinity)
-//	r.LoadCosignFixtures(t) *Fixtures             // ../shared/fixtures/cosign pushed byte for byte: blobs, manifests
+//	r.LoadCosignFixtures(t) *Fixtures             // testdata/cosign pushed byte for byte: blobs, manifests
 //	                                              // by digest (index members first), then tags; Fixtures.Dir, Fixtures.Keys
 //	                                              // ("a","b","rsa" -> .pub path), Fixtures.Ref(repo, tag),
 //	                                              // Fixtures.Digest(repo, tag), Fixtures.Tags
@@ -83,7 +83,7 @@
 //	harness.StaticPod(name, namespace, image string, command ...string) string // hostNetwork pod manifest, container "main"
 //	Options: RuntimeEndpoint, ImageEndpoint (default RuntimeEndpoint), StaticPodDir (default a temp dir),
 //	NodeName (default unique), ExtraConfig (YAML lines appended to the KubeletConfiguration).
-//	Config from ../shared/NODE-ENV.md; free ports; --root-dir and podLogsDir in temp dirs.
+//	A standalone KubeletConfiguration; free ports; --root-dir and podLogsDir in temp dirs.
 //	Two host paths kubelet hard-codes remain: /var/lib/kubelet/device-plugins/kubelet.sock
 //	(shared by parallel kubelets, harmless for static pods, left in place) and the
 //	/var/log/containers symlinks (removed at cleanup for this kubelet's pods).
@@ -109,7 +109,7 @@
 // Package-e2e tests share one Go package: prefix helpers with your area
 // (proxy*, bench*, verify*, enforce*, install*) so names do not collide.
 //
-// Images from ../shared/fixtures/cosign have an empty os/architecture in their
+// Images from testdata/cosign have an empty os/architecture in their
 // config: containerd 2.4 pulls their single-manifest images (tag or digest) but
 // refuses demo/multi (an index without platform fields: "no match for
 // platform in manifest"). See Fixtures.
