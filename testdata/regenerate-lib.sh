@@ -19,6 +19,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/criguard-regen.XXXXXX")
 made_out=''   # a default output directory, removed if the run fails
 pids=()       # every background process started, stopped on exit
 sigs=()       # the signal that stops each of them
+names=()      # and its name
 on_exit=()    # further commands run on exit, before $work is removed
 # stop_all: stops every process started, newest first, killing what still runs after 10 s.
 stop_all() {
@@ -32,11 +33,11 @@ stop_all() {
     $alive || break
     sleep 0.1
   done
-  for pid in "${pids[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+  for i in "${!pids[@]}"; do
+    if kill -KILL "${pids[i]}" 2>/dev/null; then log "${names[i]} still ran 10 s after SIG${sigs[i]}: killed"; fi
+    wait "${pids[i]}" 2>/dev/null || true
   done
-  pids=() sigs=()
+  pids=() sigs=() names=()
 }
 cleanup() {
   local rc=$? c
@@ -57,6 +58,7 @@ start() {
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
   sigs+=("${STOP_SIGNAL:-TERM}")
+  names+=("$name")
 }
 
 # out_dir ARG_OUT WRITE: picks the output directory (sets $out).

@@ -51,22 +51,36 @@ pgbin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 issuer=127.0.0.1:8080 gh_issuer=localhost:8080
 if ss -Htln 'sport = :8080' | grep -q .; then die "port 8080 is taken: the OIDC issuer must listen on $issuer"; fi
-freeport() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 30000))
-    ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return; }
+# Free ports are drawn below the kernel's ephemeral range, where the outgoing connections of the stack itself
+# cannot take them between the draw and the bind; none is drawn twice.
+read -r ephemeral _ </proc/sys/net/ipv4/ip_local_port_range
+drawn=' '
+# ports VAR...: sets each VAR to a free loopback port.
+ports() {
+  local v p
+  for v in "$@"; do
+    while :; do
+      p=$((10000 + RANDOM % (ephemeral - 10000)))
+      [[ $drawn == *" $p "* ]] && continue
+      ss -Htln "sport = :$p" | grep -q . || break
+    done
+    drawn+="$p "
+    printf -v "$v" '%s' "$p"
   done
 }
-# wait_for NAME URL: waits up to 60 s for URL to answer 200, else fails with NAME's log.
+# wait_for NAME URL: waits up to 60 s for URL to answer 200 while the last process started runs, else fails
+# with NAME's log.
 wait_for() {
-  local i
-  for i in $(seq 600); do
+  local pid=${pids[-1]} _
+  for _ in $(seq 600); do
     if curl -fsS -o /dev/null "$2" 2>/dev/null; then return; fi
+    kill -0 "$pid" 2>/dev/null || die "$1 exited: $(tail -n 20 "$work/$1.log")"
     sleep 0.1
   done
   die "$1 did not answer $2 within 60s: $(tail -n 20 "$work/$1.log")"
 }
+pgport='' tport='' tsport='' fport='' fgport='' fmport='' ctport='' rport='' tsaport=''
+ports pgport tport tsport fport fgport fmport ctport rport tsaport
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 
 # --- PostgreSQL and Trillian -----------------------------------------------------------------------------------
@@ -76,7 +90,6 @@ on_exit+=("rm -rf '$pg'")
 chown postgres: "$pg"
 as_postgres "$pgbin/initdb" -D "$pg/data" -U postgres --auth=trust >"$work/initdb.log" 2>&1 ||
   die "initdb: $(tail "$work/initdb.log")"
-pgport=$(freeport)
 # INT: PostgreSQL's fast shutdown (TERM would wait for Trillian's connections to close).
 STOP_SIGNAL=INT start postgres setpriv --reuid=postgres --regid=postgres --init-groups "$pgbin/postgres" -D "$pg/data" \
   -p "$pgport" -k "$pg" -c listen_addresses=127.0.0.1 -c fsync=off
@@ -88,7 +101,6 @@ psql_() { psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres "$@";
 psql_ -c 'CREATE DATABASE trillian' >/dev/null
 psql_ -d trillian -f "$trillian_dir/storage/postgresql/schema/storage.sql" >/dev/null
 pguri="postgresql:///trillian?host=127.0.0.1&port=$pgport&user=postgres&sslmode=disable"
-tport=$(freeport) tsport=$(freeport)
 start trillian-server "$sbin/trillian_log_server" --storage_system=postgresql --postgresql_uri="$pguri" \
   --quota_system=noop --rpc_endpoint="127.0.0.1:$tport" --http_endpoint=''
 start trillian-signer "$sbin/trillian_log_signer" --storage_system=postgresql --postgresql_uri="$pguri" \
@@ -104,7 +116,6 @@ done
 # --- OIDC issuer and Fulcio ----------------------------------------------------------------------------------
 start oidcissuer "$work/oidcissuer" -addr "$issuer"
 wait_for oidcissuer "http://$issuer/.well-known/openid-configuration"
-fport=$(freeport) ctport=$(freeport)
 cat >"$work/fulcio.yaml" <<EOF
 oidc-issuers:
   http://$issuer:
@@ -145,8 +156,8 @@ ci-issuer-metadata:
     subject-alternative-name-template: "{{ .url }}/{{ .job_workflow_ref }}"
 EOF
 start fulcio "$sbin/fulcio" serve --ca ephemeralca --config-path "$work/fulcio.yaml" \
-  --host 127.0.0.1 --port "$fport" --grpc-host 127.0.0.1 --grpc-port "$(freeport)" \
-  --metrics-port "$(freeport)" --legacy-unix-domain-socket "$work/fulcio-legacy.sock" \
+  --host 127.0.0.1 --port "$fport" --grpc-host 127.0.0.1 --grpc-port "$fgport" \
+  --metrics-port "$fmport" --legacy-unix-domain-socket "$work/fulcio-legacy.sock" \
   --ct-log-url "http://127.0.0.1:$ctport/test"
 wait_for fulcio "http://127.0.0.1:$fport/api/v1/rootCert"
 curl -fsS "http://127.0.0.1:$fport/api/v1/rootCert" >"$work/fulcio-chain.pem"
@@ -170,7 +181,6 @@ start ct "$sbin/ct_server" --log_config "$work/ct.cfg" --log_rpc_server "127.0.0
 wait_for ct "http://127.0.0.1:$ctport/test/ct/v1/get-sth"
 
 # --- Rekor and the timestamp authority -----------------------------------------------------------------------
-rport=$(freeport) tsaport=$(freeport)
 # Both serve metrics on :2112, hard-coded: the TSA exits if it cannot, Rekor carries on, so the TSA goes first.
 if ss -Htln 'sport = :2112' | grep -q .; then die "port 2112 is taken: the timestamp authority needs it"; fi
 start tsa "$sbin/timestamp-server" serve --host 127.0.0.1 --port "$tsaport" --timestamp-signer memory \
@@ -267,8 +277,9 @@ log "dumping into $out"
 fixturedump dump -registry "$registry" -out "$out"
 
 # --- self-check, offline -------------------------------------------------------------------------------------
+log "stopping the Sigstore deployment and the build registry"
 stop_all
-log "Sigstore deployment stopped; checking the dump offline against verdicts.md"
+log "stopped; checking the dump offline against verdicts.md"
 check_dump
 
 tr=(--trusted-root "$out/trusted_root.json")
