@@ -61,13 +61,30 @@ start() {
   names+=("$name")
 }
 
-# out_dir ARG_OUT WRITE: picks the output directory (sets $out).
-out_dir() {
-  if $2; then
+# parse_args "$@": --out DIR, --write or --help (the script's header); then picks the output directory: $out,
+# and $write (true when the fixtures here are replaced once checked).
+parse_args() {
+  out='' write=false
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --write) write=true ;;
+      --out)
+        [ $# -ge 2 ] || die "--out needs a directory"
+        out=$2
+        shift
+        ;;
+      -h | --help)
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+        exit 0
+        ;;
+      *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+  done
+  if $write && [ -n "$out" ]; then die "--write and --out exclude each other"; fi
+  if $write; then
     out=$work/out
-  elif [ -n "$1" ]; then
-    out=$1
-  else
+  elif [ -z "$out" ]; then
     out=$(mktemp -d "${TMPDIR:-/tmp}/criguard-fixtures.XXXXXX")
     made_out=$out
   fi

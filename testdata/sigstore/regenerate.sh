@@ -15,29 +15,10 @@
 # http://localhost:8080. Every other server takes a free port. Certificates live 10 minutes, as Fulcio's do.
 set -euo pipefail
 
-out='' write=false
-while [ $# -gt 0 ]; do
-  case $1 in
-    --write) write=true ;;
-    --out)
-      [ $# -ge 2 ] || { echo "--out needs a directory" >&2; exit 2; }
-      out=$2
-      shift
-      ;;
-    -h | --help)
-      sed -n '2,15p' "$0"
-      exit 0
-      ;;
-    *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-if $write && [ -n "$out" ]; then echo "--write and --out exclude each other" >&2; exit 2; fi
-
 # shellcheck source=SCRIPTDIR/../regenerate-lib.sh
 . "$(dirname "$0")/../regenerate-lib.sh"
 [ "$(id -u)" -eq 0 ] || die "run as root: PostgreSQL is started as user postgres"
-out_dir "$out" "$write"
+parse_args "$@"
 tools
 sigcache=${CRIGUARD_SIGSTORE_CACHE:-$repo/.cache/sigstore}
 CRIGUARD_SIGSTORE_CACHE=$sigcache bash "$repo/e2e/tools/install-sigstore.sh"
