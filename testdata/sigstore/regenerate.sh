@@ -82,9 +82,10 @@ psql_() { psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres "$@";
 psql_ -c 'CREATE DATABASE trillian' >/dev/null
 psql_ -d trillian -f "$trillian_dir/storage/postgresql/schema/storage.sql" >/dev/null
 pguri="postgresql:///trillian?host=127.0.0.1&port=$pgport&user=postgres&sslmode=disable"
-start trillian-server "$sbin/trillian_log_server" --storage_system=postgresql --postgresql_uri="$pguri" \
+# KILL: Trillian takes 5-10 s to stop gracefully, and its database is thrown away anyway.
+STOP_SIGNAL=KILL start trillian-server "$sbin/trillian_log_server" --storage_system=postgresql --postgresql_uri="$pguri" \
   --quota_system=noop --rpc_endpoint="127.0.0.1:$tport" --http_endpoint=''
-start trillian-signer "$sbin/trillian_log_signer" --storage_system=postgresql --postgresql_uri="$pguri" \
+STOP_SIGNAL=KILL start trillian-signer "$sbin/trillian_log_signer" --storage_system=postgresql --postgresql_uri="$pguri" \
   --quota_system=noop --force_master --rpc_endpoint="127.0.0.1:$tsport" --http_endpoint='' \
   --sequencer_interval=100ms
 ct_tree=''
