@@ -19,6 +19,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/criguard-regen.XXXXXX")
 made_out=''   # a default output directory, removed if the run fails
 pids=()       # every background process started, stopped on exit
 sigs=()       # the signal that stops each of them
+names=()      # and its name
 on_exit=()    # further commands run on exit, before $work is removed
 # stop_all: stops every process started, newest first, killing what still runs after 10 s.
 stop_all() {
@@ -32,11 +33,11 @@ stop_all() {
     $alive || break
     sleep 0.1
   done
-  for pid in "${pids[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+  for i in "${!pids[@]}"; do
+    if kill -KILL "${pids[i]}" 2>/dev/null; then log "${names[i]} still ran 10 s after SIG${sigs[i]}: killed"; fi
+    wait "${pids[i]}" 2>/dev/null || true
   done
-  pids=() sigs=()
+  pids=() sigs=() names=()
 }
 cleanup() {
   local rc=$? c
@@ -57,15 +58,33 @@ start() {
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
   sigs+=("${STOP_SIGNAL:-TERM}")
+  names+=("$name")
 }
 
-# out_dir ARG_OUT WRITE: picks the output directory (sets $out).
-out_dir() {
-  if $2; then
+# parse_args "$@": --out DIR, --write or --help (the script's header); then picks the output directory: $out,
+# and $write (true when the fixtures here are replaced once checked).
+parse_args() {
+  out='' write=false
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --write) write=true ;;
+      --out)
+        [ $# -ge 2 ] || die "--out needs a directory"
+        out=$2
+        shift
+        ;;
+      -h | --help)
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+        exit 0
+        ;;
+      *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+  done
+  if $write && [ -n "$out" ]; then die "--write and --out exclude each other"; fi
+  if $write; then
     out=$work/out
-  elif [ -n "$1" ]; then
-    out=$1
-  else
+  elif [ -z "$out" ]; then
     out=$(mktemp -d "${TMPDIR:-/tmp}/criguard-fixtures.XXXXXX")
     made_out=$out
   fi

@@ -15,28 +15,9 @@
 set -euo pipefail
 
 keys=(a b rsa)
-out='' write=false
-while [ $# -gt 0 ]; do
-  case $1 in
-    --write) write=true ;;
-    --out)
-      [ $# -ge 2 ] || { echo "--out needs a directory" >&2; exit 2; }
-      out=$2
-      shift
-      ;;
-    -h | --help)
-      sed -n '2,9p' "$0"
-      exit 0
-      ;;
-    *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-if $write && [ -n "$out" ]; then echo "--write and --out exclude each other" >&2; exit 2; fi
-
 # shellcheck source=SCRIPTDIR/../regenerate-lib.sh
 . "$(dirname "$0")/../regenerate-lib.sh"
-out_dir "$out" "$write"
+parse_args "$@"
 tools
 
 # --- keys ----------------------------------------------------------------------------------------------------
