@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ import (
 // Kyverno's custom JMESPath functions (pkg/engine/jmespath of Kyverno
 // v1.19), those its documented verifyImages attestation conditions use and
 // those as small, with Kyverno's argument types and results. They replace a
-// library default of the same name (split, as Kyverno's does). Functions
+// library default of the same name (split, items, as Kyverno's do). Functions
 // that reach outside the predicate (lookup, x509_decode, random, image
 // normalisation) are left out: a condition naming one is refused at compile
 // time.
@@ -53,6 +54,7 @@ func kyvernoFunctions(now func() time.Time) []jmespath.FunctionEntry {
 		fn("truncate", jpTruncate, str, num),
 		fn("semver_compare", jpSemverCompare, str, str),
 		fn("parse_json", string1(jpParseJSON), str),
+		fn("items", jpItems, jmespath.ArgSpec{Types: []jmespath.JpType{jmespath.JpObject, jmespath.JpArray}}, str, str),
 		fn("time_since", timeSince(now), str, str, str),
 		fn("time_now", func([]any) (any, error) { return now().Format(time.RFC3339), nil }),
 		fn("time_now_utc", func([]any) (any, error) { return now().UTC().Format(time.RFC3339), nil }),
@@ -179,12 +181,35 @@ func jpReplace(args []any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	count := strings.Count(s[0], s[1])
+	if n >= 0 && float64(count) > n {
+		count = int(n)
+	}
+	if err := checkGrowth(s[0], s[1], s[2], count); err != nil {
+		return nil, err
+	}
 	return strings.Replace(s[0], s[1], s[2], int(n)), nil
+}
+
+// MaxStringResult bounds a string a replacing function builds: a predicate
+// is at most MaxPredicateSize, but replacing in it multiplies.
+const MaxStringResult = 4 << 20
+
+// checkGrowth refuses count replacements of old by repl in s that would
+// build a string over MaxStringResult.
+func checkGrowth(s, old, repl string, count int) error {
+	if n := len(s) + count*(len(repl)-len(old)); n > MaxStringResult {
+		return fmt.Errorf("the result would be %d bytes, over the %d-byte limit", n, MaxStringResult)
+	}
+	return nil
 }
 
 func jpReplaceAll(args []any) (any, error) {
 	s, err := argStrings(args, 3)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkGrowth(s[0], s[1], s[2], strings.Count(s[0], s[1])); err != nil {
 		return nil, err
 	}
 	return strings.ReplaceAll(s[0], s[1], s[2]), nil
@@ -209,11 +234,33 @@ func regexReplace(literal bool) jmespath.JpFunction {
 		if err != nil {
 			return nil, err
 		}
-		if literal {
-			return re.ReplaceAllLiteralString(src, repl), nil
-		}
-		return re.ReplaceAllString(src, repl), nil
+		return replaceBounded(re, src, repl, literal)
 	}
+}
+
+// replaceBounded is regexp's ReplaceAllString (or ReplaceAllLiteralString),
+// the same matches ("All": successive non-overlapping matches, empty ones
+// abutting a match ignored), stopping at MaxStringResult.
+func replaceBounded(re *regexp.Regexp, src, repl string, literal bool) (string, error) {
+	var out []byte
+	last := 0
+	for _, m := range re.FindAllStringSubmatchIndex(src, -1) {
+		out = append(out, src[last:m[0]]...)
+		if literal {
+			out = append(out, repl...)
+		} else {
+			out = re.ExpandString(out, repl, src, m)
+		}
+		last = m[1]
+		if len(out) > MaxStringResult {
+			return "", fmt.Errorf("the result is over the %d-byte limit", MaxStringResult)
+		}
+	}
+	out = append(out, src[last:]...)
+	if len(out) > MaxStringResult {
+		return "", fmt.Errorf("the result is over the %d-byte limit", MaxStringResult)
+	}
+	return string(out), nil
 }
 
 // jpRegexMatch: regex_match(regex, string or number), unanchored (Go RE2).
@@ -296,4 +343,35 @@ func kyvernoFunctionNames() string {
 		names[i] = f.Name
 	}
 	return strings.Join(names, ", ")
+}
+
+// jpItems is Kyverno's items(object or array, keyName, valueName): one
+// {keyName: key, valueName: value} object per entry, keys sorted (an
+// array's keys are its indexes).
+func jpItems(args []any) (any, error) {
+	names, err := argStrings(args[1:], 2)
+	if err != nil {
+		return nil, err
+	}
+	k, v := names[0], names[1]
+	switch in := args[0].(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(in))
+		for key := range in {
+			keys = append(keys, key)
+		}
+		sort.Strings(keys)
+		out := make([]any, 0, len(in))
+		for _, key := range keys {
+			out = append(out, map[string]any{k: key, v: in[key]})
+		}
+		return out, nil
+	case []any:
+		out := make([]any, 0, len(in))
+		for i, e := range in {
+			out = append(out, map[string]any{k: float64(i), v: e})
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("argument 1 is %T, not an object or array", args[0])
 }
