@@ -28,6 +28,21 @@ func searchExpr(t *testing.T, expr string) (any, error) {
 	return v.search(data)
 }
 
+// checkResult: an error containing wantErr, or no error and want.
+func checkResult(t *testing.T, got any, err error, want any, wantErr string) {
+	t.Helper()
+	switch {
+	case wantErr != "":
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("got %v, %v; want an error containing %q", got, err, wantErr)
+		}
+	case err != nil:
+		t.Fatal(err)
+	case !reflect.DeepEqual(got, want):
+		t.Fatalf("got %#v, want %#v", got, want)
+	}
+}
+
 // TestKyvernoFunctions: Kyverno v1.19's results (its docs' and its own
 // tests' examples, pkg/engine/jmespath/*_test.go), and its errors.
 func TestKyvernoFunctions(t *testing.T) {
@@ -101,16 +116,7 @@ func TestKyvernoFunctions(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.expr, func(t *testing.T) {
 			got, err := searchExpr(t, c.expr)
-			switch {
-			case c.wantErr != "":
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-					t.Fatalf("got %v, %v; want an error containing %q", got, err, c.wantErr)
-				}
-			case err != nil:
-				t.Fatal(err)
-			case !reflect.DeepEqual(got, c.want):
-				t.Fatalf("got %#v, want %#v", got, c.want)
-			}
+			checkResult(t, got, err, c.want, c.wantErr)
 		})
 	}
 }
@@ -147,16 +153,7 @@ func TestNestedVariables(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := tmpl.resolve(data)
-			switch {
-			case c.wantErr != "":
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-					t.Fatalf("got %v, %v; want an error containing %q", got, err, c.wantErr)
-				}
-			case err != nil:
-				t.Fatal(err)
-			case !reflect.DeepEqual(got, c.want):
-				t.Fatalf("got %#v, want %#v", got, c.want)
-			}
+			checkResult(t, got, err, c.want, c.wantErr)
 		})
 	}
 }
