@@ -3,7 +3,10 @@
 // `any` and/or `all` conditions; every block must hold. A condition compares
 // a key with a value by a Kyverno operator, where `{{ expression }}` in keys
 // and values is a JMESPath query over the predicate (as in Kyverno's
-// verifyImages attestations, whose context root is the predicate).
+// verifyImages attestations, whose context root is the predicate). Kyverno's
+// own JMESPath functions that attestation conditions use (time_since,
+// regex_match, …) are implemented with Kyverno v1.19's semantics, and a
+// `{{ }}` nested in another's literal is substituted first, as Kyverno does.
 //
 // Anything that cannot be evaluated — an unknown operator, a JMESPath syntax
 // error, a query that finds nothing — is an error, never a pass.
@@ -15,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Limits on one set of conditions (a policy's text is bounded before).
@@ -56,9 +60,28 @@ type compiled struct {
 	op    operator
 }
 
+// Option changes how Compile compiles.
+type Option func(*options)
+
+type options struct {
+	now func() time.Time
+}
+
+// WithClock sets the clock Kyverno's time functions (time_now, time_since
+// with no end, …) read; the default is the wall clock.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
 // Compile checks and compiles condition blocks: known operators, valid
-// JMESPath in every `{{ }}`.
-func Compile(blocks []AnyAllConditions) (*Conditions, error) {
+// JMESPath in every `{{ }}` (nested ones too), calling only JMESPath's
+// functions and the Kyverno functions implemented here.
+func Compile(blocks []AnyAllConditions, opts ...Option) (*Conditions, error) {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	e := newEnv(o.now)
 	n := 0
 	c := &Conditions{}
 	for bi, b := range blocks {
@@ -72,7 +95,7 @@ func Compile(blocks []AnyAllConditions) (*Conditions, error) {
 				if n++; n > MaxConditions {
 					return nil, fmt.Errorf("more than %d conditions", MaxConditions)
 				}
-				cc, err := compileCondition(cond)
+				cc, err := compileCondition(cond, e)
 				if err != nil {
 					return nil, fmt.Errorf("conditions[%d].%s[%d]: %w", bi, list.name, ci, err)
 				}
@@ -84,16 +107,16 @@ func Compile(blocks []AnyAllConditions) (*Conditions, error) {
 	return c, nil
 }
 
-func compileCondition(cond Condition) (compiled, error) {
+func compileCondition(cond Condition, e *env) (compiled, error) {
 	op, ok := operators[strings.ToLower(cond.Operator)]
 	if !ok {
 		return compiled{}, fmt.Errorf("unknown operator %q (Kyverno's are %s)", cond.Operator, operatorNames())
 	}
-	key, err := compileTemplate(cond.Key)
+	key, err := compileTemplate(cond.Key, e)
 	if err != nil {
 		return compiled{}, fmt.Errorf("key: %w", err)
 	}
-	value, err := compileTemplate(cond.Value)
+	value, err := compileTemplate(cond.Value, e)
 	if err != nil {
 		return compiled{}, fmt.Errorf("value: %w", err)
 	}

@@ -84,7 +84,8 @@ func TestAnyAll(t *testing.T) {
 		{"any: none holds", []AnyAllConditions{{Any: []Condition{high0}}}, "none of its `any` conditions holds"},
 		{"any and all both required", []AnyAllConditions{{Any: []Condition{critical0}, All: []Condition{high0}}}, "high findings"},
 		{"every block must hold", []AnyAllConditions{{All: []Condition{critical0}}, {All: []Condition{high0}}}, "block 2"},
-		{"Kyverno's custom JMESPath functions are not available: denies", []AnyAllConditions{{All: []Condition{{Key: "{{ time_since('', metadata.scanStartedOn, metadata.scanFinishedOn) }}", Operator: "Equals", Value: "1m"}}}}, "unknown function: time_since"},
+		{"Kyverno's time_since", []AnyAllConditions{{All: []Condition{{Key: "{{ time_since('', metadata.scanStartedOn, metadata.scanFinishedOn) }}", Operator: "Equals", Value: "1m"}}}}, ""},
+		{"a Kyverno function's error denies", []AnyAllConditions{{All: []Condition{{Key: "{{ time_since('', scanner.uri, '') }}", Operator: "NotEquals", Value: "1m"}}}}, "cannot parse"},
 		{"missing key denies", []AnyAllConditions{{All: []Condition{{Key: "{{ nosuch.field }}", Operator: "NotEquals", Value: 1}}}}, "finds nothing in the predicate"},
 	}
 	for _, c := range cases {
@@ -111,6 +112,10 @@ func TestCompileRefuses(t *testing.T) {
 		"unclosed variable":    {Key: "{{ a", Operator: "Equals", Value: 1},
 		"bad JMESPath in list": {Key: "x", Operator: "In", Value: []any{"{{ ]] }}"}},
 		"huge expression":      {Key: "{{ " + strings.Repeat("a.", MaxExpressionLen) + "a }}", Operator: "Equals", Value: 1},
+		"unknown function":     {Key: "{{ lookup(a, 'b') }}", Operator: "Equals", Value: 1},
+		"unknown nested":       {Key: "{{ to_upper('{{ x509_decode(a) }}') }}", Operator: "Equals", Value: 1},
+		"bare nested variable": {Key: "{{ a.{{ b }} }}", Operator: "Equals", Value: 1},
+		"bad nested JMESPath":  {Key: "{{ to_upper('{{ a[ }}') }}", Operator: "Equals", Value: 1},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

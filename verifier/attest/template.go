@@ -3,10 +3,12 @@ package attest
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
+	"reflect"
 	"strings"
+	"time"
 
-	"github.com/jmespath-community/go-jmespath"
+	"github.com/jmespath-community/go-jmespath/pkg/interpreter"
+	"github.com/jmespath-community/go-jmespath/pkg/parsing"
 )
 
 // template is a condition key or value: a literal, or a string holding
@@ -37,18 +39,35 @@ type part struct {
 }
 
 type variable struct {
-	expr string
-	jp   jmespath.JMESPath
+	expr string // as written, for messages
+	ast  parsing.ASTNode
+	// inner, when the expression holds nested `{{ }}` (Kyverno substitutes
+	// the innermost first, as text): it yields the expression text, which
+	// must parse to the shape of ast (only literal values may differ).
+	inner *template
+	env   *env
 }
 
-func compileTemplate(v any) (template, error) {
+// env is what the variables of one Compile share: the function table (with
+// its clock) and the names a condition may call.
+type env struct {
+	caller interpreter.FunctionCaller
+	names  map[string]bool
+}
+
+func newEnv(now func() time.Time) *env {
+	funcs, names := functionTable(now)
+	return &env{caller: interpreter.NewFunctionCaller(funcs...), names: names}
+}
+
+func compileTemplate(v any, e *env) (template, error) {
 	switch t := v.(type) {
 	case string:
-		return compileString(t)
+		return compileString(t, e)
 	case []any:
 		out := template{kind: kindList}
-		for i, e := range t {
-			c, err := compileTemplate(e)
+		for i, x := range t {
+			c, err := compileTemplate(x, e)
 			if err != nil {
 				return template{}, fmt.Errorf("[%d]: %w", i, err)
 			}
@@ -57,8 +76,8 @@ func compileTemplate(v any) (template, error) {
 		return out, nil
 	case map[string]any:
 		out := template{kind: kindMap, obj: map[string]template{}}
-		for k, e := range t {
-			c, err := compileTemplate(e)
+		for k, x := range t {
+			c, err := compileTemplate(x, e)
 			if err != nil {
 				return template{}, fmt.Errorf("%s: %w", k, err)
 			}
@@ -69,7 +88,7 @@ func compileTemplate(v any) (template, error) {
 	return template{kind: kindLiteral, literal: v}, nil
 }
 
-func compileString(s string) (template, error) {
+func compileString(s string, e *env) (template, error) {
 	var parts []part
 	rest := s
 	for {
@@ -77,23 +96,19 @@ func compileString(s string) (template, error) {
 		if i < 0 {
 			break
 		}
-		j := strings.Index(rest[i:], "}}")
+		j := closingBraces(rest[i+2:])
 		if j < 0 {
 			return template{}, fmt.Errorf("%q opens {{ without closing }}", s)
 		}
-		expr := strings.TrimSpace(rest[i+2 : i+j])
-		if len(expr) > MaxExpressionLen {
-			return template{}, fmt.Errorf("a JMESPath expression of %d bytes is over the %d-byte limit", len(expr), MaxExpressionLen)
-		}
-		jp, err := jmespath.Compile(expr)
+		v, err := compileVariable(rest[i+2:i+2+j], e)
 		if err != nil {
-			return template{}, fmt.Errorf("{{ %s }} is not valid JMESPath: %w", expr, err)
+			return template{}, err
 		}
 		if i > 0 {
 			parts = append(parts, part{text: rest[:i]})
 		}
-		parts = append(parts, part{v: &variable{expr: expr, jp: jp}})
-		rest = rest[i+j+2:]
+		parts = append(parts, part{v: v})
+		rest = rest[i+2+j+2:]
 	}
 	switch {
 	case len(parts) == 0:
@@ -105,6 +120,117 @@ func compileString(s string) (template, error) {
 		parts = append(parts, part{text: rest})
 	}
 	return template{kind: kindParts, parts: parts}, nil
+}
+
+// closingBraces is the index in s (after an opening "{{") of the "}}" that
+// closes it, past nested "{{ }}" pairs; -1 if none does.
+func closingBraces(s string) int {
+	depth := 0
+	for i := 0; i+1 < len(s); i++ {
+		switch s[i : i+2] {
+		case "{{":
+			depth++
+			i++
+		case "}}":
+			if depth == 0 {
+				return i
+			}
+			depth--
+			i++
+		}
+	}
+	return -1
+}
+
+// nestedPlaceholder stands for a nested variable's value when the outer
+// expression is checked at compile time: valid inside '…' and `…`, invalid
+// bare, so a nested variable must sit inside a literal.
+const nestedPlaceholder = "0"
+
+// compileVariable compiles the body of one {{ }}: JMESPath, maybe with
+// nested {{ }} inside its literals.
+func compileVariable(body string, e *env) (*variable, error) {
+	v := &variable{expr: strings.TrimSpace(body), env: e}
+	if len(v.expr) > MaxExpressionLen {
+		return nil, fmt.Errorf("a JMESPath expression of %d bytes is over the %d-byte limit", len(v.expr), MaxExpressionLen)
+	}
+	check := v.expr
+	if strings.Contains(body, "{{") {
+		inner, err := compileString(body, e)
+		if err != nil {
+			return nil, err
+		}
+		v.inner = &inner
+		check = strings.TrimSpace(inner.placeholderText())
+	}
+	ast, err := parsing.NewParser().Parse(check)
+	if err != nil {
+		if v.inner != nil {
+			return nil, fmt.Errorf("{{ %s }} is not valid JMESPath with its nested {{ }} inside a '…' or `…` literal: %w", v.expr, err)
+		}
+		return nil, fmt.Errorf("{{ %s }} is not valid JMESPath: %w", v.expr, err)
+	}
+	if err := e.checkFunctions(ast); err != nil {
+		return nil, fmt.Errorf("{{ %s }}: %w", v.expr, err)
+	}
+	v.ast = ast
+	return v, nil
+}
+
+// placeholderText is the template's text with each variable replaced by
+// nestedPlaceholder.
+func (t template) placeholderText() string {
+	switch t.kind {
+	case kindWhole:
+		return nestedPlaceholder
+	case kindParts:
+		var b strings.Builder
+		for _, p := range t.parts {
+			if p.v == nil {
+				b.WriteString(p.text)
+			} else {
+				b.WriteString(nestedPlaceholder)
+			}
+		}
+		return b.String()
+	}
+	return stringify(t.literal)
+}
+
+// checkFunctions refuses a call of a function that is neither JMESPath's
+// nor one of Kyverno's implemented here, naming it.
+func (e *env) checkFunctions(n parsing.ASTNode) error {
+	if n.NodeType == parsing.ASTFunctionExpression {
+		name, _ := n.Value.(string)
+		if !e.names[name] {
+			return fmt.Errorf("unknown JMESPath function %s() (criguard implements JMESPath's and Kyverno's %s)", name, kyvernoFunctionNames())
+		}
+	}
+	for _, c := range n.Children {
+		if err := e.checkFunctions(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sameShape reports whether b is a with at most its literals' values
+// changed: what substituting a value into a literal may do, and nothing
+// more (a value that closes the literal and adds to the expression is
+// refused, where Kyverno would evaluate it).
+func sameShape(a, b parsing.ASTNode) bool {
+	if a.NodeType != b.NodeType || len(a.Children) != len(b.Children) {
+		return false
+	}
+	if a.NodeType != parsing.ASTLiteral && !reflect.DeepEqual(a.Value, b.Value) {
+		return false
+	}
+	for i := range a.Children {
+		if !sameShape(a.Children[i], b.Children[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // resolve substitutes the variables with their values in data.
@@ -153,7 +279,24 @@ func (t template) resolve(data any) (any, error) {
 // search runs the query; a query that finds nothing is an error, as an
 // unresolved variable is in Kyverno.
 func (v *variable) search(data any) (any, error) {
-	r, err := v.jp.Search(data)
+	ast := v.ast
+	if v.inner != nil {
+		text, err := v.inner.resolve(data)
+		if err != nil {
+			return nil, err
+		}
+		expr := strings.TrimSpace(stringify(text))
+		if len(expr) > MaxExpressionLen {
+			return nil, fmt.Errorf("{{ %s }} becomes a JMESPath expression of %d bytes, over the %d-byte limit", v.expr, len(expr), MaxExpressionLen)
+		}
+		if ast, err = parsing.NewParser().Parse(expr); err != nil {
+			return nil, fmt.Errorf("{{ %s }} becomes %q, which is not valid JMESPath: %w", v.expr, expr, err)
+		}
+		if !sameShape(v.ast, ast) {
+			return nil, fmt.Errorf("{{ %s }} becomes %q: a value substituted into it changes the expression beyond its literal; refused", v.expr, expr)
+		}
+	}
+	r, err := interpreter.NewInterpreter(data, v.env.caller, nil).Execute(ast, data)
 	if err != nil {
 		return nil, fmt.Errorf("{{ %s }}: %w", v.expr, err)
 	}
@@ -163,14 +306,11 @@ func (v *variable) search(data any) (any, error) {
 	return r, nil
 }
 
+// stringify is a value as Kyverno substitutes it into text: a string as it
+// is, anything else as JSON.
 func stringify(v any) string {
-	switch t := v.(type) {
-	case string:
-		return t
-	case float64:
-		return strconv.FormatFloat(t, 'f', -1, 64)
-	case bool:
-		return strconv.FormatBool(t)
+	if s, ok := v.(string); ok {
+		return s
 	}
 	b, _ := json.Marshal(v)
 	return string(b)

@@ -40,6 +40,10 @@ func TestSigstorePolicies(t *testing.T) {
 		{"keyless-alice.yaml", []string{"fx/keyless-bundle", "fx/keyless-legacy"}},
 		{"attest-slsa.yaml", []string{"fx/keyless-bundle", "fx/keyless-legacy"}},
 		{"attest-vuln.yaml", []string{"fx/key-attest"}},
+		// Kyverno's documented JMESPath-function conditions (attest's Kyverno functions).
+		{"attest-vuln-age.yaml", []string{"fx/key-attest"}},
+		{"attest-slsa-regex.yaml", []string{"fx/keyless-bundle", "fx/keyless-legacy"}},
+		{"attest-slsa-generator.yaml", nil},
 		{"native-key-tlog.yaml", []string{"fx/key-attest", "fx/key-tlog-bundle", "fx/key-tlog-legacy"}},
 		{"native-keyless.yaml", []string{"fx/github-main", "fx/keyless-bundle", "fx/keyless-legacy"}},
 		{"native-attest.yaml", []string{"fx/keyless-bundle", "fx/keyless-legacy"}},
