@@ -8,6 +8,21 @@
 KIND_RUN=${CRIGUARD_KIND_RUN:-/run/criguard-kind}
 HOST_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward)
 
+# kind_lock: one kind run (or node image build) at a time per cache: they share
+# the dockerd, its data root and the host's iptables and sysctls, and a second
+# run's clean-up would remove the first one's containers. Held until the
+# calling process exits (fd 9); waits up to CRIGUARD_KIND_LOCK_WAIT seconds.
+kind_lock() {
+  [[ ${CRIGUARD_KIND_LOCKED:-} == "$KIND_CACHE" ]] && return 0 # a parent holds it
+  mkdir -p "$KIND_CACHE"
+  exec 9>"$KIND_CACHE/.run.lock"
+  if ! flock -n 9; then
+    log "another kind run uses $KIND_CACHE (and its dockerd); waiting for it"
+    flock -w "${CRIGUARD_KIND_LOCK_WAIT:-3600}" 9 || die "another kind run still holds $KIND_CACHE/.run.lock"
+  fi
+  export CRIGUARD_KIND_LOCKED=$KIND_CACHE
+}
+
 docker_answers() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 # docker_up: sets DOCKER_HOST. Uses a dockerd that already answers (and then
@@ -25,7 +40,7 @@ docker_up() {
   dockerd --data-root "$KIND_CACHE/docker" --exec-root "$KIND_RUN/exec" -H "$DOCKER_HOST" \
     --pidfile "$KIND_RUN/dockerd.pid" --add-runtime "criguard-runc=$REPO/e2e/kind/lib/runc-wrapper.sh" \
     --default-runtime criguard-runc --storage-driver overlay2 \
-    >"$KIND_RUN/dockerd.log" 2>&1 &
+    >"$KIND_RUN/dockerd.log" 2>&1 9>&- &
   local i
   for ((i = 0; i < 60; i++)); do docker_answers && return 0; sleep 1; done
   tail -20 "$KIND_RUN/dockerd.log" >&2
