@@ -57,14 +57,20 @@ snapshot_host() {
   for t in filter nat; do iptables -t "$t" -S | sed "s/^/$t /" >"$KIND_RUN/iptables.before"."$t"; done
 }
 
-# docker_down: removes every container and network of criguard's dockerd, stops
-# it by PID and restores the host as snapshot_host found it.
+# docker_down: stops criguard's dockerd by PID and restores the host as
+# snapshot_host found it, once the caller has removed its own containers. A
+# dockerd that still runs containers (another run's cluster, on the same
+# dockerd) is left running: that run's clean-up stops it.
 docker_down() {
   [[ -f $KIND_RUN/host-state.env ]] || return 0
   export DOCKER_HOST=unix://$KIND_RUN/docker.sock
   if docker_answers; then
     local c n
-    c=$(docker ps -aq); [[ -z $c ]] || docker rm -f $c >/dev/null
+    c=$(docker ps -aq)
+    if [[ -n $c ]]; then
+      log "dockerd left running: it still runs $(docker ps -a --format '{{.Names}}' | tr '\n' ' ')"
+      return 0
+    fi
     n=$(docker network ls -q --filter type=custom); [[ -z $n ]] || docker network rm $n >/dev/null
   fi
   local pid; pid=$(cat "$KIND_RUN/dockerd.pid" 2>/dev/null || true)
