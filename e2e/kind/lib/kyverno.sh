@@ -48,7 +48,7 @@ kyverno_main() {
 
   k create namespace e2e-kyverno-excluded >/dev/null
   local pub; pub=$(sed 's/^/                  /' "$work/cosign.pub")
-  cat <<YAML | k apply -f -
+  cat >"$work/kyverno-policy.yaml" <<YAML
 apiVersion: kyverno.io/v1
 kind: ClusterPolicy
 metadata:
@@ -79,6 +79,8 @@ $pub
             rekor: {ignoreTlog: true}
             ctlog: {ignoreSCT: true}
 YAML
+  # Kyverno's own webhook checks the policy: retry until its service answers.
+  poll 120 "ClusterPolicy check-image applied" k apply -f "$work/kyverno-policy.yaml"
   poll 180 "ClusterPolicy check-image Ready" k wait --for=condition=Ready clusterpolicy/check-image --timeout=10s
   COSIGN_PASSWORD='' "$COSIGN" sign --yes --key "$work/cosign.key" --tlog-upload=false --use-signing-config=false \
     --new-bundle-format=false "$REG/e2e/signed@$signed_digest" 2>&1 | tail -1
