@@ -104,7 +104,7 @@ YAML
     grep -q 'check-image' <<<"$out"
   }
   poll 120 "kubectl run of the unsigned image denied by Kyverno's webhook" kyverno_refuses
-  printf '%s\n' "$out" | head -5 >&2
+  printf '%s\n' "$out" >&2
 
   step "past admission (a namespace the policy excludes): criguard refuses it on the node"
   POD_NS=e2e-kyverno-excluded pod unsigned "$REG/e2e/unsigned:v1"
