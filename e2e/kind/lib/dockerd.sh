@@ -8,6 +8,21 @@
 KIND_RUN=${CRIGUARD_KIND_RUN:-/run/criguard-kind}
 HOST_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward)
 
+# kind_lock: one kind run (or node image build) at a time per cache: they share
+# the dockerd, its data root and the host's iptables and sysctls, and a second
+# run's clean-up would remove the first one's containers. Held until the
+# calling process exits (fd 9); waits up to CRIGUARD_KIND_LOCK_WAIT seconds.
+kind_lock() {
+  [[ ${CRIGUARD_KIND_LOCKED:-} == "$KIND_CACHE" ]] && return 0 # a parent holds it
+  mkdir -p "$KIND_CACHE"
+  exec 9>"$KIND_CACHE/.run.lock"
+  if ! flock -n 9; then
+    log "another kind run uses $KIND_CACHE (and its dockerd); waiting for it"
+    flock -w "${CRIGUARD_KIND_LOCK_WAIT:-3600}" 9 || die "another kind run still holds $KIND_CACHE/.run.lock"
+  fi
+  export CRIGUARD_KIND_LOCKED=$KIND_CACHE
+}
+
 docker_answers() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 # docker_up: sets DOCKER_HOST. Uses a dockerd that already answers (and then
@@ -25,7 +40,7 @@ docker_up() {
   dockerd --data-root "$KIND_CACHE/docker" --exec-root "$KIND_RUN/exec" -H "$DOCKER_HOST" \
     --pidfile "$KIND_RUN/dockerd.pid" --add-runtime "criguard-runc=$REPO/e2e/kind/lib/runc-wrapper.sh" \
     --default-runtime criguard-runc --storage-driver overlay2 \
-    >"$KIND_RUN/dockerd.log" 2>&1 &
+    >"$KIND_RUN/dockerd.log" 2>&1 9>&- &
   local i
   for ((i = 0; i < 60; i++)); do docker_answers && return 0; sleep 1; done
   tail -20 "$KIND_RUN/dockerd.log" >&2
@@ -42,14 +57,20 @@ snapshot_host() {
   for t in filter nat; do iptables -t "$t" -S | sed "s/^/$t /" >"$KIND_RUN/iptables.before"."$t"; done
 }
 
-# docker_down: removes every container and network of criguard's dockerd, stops
-# it by PID and restores the host as snapshot_host found it.
+# docker_down: stops criguard's dockerd by PID and restores the host as
+# snapshot_host found it, once the caller has removed its own containers. A
+# dockerd that still runs containers (another run's cluster, on the same
+# dockerd) is left running: that run's clean-up stops it.
 docker_down() {
   [[ -f $KIND_RUN/host-state.env ]] || return 0
   export DOCKER_HOST=unix://$KIND_RUN/docker.sock
   if docker_answers; then
     local c n
-    c=$(docker ps -aq); [[ -z $c ]] || docker rm -f $c >/dev/null
+    c=$(docker ps -aq)
+    if [[ -n $c ]]; then
+      log "dockerd left running: it still runs $(docker ps -a --format '{{.Names}}' | tr '\n' ' ')"
+      return 0
+    fi
     n=$(docker network ls -q --filter type=custom); [[ -z $n ]] || docker network rm $n >/dev/null
   fi
   local pid; pid=$(cat "$KIND_RUN/dockerd.pid" 2>/dev/null || true)

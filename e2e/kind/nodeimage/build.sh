@@ -9,6 +9,7 @@ export REPO
 . "$REPO/e2e/kind/lib/dockerd.sh"
 
 start=$SECONDS
+kind_lock
 # debootstrap waits mostly on the Debian mirror: run it beside the Go builds.
 base_out=$(mktemp)
 bash "$REPO/e2e/kind/nodeimage/base.sh" >"$base_out" &
