@@ -14,6 +14,7 @@ FUZZTIME ?= 20s
 
 .PHONY: all build unit e2e test tools bench demo fuzz e2e-kind vet clean
 
+include charts/chart.mk
 include daemonset/manifests.mk
 
 all: build
@@ -27,7 +28,7 @@ vet:
 
 # Unit tests: no root, no network, no real components; plus the offline
 # validation of the DaemonSet manifests (a module of its own).
-unit: manifests
+unit: chart manifests
 	$(GO) test -count=1 ./...
 
 # Installs containerd, runc, busybox, crictl, crane, kubelet and cosign at pinned
