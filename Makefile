@@ -21,6 +21,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/criguard
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/criguard-sync ./cmd/criguard-sync
 
 vet:
 	$(GO) vet ./...
