@@ -2,7 +2,8 @@
 # several value sets; daemonset/validate (the `manifests` target) renders it
 # with `helm template` and decodes every object strictly, and checks the
 # ImagePolicy CRD's schema offline. helm is built from the Go module proxy at a
-# pinned version into $(E2E_CACHE)/bin. The top-level Makefile runs both in `unit`.
+# pinned version into $(E2E_CACHE)/bin. charts/validate checks the alert rules
+# (Prometheus' rule parser) and the dashboard's PromQL. The top-level Makefile runs both in `unit`.
 HELM_VERSION ?= v3.22.0
 HELM := $(E2E_CACHE)/bin/helm
 export CRIGUARD_HELM := $(HELM)
@@ -17,7 +18,8 @@ helm:
 	fi
 
 chart: helm
+	cd charts/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(HELM) lint --strict charts/criguard
-	$(HELM) lint --strict charts/criguard --set policy.source=imagePolicies,policy.kyverno=true,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true
+	$(HELM) lint --strict charts/criguard --set policy.source=imagePolicies,policy.kyverno=true,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true
 	$(HELM) lint --strict charts/criguard --set policy.source=configMap,policy.existingConfigMap=my-policy,metrics.enabled=false
 	$(HELM) lint --strict charts/criguard --set uninstall.enabled=true,uninstall.purge=true

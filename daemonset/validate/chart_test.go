@@ -227,13 +227,13 @@ func TestChartImagePolicies(t *testing.T) {
 	r := render(t, "--include-crds",
 		"--set", "policy.source=imagePolicies,policy.kyverno=true",
 		"--set", "image.digest="+testDigest+",syncImage.tag=v9",
-		"--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true",
+		"--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true",
 		"--set", "nodeSelector.kubernetes\\.io/os=linux",
 		"--set-json", `tolerations=[{"key":"dedicated","operator":"Equal","value":"edge","effect":"NoSchedule"}]`,
 		"--set-string", "keys.team\\.pub=-----BEGIN PUBLIC KEY-----",
 		"--set-file", "trustedRoot="+rootFile,
 	)
-	want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition", "DaemonSet",
+	want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap", "CustomResourceDefinition", "DaemonSet",
 		"ImagePolicy", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"}
 	if got := kinds(r); !slices.Equal(got, want) {
 		t.Fatalf("objects %v, want %v", got, want)
@@ -276,7 +276,22 @@ func TestChartImagePolicies(t *testing.T) {
 	if len(cr.Rules) != 3 {
 		t.Errorf("ClusterRole rules %+v: want imagepolicies, kyverno policies, events", cr.Rules)
 	}
-	keys := find[*corev1.ConfigMap](r)[0]
+	cms := map[string]*corev1.ConfigMap{}
+	for _, cm := range find[*corev1.ConfigMap](r) {
+		cms[cm.Name] = cm
+	}
+	keys := cms["cg-criguard-keys"]
+	if keys == nil {
+		t.Fatalf("no keys ConfigMap among %v", cms)
+	}
+	dash, err := os.ReadFile("../../charts/criguard/files/dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cms["cg-criguard-dashboard"]; d == nil || d.Data["criguard.json"] != string(dash) || d.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard ConfigMap %+v", d)
+	}
+	checkPrometheusRule(t, r)
 	if !strings.HasPrefix(keys.Data["team.pub"], "-----BEGIN PUBLIC KEY-----") || keys.Data["trusted_root.json"] != trustedRoot {
 		t.Errorf("keys ConfigMap %v", keys.Data)
 	}
@@ -369,4 +384,30 @@ func checkChartNodeAgent(t *testing.T, ds *appsv1.DaemonSet, name, image string)
 	if c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("%s: no memory limit", ds.Name)
 	}
+}
+
+// The PrometheusRule holds exactly the alert rules of files/alerts.yaml.
+func checkPrometheusRule(t *testing.T, r rendered) {
+	t.Helper()
+	data, err := os.ReadFile("../../charts/criguard/files/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]any
+	if err := utiljson.Unmarshal(js, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range r.other {
+		if o["kind"] == "PrometheusRule" {
+			if !reflect.DeepEqual(o["spec"], want) {
+				t.Errorf("PrometheusRule spec differs from files/alerts.yaml:\n%v", o["spec"])
+			}
+			return
+		}
+	}
+	t.Error("no PrometheusRule")
 }
