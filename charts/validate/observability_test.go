@@ -83,12 +83,12 @@ func TestAlertRules(t *testing.T) {
 // a typo in a field that matters (expr, targets) cannot slip through.
 type dashboard struct {
 	Title, UID, Timezone, Refresh, Description string
-	Tags                                        []string
-	SchemaVersion, Version, GraphTooltip        int
-	Editable                                    bool
-	Time                                        struct{ From, To string }
-	Annotations                                 struct{ List []any }
-	Templating                                  struct {
+	Tags                                       []string
+	SchemaVersion, Version, GraphTooltip       int
+	Editable                                   bool
+	Time                                       struct{ From, To string }
+	Annotations                                struct{ List []any }
+	Templating                                 struct {
 		List []struct {
 			Name, Type, Label, Definition, AllValue string
 			Query                                   json.RawMessage
