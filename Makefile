@@ -89,6 +89,11 @@ e2e-kind: tools
 # The kind demo: a signed Deployment Ready, an unsigned pod refused, in kubectl's words.
 demo-kind: tools
 	DEMO=1 bash e2e/kind/run.sh
+# The Helm chart on a two-node kind cluster: helm install, an invalid ImagePolicy
+# refused, an ImagePolicy object enforced on every node, helm uninstall (root).
+.PHONY: e2e-kind-helm
+e2e-kind-helm: tools helm
+	bash e2e/kind/helm.sh
 # cosign plus a real Kyverno (built offline) side by side on the same cluster.
 e2e-kind-kyverno: tools
 	KYVERNO=1 bash e2e/kind/run.sh
