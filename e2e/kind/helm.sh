@@ -144,13 +144,20 @@ for n in $(nodes); do
   docker exec "$n" crictl --runtime-endpoint unix:///run/criguard/criguard.sock version >/dev/null || die "$n: no CRI through criguard"
 done
 
-step "an invalid ImagePolicy is refused by the API server"
-if out=$(printf 'apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: bad}\nspec:\n  mode: Warn\n  rules:\n  - {name: r, images: ["*"], action: Allow, attestors: {entries: [{key: {file: /x}}]}}\n' | k apply -f - 2>&1); then
-  die "the API server stored an invalid ImagePolicy: $out"
-fi
-log "refused: $out"
-grep -q 'spec.mode: Unsupported value: "Warn"' <<<"$out" || die "the refusal does not name spec.mode"
-grep -q 'attestors and signatureRepository only apply to action Verify' <<<"$out" || die "the refusal does not name the CEL rule"
+step "invalid ImagePolicies are refused by the API server"
+# refused_by_api WANT YAML: kubectl apply fails and says WANT.
+refused_by_api() {
+  local out
+  if out=$(k apply -f - <<<"$2" 2>&1); then die "the API server stored an invalid ImagePolicy: $out"; fi
+  log "refused: $out"
+  grep -qF -- "$1" <<<"$out" || die "the refusal does not say: $1"
+}
+refused_by_api 'spec.mode: Unsupported value: "Warn"' \
+  "$(printf 'apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: bad-mode}\nspec:\n  mode: Warn\n')"
+refused_by_api 'attestors and signatureRepository only apply to action Verify' \
+  "$(printf 'apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: bad-rule}\nspec:\n  rules:\n  - {name: r, images: [\"*\"], action: Allow, attestors: {entries: [{key: {file: /x}}]}}\n')"
+refused_by_api 'unknown field "spec.enforce"' \
+  "$(printf 'apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: bad-field}\nspec:\n  enforce: true\n')"
 
 step "an ImagePolicy object with a Verify rule reaches every node"
 cat <<YAML | k apply -f -
