@@ -345,6 +345,14 @@ func TestChartUninstall(t *testing.T) {
 	if !slices.Contains(c.ReadinessProbe.Exec.Command, "--expect=uninstalled") {
 		t.Errorf("readiness probe %q does not wait for a clean node", c.ReadinessProbe.Exec.Command)
 	}
+	// With policies from the API server, the starter ImagePolicy stays: were it
+	// deleted, the installer's sidecar could still write that to the nodes,
+	// and their criguard would refuse its own image to the uninstaller (seen
+	// on kind by e2e/kind/helm.sh).
+	r = render(t, "--set", "uninstall.enabled=true,policy.source=imagePolicies")
+	if got, want := kinds(r), []string{"DaemonSet", "ImagePolicy", "ServiceAccount"}; !slices.Equal(got, want) {
+		t.Errorf("objects %v, want %v", got, want)
+	}
 }
 
 // Values the chart must refuse rather than render something half right.
