@@ -127,7 +127,8 @@ step "images: ko build ./cmd/criguard ./cmd/criguard-sync"
 export KO_DOCKER_REPO=$REG KO_DEFAULTBASEIMAGE=$REG/e2e/busybox:1
 mapfile -t refs < <(cd "$REPO" && ko build --preserve-import-paths --platform linux/amd64 ./cmd/criguard ./cmd/criguard-sync 2>"$work/ko.log")
 [[ ${#refs[@]} == 2 ]] || { cat "$work/ko.log" >&2; die "ko built ${#refs[@]} images"; }
-main_ref=${refs[0]} sync_ref=${refs[1]}
+# ko prints the images in the order they finish: pick each by its path.
+main_ref=$(printf '%s\n' "${refs[@]}" | grep '/cmd/criguard@') sync_ref=$(printf '%s\n' "${refs[@]}" | grep '/cmd/criguard-sync@')
 log "criguard $main_ref, criguard-sync $sync_ref"
 
 step "helm install (policy.source=imagePolicies)"
