@@ -188,7 +188,7 @@ k wait --for=condition=Ready pod/signed --timeout=3m
 poll 180 "unsigned pod refused with SignatureValidationFailed" refused unsigned
 [[ -z $(k get pod unsigned -o jsonpath='{.status.containerStatuses[*].containerID}') ]] || die "the unsigned pod's container was created"
 k get pods -o wide
-k get events --field-selector involvedObject.name=unsigned -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -m1 SignatureValidationFailed
+k get events --field-selector involvedObject.name=unsigned -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | awk '/SignatureValidationFailed/ && !n++' # reads to the end: no SIGPIPE under pipefail
 k delete pod unsigned --wait=false
 
 step "helm upgrade --set uninstall.enabled=true --wait, helm uninstall"
