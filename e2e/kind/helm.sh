@@ -138,6 +138,9 @@ k label namespace "$NS" pod-security.kubernetes.io/enforce=privileged
   --set image.repository="${main_ref%@*}",image.digest="${main_ref#*@}" \
   --set syncImage.repository="${sync_ref%@*}",syncImage.digest="${sync_ref#*@}" \
   --set policy.source=imagePolicies --set-file keys.e2e\\.pub="$work/cosign.pub"
+# helm --wait counts a DaemonSet ready with maxUnavailable (1) pods missing:
+# rollout status waits for every node.
+k -n "$NS" rollout status daemonset/criguard-installer --timeout=6m
 k -n "$NS" get pods -o wide
 k get imagepolicies
 for n in $(nodes); do
@@ -193,6 +196,7 @@ k delete pod unsigned --wait=false
 
 step "helm upgrade --set uninstall.enabled=true --wait, helm uninstall"
 "$HELM" upgrade criguard "$REPO/charts/criguard" -n "$NS" --reuse-values --set uninstall.enabled=true --wait --timeout 8m
+k -n "$NS" rollout status daemonset/criguard-uninstall --timeout=6m
 "$HELM" uninstall criguard -n "$NS" --wait
 for n in $(nodes); do
   node_state "$n" >"$work/after-$n"
