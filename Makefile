@@ -14,12 +14,14 @@ FUZZTIME ?= 20s
 
 .PHONY: all build unit e2e test tools bench demo fuzz e2e-kind vet clean
 
+include charts/chart.mk
 include daemonset/manifests.mk
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/criguard
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/criguard-sync ./cmd/criguard-sync
 
 vet:
 	$(GO) vet ./...
@@ -33,7 +35,7 @@ vet:
 
 # Unit tests: no root, no network, no real components; plus the offline
 # validation of the DaemonSet manifests (a module of its own).
-unit: manifests
+unit: chart manifests
 	$(GO) test -count=1 ./...
 
 # Installs containerd, runc, busybox, crictl, crane, kubelet and cosign at pinned
@@ -93,6 +95,11 @@ e2e-kind: tools
 # The kind demo: a signed Deployment Ready, an unsigned pod refused, in kubectl's words.
 demo-kind: tools
 	DEMO=1 bash e2e/kind/run.sh
+# The Helm chart on a two-node kind cluster: helm install, an invalid ImagePolicy
+# refused, an ImagePolicy object enforced on every node, helm uninstall (root).
+.PHONY: e2e-kind-helm
+e2e-kind-helm: tools helm
+	bash e2e/kind/helm.sh
 # cosign plus a real Kyverno (built offline) side by side on the same cluster.
 e2e-kind-kyverno: tools
 	KYVERNO=1 bash e2e/kind/run.sh

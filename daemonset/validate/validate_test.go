@@ -206,15 +206,7 @@ func checkNodeAgent(t *testing.T, ds *appsv1.DaemonSet, container string) {
 		t.Fatalf("%s: containers %+v", ds.Name, spec.Containers)
 	}
 	c := spec.Containers[0]
-	if c.Image != image {
-		t.Errorf("%s: image %q, want %q", ds.Name, c.Image, image)
-	}
-	if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
-		t.Errorf("%s: not privileged", ds.Name)
-	}
-	if c.ReadinessProbe == nil || c.ReadinessProbe.Exec == nil || c.ReadinessProbe.Exec.Command[0] != koBinary {
-		t.Errorf("%s: readiness probe %+v must run %s", ds.Name, c.ReadinessProbe, koBinary)
-	}
+	checkAgentContainer(t, ds.Name, c, image)
 	if !slices.Contains(c.Args, "--host-root=/host") {
 		t.Errorf("%s: args %q lack --host-root=/host", ds.Name, c.Args)
 	}
@@ -265,5 +257,20 @@ func checkMeta(t *testing.T, o runtime.Object) {
 	}
 	if m.GetLabels()["app.kubernetes.io/name"] != "criguard" {
 		t.Errorf("%T %s lacks app.kubernetes.io/name=criguard", o, m.GetName())
+	}
+}
+
+// checkAgentContainer checks the container that runs criguard node ...: its
+// image, privileges and readiness probe.
+func checkAgentContainer(t *testing.T, ds string, c corev1.Container, image string) {
+	t.Helper()
+	if c.Image != image {
+		t.Errorf("%s: image %q, want %q", ds, c.Image, image)
+	}
+	if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
+		t.Errorf("%s: not privileged", ds)
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.Exec == nil || c.ReadinessProbe.Exec.Command[0] != koBinary {
+		t.Errorf("%s: readiness probe %+v must run %s", ds, c.ReadinessProbe, koBinary)
 	}
 }

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# criguard installed with its Helm chart on a real two-node kind cluster,
+# offline (`make e2e-kind-helm`; root; not part of `make test`). It reuses the
+# kind e2e's node image (e2e/kind/nodeimage, cached under $CRIGUARD_KIND_CACHE)
+# and private dockerd (e2e/kind/lib/dockerd.sh; a dockerd already started by
+# another run is used and left running), on a cluster and registry of its own.
+#
+#   helm install (policy.source=imagePolicies) -> rollout on every node
+#   an invalid ImagePolicy is refused by the API server (the CRD's schema)
+#   an ImagePolicy object with a Verify rule reaches every node (PolicySynced Events)
+#   a cosign-signed pod runs; an unsigned pod is refused with SignatureValidationFailed
+#   helm upgrade --set uninstall.enabled=true --wait, helm uninstall:
+#   every node's kubelet files and units as before; the unsigned pod then runs
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+export REPO
+. "$REPO/e2e/kind/nodeimage/lib.sh"
+. "$REPO/e2e/kind/lib/dockerd.sh"
+
+CLUSTER=criguard-helm
+REG_NAME=criguard-helm-registry
+REG_PORT=5002
+REG=localhost:$REG_PORT
+NS=criguard-system
+E2E_CACHE=${CRIGUARD_E2E_CACHE:-$REPO/.cache/e2e}
+COSIGN=$E2E_CACHE/bin/cosign
+HELM=${CRIGUARD_HELM:-$E2E_CACHE/bin/helm} # make helm builds it at the pinned version
+work=$(mktemp -d /tmp/criguard-helm.XXXXXX)
+export KUBECONFIG=$work/kubeconfig
+k() { kubectl "$@"; }
+nodes() { kind get nodes --name "$CLUSTER"; }
+step() { log "==== $*"; }
+poll() { # SECONDS WHAT CMD...
+  local limit=$1 what=$2; shift 2
+  local end=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [[ $SECONDS -lt $end ]] || die "timed out after ${limit}s waiting for: $what"
+    sleep 3
+  done
+  log "ok: $what"
+}
+refused() { # POD: waits with criguard's SignatureValidationFailed (status or event)
+  k get pod "$1" -o jsonpath='{.status.containerStatuses[*].state.waiting.message}' | grep -q SignatureValidationFailed ||
+    k get events --field-selector "involvedObject.name=$1" -o jsonpath='{.items[*].message}' | grep -q SignatureValidationFailed
+}
+pod() { # NAME IMAGE
+  printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: default}\nspec:\n  tolerations: [{operator: Exists}]\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: "%s"}\n' "$1" "$2" | k apply -f - >/dev/null
+}
+node_state() { # what uninstall must give back
+  docker exec "$1" sh -c '
+    for f in /var/lib/kubelet/config.yaml /var/lib/kubelet/instance-config.yaml /var/lib/kubelet/kubeadm-flags.env /etc/default/kubelet; do
+      [ -e "$f" ] && sha256sum "$f" || echo "absent $f"
+    done
+    ls -A /etc/systemd/system /etc/systemd/system/kubelet.service.wants /usr/local/bin 2>&1
+    if [ -e /var/lib/criguard ]; then echo "/var/lib/criguard present"; fi
+    echo "kubelet $(systemctl is-active kubelet)"'
+}
+
+own_dockerd=1
+DOCKER_HOST=unix://$KIND_RUN/docker.sock docker_answers && own_dockerd=0
+cleanup() {
+  local rc=$?
+  if [[ $rc -ne 0 ]]; then
+    k get pods -A -o wide 2>&1 || true
+    k get events -A --sort-by=.lastTimestamp 2>&1 | tail -30 || true
+    k -n "$NS" logs -l app.kubernetes.io/name=criguard --all-containers --tail=40 --prefix 2>&1 || true
+  fi
+  if [[ ${KEEP:-0} != 1 ]]; then
+    kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+    docker rm -f "$REG_NAME" >/dev/null 2>&1 || true
+    if [[ $own_dockerd == 1 ]]; then docker_down; fi
+    rm -rf "$work"
+  fi
+  exit $rc
+}
+
+step "tools, dockerd, node image (cached)"
+[[ $(id -u) == 0 ]] || die "run as root (dockerd, iptables, sysctls)"
+[[ -x $COSIGN ]] || die "cosign missing at $COSIGN: run \`make tools\`"
+[[ -n ${CRIGUARD_HELM:-} ]] || make -s -C "$REPO" helm E2E_CACHE="$E2E_CACHE" >&2
+[[ -x $HELM ]] || die "helm missing at $HELM"
+bash "$REPO/e2e/kind/nodeimage/bins.sh" all
+export PATH=$KIND_CACHE/tools-$KIND_VERSION-$CRANE_VERSION-$KUSTOMIZE_VERSION:$KIND_CACHE/ko-$KO_VERSION:$KIND_CACHE/k8s-$K8S_VERSION:$PATH
+docker_up
+trap cleanup EXIT
+NODE_IMAGE=$(KEEP_DOCKERD=1 bash "$REPO/e2e/kind/nodeimage/build.sh" | tail -1)
+REG_IMAGE=criguard.local/crane:$CRANE_VERSION
+if ! docker image inspect "$REG_IMAGE" >/dev/null 2>&1; then
+  mkdir -p "$work/crane-root/tmp"; chmod 1777 "$work/crane-root/tmp"
+  cp "$(command -v crane)" "$work/crane-root/crane"
+  tar -C "$work/crane-root" -c . | docker import -c 'ENTRYPOINT ["/crane"]' - "$REG_IMAGE" >/dev/null
+fi
+bb=$work/busybox-root
+mkdir -p "$bb/bin" "$bb/tmp" "$bb/etc"; chmod 1777 "$bb/tmp"
+cp /bin/busybox "$bb/bin/busybox"
+for a in sh sleep cat echo ls; do ln -s busybox "$bb/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' >"$bb/etc/passwd"
+tar --numeric-owner -C "$bb" -cf "$work/busybox.tar" .
+
+step "kind cluster $CLUSTER (control plane + worker), registry $REG"
+kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+docker rm -f "$REG_NAME" >/dev/null 2>&1 || true
+sed "s/^name: .*/name: $CLUSTER/" "$REPO/e2e/kind/kind-config.yaml" >"$work/kind-config.yaml"
+kind create cluster --name "$CLUSTER" --config "$work/kind-config.yaml" --image "$NODE_IMAGE"
+docker run -d --name "$REG_NAME" --network kind -p "127.0.0.1:$REG_PORT:5000" "$REG_IMAGE" registry serve --address :5000 >/dev/null
+REG_IP=$(docker inspect -f '{{(index .NetworkSettings.Networks "kind").IPAddress}}' "$REG_NAME")
+admin=$(docker exec "$CLUSTER-control-plane" cat /etc/kubernetes/admin.conf)
+for n in $(nodes); do
+  docker exec "$n" mkdir -p "/etc/containerd/certs.d/$REG" /etc/criguard-kind
+  printf 'server = "http://%s"\n\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$REG" "$REG" |
+    docker exec -i "$n" tee "/etc/containerd/certs.d/$REG/hosts.toml" >/dev/null
+  echo "$REG_PORT $REG_IP:5000" | docker exec -i "$n" tee /etc/criguard-kind/registry >/dev/null
+  docker exec -i "$n" tee /etc/criguard-kind/kubeconfig >/dev/null <<<"$admin"
+done
+k wait --for=condition=Ready nodes --all --timeout=3m
+poll 240 "kube-system pods Ready" k -n kube-system wait --for=condition=Ready pod --all --timeout=10s
+
+crane append -f "$work/busybox.tar" -t "$REG/e2e/busybox:1" >/dev/null
+crane mutate "$REG/e2e/busybox:1" --set-platform linux/amd64 --entrypoint /bin/sleep --cmd 3600 -t "$REG/e2e/busybox:1" >/dev/null
+signed_ref=$(crane mutate "$REG/e2e/busybox:1" --label criguard.e2e=signed -t "$REG/e2e/signed:v1")
+crane mutate "$REG/e2e/busybox:1" --label criguard.e2e=unsigned -t "$REG/e2e/unsigned:v1" >/dev/null
+(cd "$work" && COSIGN_PASSWORD='' "$COSIGN" generate-key-pair >/dev/null 2>&1)
+COSIGN_PASSWORD='' "$COSIGN" sign --yes --key "$work/cosign.key" --tlog-upload=false --use-signing-config=false "$signed_ref" >/dev/null 2>&1
+for n in $(nodes); do node_state "$n" >"$work/before-$n"; done
+
+step "images: ko build ./cmd/criguard ./cmd/criguard-sync"
+export KO_DOCKER_REPO=$REG KO_DEFAULTBASEIMAGE=$REG/e2e/busybox:1
+mapfile -t refs < <(cd "$REPO" && ko build --preserve-import-paths --platform linux/amd64 ./cmd/criguard ./cmd/criguard-sync 2>"$work/ko.log")
+[[ ${#refs[@]} == 2 ]] || { cat "$work/ko.log" >&2; die "ko built ${#refs[@]} images"; }
+# ko prints the images in the order they finish: pick each by its path.
+main_ref=$(printf '%s\n' "${refs[@]}" | grep '/cmd/criguard@') sync_ref=$(printf '%s\n' "${refs[@]}" | grep '/cmd/criguard-sync@')
+log "criguard $main_ref, criguard-sync $sync_ref"
+
+step "helm install (policy.source=imagePolicies)"
+k create namespace "$NS"
+k label namespace "$NS" pod-security.kubernetes.io/enforce=privileged
+"$HELM" install criguard "$REPO/charts/criguard" -n "$NS" --wait --timeout 8m \
+  --set image.repository="${main_ref%@*}",image.digest="${main_ref#*@}" \
+  --set syncImage.repository="${sync_ref%@*}",syncImage.digest="${sync_ref#*@}" \
+  --set policy.source=imagePolicies --set-file keys.e2e\\.pub="$work/cosign.pub"
+# helm --wait counts a DaemonSet ready with maxUnavailable (1) pods missing:
+# rollout status waits for every node.
+k -n "$NS" rollout status daemonset/criguard-installer --timeout=6m
+k -n "$NS" get pods -o wide
+k get imagepolicies
+for n in $(nodes); do
+  docker exec "$n" systemctl is-active --quiet criguard || die "$n: criguard.service not active"
+  docker exec "$n" crictl --runtime-endpoint unix:///run/criguard/criguard.sock version >/dev/null || die "$n: no CRI through criguard"
+done
+
+step "invalid ImagePolicies are refused by the API server"
+# refused_by_api WANT YAML: kubectl apply fails and says WANT.
+refused_by_api() {
+  local out
+  if out=$(k apply -f - <<<"$2" 2>&1); then die "the API server stored an invalid ImagePolicy: $out"; fi
+  log "refused: $out"
+  grep -qF -- "$1" <<<"$out" || die "the refusal does not say: $1"
+}
+refused_by_api 'spec.mode: Unsupported value: "Warn"' \
+  "$(printf 'apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: bad-mode}\nspec:\n  mode: Warn\n')"
+refused_by_api 'attestors and signatureRepository only apply to action Verify' \
+  "$(printf 'apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: bad-rule}\nspec:\n  rules:\n  - {name: r, images: [\"*\"], action: Allow, attestors: {entries: [{key: {file: /x}}]}}\n')"
+refused_by_api 'unknown field "spec.enforce"' \
+  "$(printf 'apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: bad-field}\nspec:\n  enforce: true\n')"
+
+step "an ImagePolicy object with a Verify rule reaches every node"
+cat <<YAML | k apply -f -
+apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: e2e}
+spec:
+  rules:
+  - name: e2e-signed
+    images: ["$REG/e2e/*"]
+    action: Verify
+    attestors:
+      entries:
+      - key: {file: /etc/criguard/keys/e2e.pub}
+YAML
+synced() { [[ $(k get events -n default --field-selector involvedObject.kind=ImagePolicy,involvedObject.name=e2e,reason=PolicySynced -o jsonpath='{.items[*].source.host}' | wc -w) -ge $(nodes | wc -l) ]]; }
+poll 120 "PolicySynced Events for ImagePolicy e2e from every node" synced
+k get events -n default --field-selector involvedObject.kind=ImagePolicy,involvedObject.name=e2e -o custom-columns=NODE:.source.host,REASON:.reason,MESSAGE:.message
+for n in $(nodes); do
+  poll 60 "$n: criguard enforces /etc/criguard/policy/imagepolicy-e2e.yaml" docker exec "$n" test -f /etc/criguard/policy/imagepolicy-e2e.yaml
+done
+
+step "a signed pod runs, an unsigned pod is refused"
+pod signed "$REG/e2e/signed:v1"
+pod unsigned "$REG/e2e/unsigned:v1"
+k wait --for=condition=Ready pod/signed --timeout=3m
+poll 180 "unsigned pod refused with SignatureValidationFailed" refused unsigned
+[[ -z $(k get pod unsigned -o jsonpath='{.status.containerStatuses[*].containerID}') ]] || die "the unsigned pod's container was created"
+k get pods -o wide
+k get events --field-selector involvedObject.name=unsigned -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | awk '/SignatureValidationFailed/ && !n++' # reads to the end: no SIGPIPE under pipefail
+k delete pod unsigned --wait=false
+
+step "helm upgrade --set uninstall.enabled=true --wait, helm uninstall"
+"$HELM" upgrade criguard "$REPO/charts/criguard" -n "$NS" --reuse-values --set uninstall.enabled=true --wait --timeout 8m
+k -n "$NS" rollout status daemonset/criguard-uninstall --timeout=6m
+"$HELM" uninstall criguard -n "$NS" --wait
+for n in $(nodes); do
+  node_state "$n" >"$work/after-$n"
+  diff -u "$work/before-$n" "$work/after-$n" || die "$n: not as before the install"
+done
+log "every node as before the install"
+k wait --for=delete pod/unsigned --timeout=1m || true
+pod unsigned "$REG/e2e/unsigned:v1"
+k wait --for=condition=Ready pod/unsigned --timeout=3m
+log "the unsigned pod runs without criguard: the refusal was criguard's"
+log "PASS"
