@@ -127,6 +127,7 @@ step "tools and node image"
 [[ $(id -u) == 0 ]] || die "run as root (dockerd, iptables, sysctls)"
 [[ -x $COSIGN ]] || die "cosign missing at $COSIGN: run \`make tools\` (it builds cosign at a pinned version)"
 kind_lock
+ensure_packages
 t=$SECONDS
 bash "$REPO/e2e/kind/nodeimage/bins.sh" all
 took "Go binaries (cached after the first run)" "$t"

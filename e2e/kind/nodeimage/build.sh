@@ -10,6 +10,7 @@ export REPO
 
 start=$SECONDS
 kind_lock
+ensure_packages
 # debootstrap waits mostly on the Debian mirror: run it beside the Go builds.
 base_out=$(mktemp)
 bash "$REPO/e2e/kind/nodeimage/base.sh" >"$base_out" &
