@@ -57,6 +57,7 @@ cleanup() {
     local t=$SECONDS
     kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
     docker rm -f "$REG_NAME" >/dev/null 2>&1 || true
+    docker rmi "$REG/e2e/preloaded:v1" >/dev/null 2>&1 || true
     docker_down
     rm -rf "$work"
     took "clean-up (cluster, registry, dockerd, host state)" "$t"
