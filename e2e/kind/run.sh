@@ -57,6 +57,7 @@ cleanup() {
     local t=$SECONDS
     kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
     docker rm -f "$REG_NAME" >/dev/null 2>&1 || true
+    docker rmi "$REG/e2e/preloaded:v1" >/dev/null 2>&1 || true
     docker_down
     rm -rf "$work"
     took "clean-up (cluster, registry, dockerd, host state)" "$t"
@@ -127,6 +128,7 @@ step "tools and node image"
 [[ $(id -u) == 0 ]] || die "run as root (dockerd, iptables, sysctls)"
 [[ -x $COSIGN ]] || die "cosign missing at $COSIGN: run \`make tools\` (it builds cosign at a pinned version)"
 kind_lock
+ensure_packages
 t=$SECONDS
 bash "$REPO/e2e/kind/nodeimage/bins.sh" all
 took "Go binaries (cached after the first run)" "$t"

@@ -10,6 +10,7 @@ export REPO
 
 start=$SECONDS
 kind_lock
+ensure_packages
 # debootstrap waits mostly on the Debian mirror: run it beside the Go builds.
 base_out=$(mktemp)
 bash "$REPO/e2e/kind/nodeimage/base.sh" >"$base_out" &
@@ -21,5 +22,8 @@ docker_up
 [[ ${KEEP_DOCKERD:-0} == 1 ]] || trap docker_down EXIT
 images_tar=$(bash "$REPO/e2e/kind/nodeimage/images.sh" "${base_tar%/rootfs.tar}/rootfs")
 node=$(bash "$REPO/e2e/kind/nodeimage/node.sh" "${base_tar%/rootfs.tar}" "$images_tar")
+# Node images of older recipes are ~1 GB each in the kept data root: drop them.
+docker images criguard.local/kind-node --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$node" | xargs -r docker rmi >/dev/null
+docker image prune -f >/dev/null
 log "node image $node ready in $((SECONDS - start))s"
 echo "$node"

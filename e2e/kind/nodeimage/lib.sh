@@ -23,3 +23,19 @@ gobin() {
   mkdir -p "$dir"
   GOBIN=$dir CGO_ENABLED=${CGO_ENABLED:-0} "${NICE[@]}" go install "$@"
 }
+
+# ensure_packages: the Debian packages the kind e2e needs (nothing installed by
+# hand survives to a new machine): dockerd, debootstrap, iptables, jq, busybox.
+ensure_packages() {
+  local missing=() c
+  for c in dockerd:docker.io debootstrap:debootstrap iptables:iptables jq:jq modprobe:kmod flock:util-linux; do
+    command -v "${c%%:*}" >/dev/null || missing+=("${c#*:}")
+  done
+  [[ -x /bin/busybox ]] || missing+=(busybox-static)
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } ||
+    die "could not install ${missing[*]} from Debian"
+}

@@ -9,7 +9,7 @@ REPO=${REPO:-$(cd "$(dirname "$0")/../../.." && pwd)}
 . "$REPO/e2e/kind/nodeimage/lib.sh"
 base_dir=$1 images_tar=$2
 here=$REPO/e2e/kind/nodeimage
-tag=$(cat "$here/pins.env" "$here"/{lib,base,images,node}.sh "$here"/files/* "$here/pause/main.go" | sha256sum | cut -c1-12)
+tag=$(cat "$here/pins.env" "$here"/{base,images,node}.sh "$here"/files/* "$here/pause/main.go" | sha256sum | cut -c1-12)
 name=criguard.local/kind-node:$K8S_VERSION-$tag
 if docker image inspect "$name" >/dev/null 2>&1; then echo "$name"; exit 0; fi
 
