@@ -23,7 +23,7 @@ docker_up
 images_tar=$(bash "$REPO/e2e/kind/nodeimage/images.sh" "${base_tar%/rootfs.tar}/rootfs")
 node=$(bash "$REPO/e2e/kind/nodeimage/node.sh" "${base_tar%/rootfs.tar}" "$images_tar")
 # Node images of older recipes are ~1 GB each in the kept data root: drop them.
-docker images criguard.local/kind-node --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$node" | xargs -r docker rmi >/dev/null
+docker images criguard.local/kind-node --format '{{.Repository}}:{{.Tag}}' | { grep -vxF "$node" || true; } | xargs -r docker rmi >/dev/null
 docker image prune -f >/dev/null
 log "node image $node ready in $((SECONDS - start))s"
 echo "$node"
