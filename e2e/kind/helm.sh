@@ -16,6 +16,7 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 export REPO
 . "$REPO/e2e/kind/nodeimage/lib.sh"
 . "$REPO/e2e/kind/lib/dockerd.sh"
+. "$REPO/e2e/kind/lib/cluster.sh"
 
 CLUSTER=criguard-helm
 REG_NAME=criguard-helm-registry
@@ -56,6 +57,9 @@ node_state() { # what uninstall must give back
     echo "kubelet $(systemctl is-active kubelet)"'
 }
 
+[[ $(id -u) == 0 ]] || die "run as root (dockerd, iptables, sysctls)"
+kind_lock # before looking at dockerd: a run holding the lock may stop it
+ensure_packages
 own_dockerd=1
 DOCKER_HOST=unix://$KIND_RUN/docker.sock docker_answers && own_dockerd=0
 cleanup() {
@@ -75,7 +79,6 @@ cleanup() {
 }
 
 step "tools, dockerd, node image (cached)"
-[[ $(id -u) == 0 ]] || die "run as root (dockerd, iptables, sysctls)"
 [[ -x $COSIGN ]] || die "cosign missing at $COSIGN: run \`make tools\`"
 [[ -n ${CRIGUARD_HELM:-} ]] || make -s -C "$REPO" helm E2E_CACHE="$E2E_CACHE" >&2
 [[ -x $HELM ]] || die "helm missing at $HELM"
@@ -84,36 +87,10 @@ export PATH=$KIND_CACHE/tools-$KIND_VERSION-$CRANE_VERSION-$KUSTOMIZE_VERSION:$K
 docker_up
 trap cleanup EXIT
 NODE_IMAGE=$(KEEP_DOCKERD=1 bash "$REPO/e2e/kind/nodeimage/build.sh" | tail -1)
-REG_IMAGE=criguard.local/crane:$CRANE_VERSION
-if ! docker image inspect "$REG_IMAGE" >/dev/null 2>&1; then
-  mkdir -p "$work/crane-root/tmp"; chmod 1777 "$work/crane-root/tmp"
-  cp "$(command -v crane)" "$work/crane-root/crane"
-  tar -C "$work/crane-root" -c . | docker import -c 'ENTRYPOINT ["/crane"]' - "$REG_IMAGE" >/dev/null
-fi
-bb=$work/busybox-root
-mkdir -p "$bb/bin" "$bb/tmp" "$bb/etc"; chmod 1777 "$bb/tmp"
-cp /bin/busybox "$bb/bin/busybox"
-for a in sh sleep cat echo ls; do ln -s busybox "$bb/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$bb/etc/passwd"
-tar --numeric-owner -C "$bb" -cf "$work/busybox.tar" .
+kind_test_roots
 
 step "kind cluster $CLUSTER (control plane + worker), registry $REG"
-kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
-docker rm -f "$REG_NAME" >/dev/null 2>&1 || true
-sed "s/^name: .*/name: $CLUSTER/" "$REPO/e2e/kind/kind-config.yaml" >"$work/kind-config.yaml"
-kind create cluster --name "$CLUSTER" --config "$work/kind-config.yaml" --image "$NODE_IMAGE"
-docker run -d --name "$REG_NAME" --network kind -p "127.0.0.1:$REG_PORT:5000" "$REG_IMAGE" registry serve --address :5000 >/dev/null
-REG_IP=$(docker inspect -f '{{(index .NetworkSettings.Networks "kind").IPAddress}}' "$REG_NAME")
-admin=$(docker exec "$CLUSTER-control-plane" cat /etc/kubernetes/admin.conf)
-for n in $(nodes); do
-  docker exec "$n" mkdir -p "/etc/containerd/certs.d/$REG" /etc/criguard-kind
-  printf 'server = "http://%s"\n\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$REG" "$REG" |
-    docker exec -i "$n" tee "/etc/containerd/certs.d/$REG/hosts.toml" >/dev/null
-  echo "$REG_PORT $REG_IP:5000" | docker exec -i "$n" tee /etc/criguard-kind/registry >/dev/null
-  docker exec -i "$n" tee /etc/criguard-kind/kubeconfig >/dev/null <<<"$admin"
-done
-k wait --for=condition=Ready nodes --all --timeout=3m
-poll 240 "kube-system pods Ready" k -n kube-system wait --for=condition=Ready pod --all --timeout=10s
+kind_cluster_up "$NODE_IMAGE"
 
 crane append -f "$work/busybox.tar" -t "$REG/e2e/busybox:1" >/dev/null
 crane mutate "$REG/e2e/busybox:1" --set-platform linux/amd64 --entrypoint /bin/sleep --cmd 3600 -t "$REG/e2e/busybox:1" >/dev/null

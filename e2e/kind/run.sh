@@ -19,6 +19,7 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 export REPO
 . "$REPO/e2e/kind/nodeimage/lib.sh"
 . "$REPO/e2e/kind/lib/dockerd.sh"
+. "$REPO/e2e/kind/lib/cluster.sh"
 
 CLUSTER=criguard-e2e
 CP=$CLUSTER-control-plane
@@ -140,45 +141,12 @@ NODE_IMAGE=$(KEEP_DOCKERD=1 bash "$REPO/e2e/kind/nodeimage/build.sh" | tail -1)
 took "node image $NODE_IMAGE (cached after the first run)" "$t"
 
 step "registry image (crane registry serve) and test images"
-REG_IMAGE=criguard.local/crane:$CRANE_VERSION
-if ! docker image inspect "$REG_IMAGE" >/dev/null 2>&1; then
-  mkdir -p "$work/crane-root/tmp"; chmod 1777 "$work/crane-root/tmp"
-  cp "$(command -v crane)" "$work/crane-root/crane"
-  tar -C "$work/crane-root" -c . | docker import -c 'ENTRYPOINT ["/crane"]' - "$REG_IMAGE" >/dev/null
-fi
-# busybox (Debian's static build) as the root of every test image.
-bb=$work/busybox-root
-mkdir -p "$bb/bin" "$bb/tmp" "$bb/etc"; chmod 1777 "$bb/tmp"
-cp /bin/busybox "$bb/bin/busybox"
-for a in sh sleep cat echo ls; do ln -s busybox "$bb/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$bb/etc/passwd"
-tar --numeric-owner -C "$bb" -cf "$work/busybox.tar" .
+kind_test_roots
 
 step "kind cluster $CLUSTER (control plane + worker)"
-kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
-docker rm -f "$REG_NAME" >/dev/null 2>&1 || true
 t=$SECONDS
-kind create cluster --name "$CLUSTER" --config "$REPO/e2e/kind/kind-config.yaml" --image "$NODE_IMAGE"
-took "kind create cluster (2 nodes)" "$t"
-docker run -d --name "$REG_NAME" --network kind -p "127.0.0.1:$REG_PORT:5000" "$REG_IMAGE" registry serve --address :5000 >/dev/null
-REG_IP=$(docker inspect -f '{{(index .NetworkSettings.Networks "kind").IPAddress}}' "$REG_NAME")
-[[ -n $REG_IP ]] || die "the registry has no address on the kind network"
-admin=$(docker exec "$CP" cat /etc/kubernetes/admin.conf)
-for n in $(nodes); do
-  # containerd pulls localhost:5001 over plain HTTP; criguard-podnet on each
-  # node forwards its localhost:5001 to the registry and gives the node its
-  # pod network (it reads the cluster's nodes with this kubeconfig).
-  docker exec "$n" mkdir -p "/etc/containerd/certs.d/$REG" /etc/criguard-kind
-  printf 'server = "http://%s"\n\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$REG" "$REG" |
-    docker exec -i "$n" tee "/etc/containerd/certs.d/$REG/hosts.toml" >/dev/null
-  echo "$REG_PORT $REG_IP:5000" | docker exec -i "$n" tee /etc/criguard-kind/registry >/dev/null
-  docker exec -i "$n" tee /etc/criguard-kind/kubeconfig >/dev/null <<<"$admin"
-done
-t=$SECONDS
-k wait --for=condition=Ready nodes --all --timeout=3m
-poll 240 "every kube-system pod Ready (CoreDNS on the per-node pod network)" \
-  k -n kube-system wait --for=condition=Ready pod --all --timeout=10s
-took "nodes and kube-system Ready" "$t"
+kind_cluster_up "$NODE_IMAGE"
+took "kind cluster, registry, nodes and kube-system Ready" "$t"
 
 # Test images: signed, unsigned, and an unsigned one outside every rule that a
 # policy change allows later; busybox base for ko.
