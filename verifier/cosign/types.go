@@ -98,13 +98,7 @@ func (a Attestor) SignerID() string {
 }
 
 func (a Attestor) check() error {
-	switch {
-	case a.Key != nil && len(a.Identities) > 0:
-		return errors.New("an attestor is a key or keyless identities, not both")
-	case a.Key == nil && len(a.Identities) == 0:
-		return errors.New("an attestor needs a key or keyless identities (a nil key?)")
-	}
-	return nil
+	return sigverify.Signer{Key: a.Key, Identities: a.Identities}.Validate()
 }
 
 // Attestation asks for in-toto attestations instead of image signatures: of

@@ -138,7 +138,7 @@ const (
 // signature must cover; bind, run before the cryptography, checks what
 // sigstore-go does not (that log entries record this payload).
 func (v *Verifier) run(entity verify.SignedEntity, s Signer, o Options, artifact verify.ArtifactPolicyOption, bind func() error) (*verify.VerificationResult, error) {
-	if err := s.validate(); err != nil {
+	if err := s.Validate(); err != nil {
 		return nil, err
 	}
 	if err := preflight(entity, s); err != nil {
@@ -203,7 +203,8 @@ func preflight(entity verify.SignedEntity, s Signer) error {
 	return nil
 }
 
-func (s Signer) validate() error {
+// Validate reports a signer that is neither one key nor keyless identities.
+func (s Signer) Validate() error {
 	switch {
 	case s.Key != nil && len(s.Identities) > 0:
 		return errors.New("sigverify: a signer is a key or keyless identities, not both")
