@@ -23,3 +23,4 @@ chart: helm
 	$(HELM) lint --strict charts/criguard --set policy.source=imagePolicies,policy.kyverno=true,metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true
 	$(HELM) lint --strict charts/criguard --set policy.source=configMap,policy.existingConfigMap=my-policy,metrics.enabled=false
 	$(HELM) lint --strict charts/criguard --set uninstall.enabled=true,uninstall.purge=true
+	$(HELM) lint --strict charts/criguard --set uninstall.onHelmUninstall=false,uninstall.hookTimeoutSeconds=60

@@ -1,7 +1,9 @@
 // Command criguard-sync runs beside criguard's installer on every node (a
 // native sidecar of the installer DaemonSet): it writes ImagePolicy (and
 // Kyverno) objects from the API server into the node's policy directory, and
-// relays the node's loopback criguard /metrics. It is a separate binary so
+// relays the node's loopback criguard /metrics. Its remove-daemonset and
+// wait-daemonset commands are the Helm chart's pre-delete hooks
+// (daemonset/uninstallhook). It is a separate binary so
 // that client-go stays out of the node binary. main only wires flags to
 // daemonset/policysync.
 package main
@@ -36,6 +38,9 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "remove-daemonset" || os.Args[1] == "wait-daemonset") {
+		os.Exit(hookMain(os.Args[1], os.Args[2:]))
+	}
 	var c config
 	fs := flag.NewFlagSet("criguard-sync", flag.ContinueOnError)
 	fs.StringVar(&c.listen, "listen", ":9465", "address serving /healthz, /readyz and (with --metrics-upstream) /metrics")
@@ -89,17 +94,10 @@ func run(ctx context.Context, c config, logger *slog.Logger) error {
 }
 
 func newSyncer(c config, logger *slog.Logger) (*policysync.Syncer, error) {
-	var rc *rest.Config
-	var err error
-	if c.kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig)
-	} else {
-		rc, err = rest.InClusterConfig()
-	}
+	rc, err := restConfig(c.kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("API server configuration: %w", err)
+		return nil, err
 	}
-	rc.UserAgent = "criguard-sync"
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return nil, err
@@ -116,4 +114,20 @@ func newSyncer(c config, logger *slog.Logger) (*policysync.Syncer, error) {
 		Client: dyn, Dir: c.policyOut, Kyverno: c.kyverno, KyvernoInstalled: policysync.KyvernoInstalled(disc),
 		Events: policysync.ClientsetEvents{Client: cs}, Node: c.node, Resync: c.resync, Logger: logger,
 	})
+}
+
+// restConfig is the kubeconfig file's, else the pod's service account.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("API server configuration: %w", err)
+	}
+	rc.UserAgent = "criguard-sync"
+	return rc, nil
 }

@@ -29,10 +29,12 @@ const (
 
 // rendered is one `helm template`: typed objects from client-go's scheme and,
 // for kinds it does not know (ImagePolicy, the Prometheus Operator's), the
-// object as JSON.
+// object as JSON. Helm hooks (helm.sh/hook) are kept apart: Helm creates them
+// only for their hook event (hook_test.go).
 type rendered struct {
 	typed []runtime.Object
 	other []map[string]any
+	hooks []runtime.Object
 }
 
 // helmTemplate renders the chart with the pinned helm (charts/chart.mk).
@@ -98,6 +100,10 @@ func render(t *testing.T, args ...string) rendered {
 			// cluster-scoped
 		default:
 			checkMeta(t, obj)
+		}
+		if a, ok := obj.(interface{ GetAnnotations() map[string]string }); ok && a.GetAnnotations()["helm.sh/hook"] != "" {
+			r.hooks = append(r.hooks, obj)
+			continue
 		}
 		r.typed = append(r.typed, obj)
 	}

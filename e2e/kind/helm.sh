@@ -5,12 +5,17 @@
 # and private dockerd (e2e/kind/lib/dockerd.sh; a dockerd already started by
 # another run is used and left running), on a cluster and registry of its own.
 #
-#   helm install (policy.source=imagePolicies) -> rollout on every node
+#   Kyverno's ClusterPolicy/Policy CRDs (from the Kyverno module; no Kyverno runs)
+#   helm install (policy.source=imagePolicies, policy.kyverno=true) -> rollout on every node
 #   an invalid ImagePolicy is refused by the API server (the CRD's schema)
 #   an ImagePolicy object with a Verify rule reaches every node (PolicySynced Events)
 #   a cosign-signed pod runs; an unsigned pod is refused with SignatureValidationFailed
-#   helm upgrade --set uninstall.enabled=true --wait, helm uninstall:
-#   every node's kubelet files and units as before; the unsigned pod then runs
+#   a Kyverno ClusterPolicy object (verifyImages, keys) reaches every node and is
+#   enforced: signed runs, unsigned refused naming the ClusterPolicy
+#   helm upgrade to a new criguard build: every node runs it; unsigned pods
+#   created throughout the rollout never get a container
+#   helm uninstall (alone: its pre-delete hooks restore the nodes): every node's
+#   kubelet files and units as before; the unsigned pods then run
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 export REPO
@@ -100,6 +105,16 @@ crane mutate "$REG/e2e/busybox:1" --label criguard.e2e=unsigned -t "$REG/e2e/uns
 COSIGN_PASSWORD='' "$COSIGN" sign --yes --key "$work/cosign.key" --tlog-upload=false --use-signing-config=false "$signed_ref" >/dev/null 2>&1
 for n in $(nodes); do node_state "$n" >"$work/before-$n"; done
 
+step "Kyverno $KYVERNO_VERSION's ClusterPolicy and Policy CRDs (no Kyverno controller)"
+kdir=$(cd "$REPO" && go mod download -json "github.com/kyverno/kyverno@$KYVERNO_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+for crd in clusterpolicies policies; do
+  k apply --server-side -f "$kdir/config/crds/kyverno/kyverno.io_$crd.yaml" >/dev/null
+  k wait --for=condition=Established "crd/$crd.kyverno.io" --timeout=60s >/dev/null
+done
+crane mutate "$REG/e2e/busybox:1" --label criguard.e2e=kyverno-unsigned -t "$REG/kyv/unsigned:v1" >/dev/null
+kyv_signed=$(crane mutate "$REG/e2e/busybox:1" --label criguard.e2e=kyverno-signed -t "$REG/kyv/signed:v1")
+COSIGN_PASSWORD='' "$COSIGN" sign --yes --key "$work/cosign.key" --tlog-upload=false --use-signing-config=false "$kyv_signed" >/dev/null 2>&1
+
 step "images: ko build ./cmd/criguard ./cmd/criguard-sync"
 export KO_DOCKER_REPO=$REG KO_DEFAULTBASEIMAGE=$REG/e2e/busybox:1
 mapfile -t refs < <(cd "$REPO" && ko build --preserve-import-paths --platform linux/amd64 ./cmd/criguard ./cmd/criguard-sync 2>"$work/ko.log")
@@ -108,13 +123,13 @@ mapfile -t refs < <(cd "$REPO" && ko build --preserve-import-paths --platform li
 main_ref=$(printf '%s\n' "${refs[@]}" | grep '/cmd/criguard@') sync_ref=$(printf '%s\n' "${refs[@]}" | grep '/cmd/criguard-sync@')
 log "criguard $main_ref, criguard-sync $sync_ref"
 
-step "helm install (policy.source=imagePolicies)"
+step "helm install (policy.source=imagePolicies, policy.kyverno=true)"
 k create namespace "$NS"
 k label namespace "$NS" pod-security.kubernetes.io/enforce=privileged
 "$HELM" install criguard "$REPO/charts/criguard" -n "$NS" --wait --timeout 8m \
   --set image.repository="${main_ref%@*}",image.digest="${main_ref#*@}" \
   --set syncImage.repository="${sync_ref%@*}",syncImage.digest="${sync_ref#*@}" \
-  --set policy.source=imagePolicies --set-file keys.e2e\\.pub="$work/cosign.pub"
+  --set policy.source=imagePolicies,policy.kyverno=true --set-file keys.e2e\\.pub="$work/cosign.pub"
 # helm --wait counts a DaemonSet ready with maxUnavailable (1) pods missing:
 # rollout status waits for every node.
 k -n "$NS" rollout status daemonset/criguard-installer --timeout=6m
@@ -171,10 +186,81 @@ k get pods -o wide
 k get events --field-selector involvedObject.name=unsigned -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | awk '/SignatureValidationFailed/ && !n++' # reads to the end: no SIGPIPE under pipefail
 k delete pod unsigned --wait=false
 
-step "helm upgrade --set uninstall.enabled=true --wait, helm uninstall"
-"$HELM" upgrade criguard "$REPO/charts/criguard" -n "$NS" --reuse-values --set uninstall.enabled=true --wait --timeout 8m
-k -n "$NS" rollout status daemonset/criguard-uninstall --timeout=6m
-"$HELM" uninstall criguard -n "$NS" --wait
+step "a Kyverno ClusterPolicy object reaches every node and is enforced"
+pub=$(sed 's/^/                  /' "$work/cosign.pub")
+# Kyverno's sample-library shape; the signature has no transparency-log entry
+# (signed offline), hence rekor.ignoreTlog as Kyverno itself would need.
+cat <<YAML | k apply -f -
+apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: check-kyv}
+spec:
+  background: false
+  rules:
+  - name: check-kyv-image
+    match:
+      any:
+      - resources:
+          kinds: [Pod]
+    verifyImages:
+    - imageReferences: ["$REG/kyv/*"]
+      failureAction: Enforce
+      attestors:
+      - count: 1
+        entries:
+        - keys:
+            publicKeys: |-
+$pub
+            rekor: {ignoreTlog: true}
+            ctlog: {ignoreSCT: true}
+YAML
+kyv_synced() { [[ $(k get events -n default --field-selector involvedObject.kind=ClusterPolicy,involvedObject.name=check-kyv,reason=PolicySynced -o jsonpath='{.items[*].source.host}' | wc -w) -ge $(nodes | wc -l) ]]; }
+poll 120 "PolicySynced Events for ClusterPolicy check-kyv from every node" kyv_synced
+for n in $(nodes); do
+  poll 60 "$n: criguard enforces /etc/criguard/policy/kyverno-clusterpolicy-check-kyv.yaml" docker exec "$n" test -f /etc/criguard/policy/kyverno-clusterpolicy-check-kyv.yaml
+done
+pod kyv-signed "$REG/kyv/signed:v1"
+pod kyv-unsigned "$REG/kyv/unsigned:v1"
+k wait --for=condition=Ready pod/kyv-signed --timeout=3m
+poll 180 "kyv-unsigned refused with SignatureValidationFailed" refused kyv-unsigned
+[[ -z $(k get pod kyv-unsigned -o jsonpath='{.status.containerStatuses[*].containerID}') ]] || die "kyv-unsigned's container was created"
+names_policy() { k get events --field-selector involvedObject.name=kyv-unsigned -o jsonpath='{.items[*].message}' | grep SignatureValidationFailed | grep -q check-kyv; }
+poll 60 "the refusal names ClusterPolicy check-kyv" names_policy
+k get events --field-selector involvedObject.name=kyv-unsigned -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | awk '/SignatureValidationFailed/ && !n++'
+k delete pod kyv-unsigned kyv-signed --wait=false
+
+step "helm upgrade to a new criguard build; unsigned pods created throughout never run"
+v2_ref=$(cd "$REPO" && GOFLAGS=-ldflags=-X=main.version=helm-e2e-2 ko build --preserve-import-paths --platform linux/amd64 ./cmd/criguard 2>>"$work/ko.log")
+[[ $v2_ref == *@sha256:* && $v2_ref != "$main_ref" ]] || die "the upgrade build $v2_ref is not a new image"
+touch "$work/probing"
+( i=0
+  while [[ -f $work/probing ]]; do pod "upgrade-probe-$i" "$REG/e2e/unsigned:v1" || true; i=$((i + 1)); sleep 3; done ) &
+prober=$!
+t=$SECONDS
+"$HELM" upgrade criguard "$REPO/charts/criguard" -n "$NS" --reuse-values --set image.digest="${v2_ref#*@}" --wait --timeout 8m
+k -n "$NS" rollout status daemonset/criguard-installer --timeout=6m
+log "upgrade rolled out in $((SECONDS - t))s"
+sleep 10
+rm -f "$work/probing"; wait "$prober"
+for n in $(nodes); do
+  v=$(docker exec "$n" /usr/local/bin/criguard version)
+  [[ $v == "criguard helm-e2e-2" ]] || die "$n runs $v after the upgrade, want criguard helm-e2e-2"
+  docker exec "$n" systemctl is-active --quiet criguard || die "$n: criguard.service not active after the upgrade"
+done
+probes=$(k get pods -o name | grep -c upgrade-probe- || true)
+(( probes >= 4 )) || die "only $probes probe pods were created during the upgrade"
+for p in $(k get pods -o name | grep upgrade-probe-); do
+  poll 180 "${p#pod/} refused" refused "${p#pod/}"
+  [[ -z $(k get "$p" -o jsonpath='{.status.containerStatuses[*].containerID}') ]] || die "$p ran during the upgrade"
+done
+log "ok: every node runs criguard helm-e2e-2; none of $probes unsigned pods created during the upgrade got a container"
+k get pods -o name | grep upgrade-probe- | xargs -r kubectl delete --wait=false >/dev/null
+
+step "helm uninstall: its pre-delete hooks put every node back on containerd"
+t=$SECONDS
+"$HELM" uninstall criguard -n "$NS" --wait --timeout 6m
+log "helm uninstall took $((SECONDS - t))s"
+[[ -z $(k -n "$NS" get daemonsets,jobs,roles,rolebindings -o name) ]] || die "helm uninstall left objects: $(k -n "$NS" get daemonsets,jobs,roles,rolebindings -o name)"
 for n in $(nodes); do
   node_state "$n" >"$work/after-$n"
   diff -u "$work/before-$n" "$work/after-$n" || die "$n: not as before the install"

@@ -1,0 +1,155 @@
+package validate
+
+import (
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// hookOf is one pre-delete hook object: its kind, name and weight.
+type hookOf struct {
+	kind, name string
+	weight     int
+}
+
+func hooksOf(t *testing.T, r rendered) []hookOf {
+	t.Helper()
+	var hs []hookOf
+	for _, o := range r.hooks {
+		m, err := meta.Accessor(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := m.GetAnnotations()
+		if a["helm.sh/hook"] != "pre-delete" || a["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded" {
+			t.Errorf("%T %s: hook annotations %v", o, m.GetName(), a)
+		}
+		w, err := strconv.Atoi(a["helm.sh/hook-weight"])
+		if err != nil {
+			t.Errorf("%T %s: hook weight %q", o, m.GetName(), a["helm.sh/hook-weight"])
+		}
+		hs = append(hs, hookOf{reflect.TypeOf(o).Elem().Name(), m.GetName(), w})
+	}
+	return hs
+}
+
+func hookObject[T runtime.Object](t *testing.T, r rendered, name string) T {
+	t.Helper()
+	for _, o := range r.hooks {
+		if v, ok := o.(T); ok {
+			if m, _ := meta.Accessor(o); m.GetName() == name {
+				return v
+			}
+		}
+	}
+	var zero T
+	t.Fatalf("no hook %T %s", zero, name)
+	return zero
+}
+
+// helm uninstall restores the nodes by itself: pre-delete hooks remove the
+// installer, run the uninstall DaemonSet, and wait until every node is clean,
+// in that order (Helm runs hooks by ascending weight, each Job to completion).
+func TestChartUninstallHook(t *testing.T) {
+	const (
+		installer = "cg-criguard-installer"
+		uninstall = "cg-criguard-uninstall"
+		sa        = "cg-criguard-uninstall-hook"
+	)
+	r := render(t)
+	hs := hooksOf(t, r)
+	weight := map[string]int{}
+	for _, h := range hs {
+		weight[h.kind+"/"+h.name] = h.weight
+	}
+	order := []string{"ServiceAccount/" + sa, "Job/" + sa + "-remove-daemonset", "DaemonSet/" + uninstall, "Job/" + sa + "-wait-daemonset"}
+	for i, k := range order {
+		if _, ok := weight[k]; !ok {
+			t.Fatalf("no hook %s among %v", k, hs)
+		}
+		if i > 0 && weight[order[i-1]] >= weight[k] {
+			t.Errorf("hook %s (weight %d) does not run after %s (weight %d)", k, weight[k], order[i-1], weight[order[i-1]])
+		}
+	}
+	for _, k := range []string{"Role/" + sa, "RoleBinding/" + sa} {
+		if w, ok := weight[k]; !ok || w != weight[order[0]] {
+			t.Errorf("hook %s: weight %d, present %v; want it created with the ServiceAccount", k, w, ok)
+		}
+	}
+	if len(hs) != 6 {
+		t.Errorf("hooks %v, want 6", hs)
+	}
+
+	// The hook DaemonSet is exactly the one uninstall.enabled renders.
+	hookDS := hookObject[*appsv1.DaemonSet](t, r, uninstall)
+	plain := find[*appsv1.DaemonSet](render(t, "--set", "uninstall.enabled=true"))[0]
+	if !reflect.DeepEqual(hookDS.Spec, plain.Spec) {
+		t.Errorf("the hook's uninstall DaemonSet differs from uninstall.enabled's:\n%+v\n%+v", hookDS.Spec, plain.Spec)
+	}
+	checkChartNodeAgent(t, hookDS, "uninstall", "ghcr.io/criguard/criguard:0.1.0")
+
+	// Each Job runs criguard-sync on the right DaemonSet, within its deadline.
+	for _, tc := range []struct{ job, cmd, ds string }{
+		{sa + "-remove-daemonset", "remove-daemonset", installer},
+		{sa + "-wait-daemonset", "wait-daemonset", uninstall},
+	} {
+		j := hookObject[*batchv1.Job](t, r, tc.job)
+		spec := j.Spec.Template.Spec
+		c := spec.Containers[0]
+		if c.Image != "ghcr.io/criguard/criguard-sync:0.1.0" || !slices.Equal(c.Command, []string{"/ko-app/criguard-sync"}) {
+			t.Errorf("%s: image %s command %q", tc.job, c.Image, c.Command)
+		}
+		if len(c.Args) == 0 || c.Args[0] != tc.cmd || c.Args[len(c.Args)-1] != tc.ds || !slices.Contains(c.Args, "--namespace="+namespace) {
+			t.Errorf("%s: args %q, want %s ... %s in %s", tc.job, c.Args, tc.cmd, tc.ds, namespace)
+		}
+		var timeout time.Duration
+		for _, a := range c.Args {
+			if v, ok := strings.CutPrefix(a, "--timeout="); ok {
+				timeout, _ = time.ParseDuration(v)
+			}
+		}
+		if timeout <= 0 || j.Spec.ActiveDeadlineSeconds == nil || time.Duration(*j.Spec.ActiveDeadlineSeconds)*time.Second <= timeout {
+			t.Errorf("%s: --timeout %v, activeDeadlineSeconds %v: the command must time out (and say why) first", tc.job, timeout, j.Spec.ActiveDeadlineSeconds)
+		}
+		if spec.ServiceAccountName != sa || spec.RestartPolicy != "Never" {
+			t.Errorf("%s: service account %q restart %q", tc.job, spec.ServiceAccountName, spec.RestartPolicy)
+		}
+		if sc := spec.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+			t.Errorf("%s: may run as root", tc.job)
+		}
+		if sc := c.SecurityContext; sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("%s: container security context %+v", tc.job, sc)
+		}
+	}
+
+	// Least privilege: read the two DaemonSets, delete only the installer, list pods.
+	role := hookObject[*rbacv1.Role](t, r, sa)
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{installer, uninstall}, Verbs: []string{"get"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{installer}, Verbs: []string{"delete"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+	}
+	if !reflect.DeepEqual(role.Rules, want) {
+		t.Errorf("hook Role rules %+v\nwant %+v", role.Rules, want)
+	}
+	rb := hookObject[*rbacv1.RoleBinding](t, r, sa)
+	if rb.RoleRef.Name != sa || len(rb.Subjects) != 1 || rb.Subjects[0].Name != sa {
+		t.Errorf("hook RoleBinding %+v does not bind %s to its Role", rb, sa)
+	}
+
+	// No hooks where they would be wrong or were turned off.
+	for _, set := range []string{"uninstall.enabled=true", "uninstall.onHelmUninstall=false"} {
+		if hs := hooksOf(t, render(t, "--set", set)); len(hs) != 0 {
+			t.Errorf("--set %s: hooks %v, want none", set, hs)
+		}
+	}
+}
