@@ -124,6 +124,11 @@ func syncPolicy(_ context.Context, o *Options, h *host) error {
 	if err != nil {
 		return err
 	}
+	// A trusted root serve cannot load would be kept out of a running serve
+	// (it keeps the last good one) but stop it at its next start.
+	if _, err := checkTrustedRoot(keys, filepath.Join(o.KeysDir, unit.TrustedRootFile)); err != nil {
+		return err
+	}
 	// The keys ConfigMap is optional: absent (an empty mount), the host's keys
 	// are left alone rather than deleted from under a policy that names them.
 	if err := syncDir(h, keys, unit.KeysDir, len(keys) > 0); err != nil {
@@ -185,7 +190,9 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 		default:
 			last = ""
 		}
-		if tick && wo.Repair {
+		// A sync that changed the host may have added or removed the trusted
+		// root the unit names: check the unit at once, not at the next tick.
+		if wo.Repair && (tick || (err == nil && !res.Unchanged())) {
 			msg := ""
 			if drift := Drift(o); drift != nil {
 				o.logf("node drifted from the install (%v): installing again", drift)
@@ -223,8 +230,9 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 }
 
 // Drift reports why the node no longer looks installed (nil when it does):
-// the unit or binary is missing, the unit is not the embedded one, or a
-// kubelet file does not point at criguard. It reads files only.
+// the unit or binary is missing, the unit is not the one for the host's keys
+// (with or without their trusted root), or a kubelet file does not point at
+// criguard. It reads files only.
 func Drift(o Options) error {
 	h, err := openHost(o.HostRoot, true, func(string, ...any) {})
 	if err != nil {
@@ -235,8 +243,12 @@ func Drift(o Options) error {
 	if err != nil {
 		return err
 	}
-	if !ok || string(onDisk) != string(unit.Unit()) {
-		return fmt.Errorf("%s missing or changed", unit.UnitPath)
+	want, err := planUnit(&o, h, nil)
+	if err != nil {
+		return err
+	}
+	if !ok || string(onDisk) != string(want.bytes) {
+		return fmt.Errorf("%s missing or not the %s", unit.UnitPath, want.what)
 	}
 	if ok, err := h.exists(unit.BinaryPath); err != nil || !ok {
 		return fmt.Errorf("%s missing (%v)", unit.BinaryPath, err)
