@@ -18,7 +18,8 @@ const nodeUsage = `usage: criguard node <install|uninstall|sync|status> [flags]
   install    copy criguard, its unit and the policy to the host, point kubelet at
              criguard and wait until kubelet is healthy through it
   uninstall  point kubelet back at containerd, then remove criguard's unit and binary
-  sync       copy the policy (and keys) directories to the host
+  sync       copy the policy (and keys) directories to the host; the unit is not
+             changed (install passes a trusted_root.json among the keys to serve)
   status     exit 0 when criguard is installed and serving (--expect uninstalled: when nothing is left)
 `
 

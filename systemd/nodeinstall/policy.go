@@ -105,12 +105,23 @@ func syncDir(h *host, files map[string][]byte, dst string, managed bool) error {
 
 // SyncPolicy copies the policy (and keys) directories to the host once.
 // criguard notices the new files itself and reloads; an invalid policy is
-// refused by criguard and the last good one stays in force.
+// refused by criguard and the last good one stays in force. The unit is not
+// changed: a sync that would delete the trusted root the installed unit passes
+// to serve is refused (criguard could not start again); `criguard node
+// install` changes both.
 func SyncPolicy(ctx context.Context, o Options) (Result, error) {
-	return onHost(ctx, &o, syncPolicy)
+	return syncOnce(ctx, o, false)
 }
 
-func syncPolicy(_ context.Context, o *Options, h *host) error {
+// syncOnce syncs; unitFollows says the caller brings the unit in step right
+// after (the installer's watch repairs it), so the trusted root may go.
+func syncOnce(ctx context.Context, o Options, unitFollows bool) (Result, error) {
+	return onHost(ctx, &o, func(_ context.Context, o *Options, h *host) error {
+		return syncPolicy(o, h, unitFollows)
+	})
+}
+
+func syncPolicy(o *Options, h *host, unitFollows bool) error {
 	policy, err := readSourceDir(o.PolicyDir, "policy")
 	if err != nil {
 		return err
@@ -126,8 +137,14 @@ func syncPolicy(_ context.Context, o *Options, h *host) error {
 	}
 	// A trusted root serve cannot load would be kept out of a running serve
 	// (it keeps the last good one) but stop it at its next start.
-	if _, err := checkTrustedRoot(keys, filepath.Join(o.KeysDir, unit.TrustedRootFile)); err != nil {
+	hasRoot, err := checkTrustedRoot(keys, filepath.Join(o.KeysDir, unit.TrustedRootFile))
+	if err != nil {
 		return err
+	}
+	if len(keys) > 0 && !unitFollows {
+		if err := checkUnitRoot(o, h, hasRoot); err != nil {
+			return err
+		}
 	}
 	// The keys ConfigMap is optional: absent (an empty mount), the host's keys
 	// are left alone rather than deleted from under a policy that names them.
@@ -135,6 +152,27 @@ func syncPolicy(_ context.Context, o *Options, h *host) error {
 		return err
 	}
 	return syncDir(h, policy, unit.PolicyDir, o.PolicyDir != "")
+}
+
+// checkUnitRoot refuses a sync that would delete the trusted root the
+// installed unit passes to serve, and says when one copied is not used yet.
+func checkUnitRoot(o *Options, h *host, hasRoot bool) error {
+	u, ok, err := h.readFile(unit.UnitPath, maxHostFile)
+	if err != nil || !ok {
+		return err
+	}
+	passed := unit.TrustedRootOf(u) == unit.TrustedRootPath
+	switch {
+	case passed && !hasRoot:
+		return fmt.Errorf("the installed unit passes %s to criguard serve (--trusted-root) and %s no longer holds %s: deleting it would keep criguard from starting again; run `criguard node install`, which rewrites the unit, instead of sync",
+			unit.TrustedRootPath, o.KeysDir, unit.TrustedRootFile)
+	case !passed && hasRoot:
+		if onHost, err := h.exists(unit.TrustedRootPath); err != nil || onHost {
+			return err
+		}
+		o.logf("%s: criguard serve does not use it until `criguard node install` passes it in the unit", unit.TrustedRootPath)
+	}
+	return nil
 }
 
 // WatchOptions configure Watch.
@@ -176,7 +214,7 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 	var last, lastRepair string
 	tick := false
 	for {
-		res, err := SyncPolicy(ctx, o)
+		res, err := syncOnce(ctx, o, wo.Repair)
 		switch {
 		case err != nil:
 			msg := err.Error()

@@ -162,6 +162,51 @@ func TestSyncRefusesBadTrustedRoot(t *testing.T) {
 	}
 }
 
+// A plain sync (no watch repairing the unit) never deletes the trusted root
+// the installed unit passes to serve, and says when one it copies is unused.
+func TestSyncKeepsTheUnitsTrustedRoot(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, nodes[0])
+	tr := privateRoot(t)
+	configMapDir(t, f.keysDir, map[string]string{"team.pub": testKey, unit.TrustedRootFile: tr})
+	if _, err := Install(ctx, f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	configMapDir(t, f.keysDir, map[string]string{"team.pub": testKey})
+	before := snapshot(t, f.root)
+	if _, err := SyncPolicy(ctx, f.opts()); err == nil || !strings.Contains(err.Error(), "run `criguard node install`") {
+		t.Fatalf("sync deleting the unit's trusted root: %v", err)
+	}
+	if d := diffSnapshots(before, snapshot(t, f.root)); len(d) > 0 {
+		t.Errorf("refused sync changed %v", d)
+	}
+	// Install changes both; a sync then adding the root leaves the unit
+	// alone and says so.
+	if _, err := Install(ctx, f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	configMapDir(t, f.keysDir, map[string]string{"team.pub": testKey, unit.TrustedRootFile: tr})
+	f.log.Reset()
+	if _, err := SyncPolicy(ctx, f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readHost(t, f.root, unit.TrustedRootPath); got != tr {
+		t.Error("trusted root not copied")
+	}
+	if got := readHost(t, f.root, unit.UnitPath); got != unitFor(t, false) {
+		t.Error("sync changed the unit")
+	}
+	if !strings.Contains(f.log.String(), "does not use it until `criguard node install`") {
+		t.Errorf("sync log: %s", f.log.String())
+	}
+	if _, err := Install(ctx, f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readHost(t, f.root, unit.UnitPath); got != unitFor(t, true) {
+		t.Error("install after the sync did not pass the root")
+	}
+}
+
 // The installer's watch keeps the unit in step with the keys: a trusted root
 // added to or removed from the ConfigMap is synced, and the unit is rewritten
 // and criguard restarted at once (the hour-long interval leaves only the

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 )
 
 //go:embed criguard.service
@@ -80,6 +81,24 @@ func Render(c Config) ([]byte, error) {
 		return nil, fmt.Errorf("--trusted-root: %w", err)
 	}
 	return appendExecStart(Unit(), " --trusted-root "+c.TrustedRoot)
+}
+
+// TrustedRootOf returns the --trusted-root a unit's ExecStart passes, "" for
+// none (or no ExecStart): what an installed unit makes serve trust.
+func TrustedRootOf(u []byte) string {
+	for _, line := range bytes.Split(u, []byte("\n")) {
+		v, ok := bytes.CutPrefix(line, []byte("ExecStart="))
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(v))
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "--trusted-root" {
+				return f[i+1]
+			}
+		}
+	}
+	return ""
 }
 
 // checkUnitPath accepts an absolute, clean path of characters systemd reads

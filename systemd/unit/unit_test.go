@@ -145,6 +145,27 @@ func TestRender(t *testing.T) {
 	}
 }
 
+func TestTrustedRootOf(t *testing.T) {
+	with, err := Render(Config{TrustedRoot: TrustedRootPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		unit []byte
+		want string
+	}{
+		{"embedded", Unit(), ""},
+		{"rendered with a root", with, TrustedRootPath},
+		{"flag without a value", []byte("[Service]\nExecStart=/usr/local/bin/criguard serve --trusted-root\n"), ""},
+		{"no ExecStart", []byte("[Service]\nExecStop=/bin/kill --trusted-root /x\n"), ""},
+	} {
+		if got := TrustedRootOf(c.unit); got != c.want {
+			t.Errorf("%s: TrustedRootOf = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
 func TestSystemctlCommand(t *testing.T) {
 	root := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755); err != nil {
