@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -62,11 +63,18 @@ func TestNodeInstall(t *testing.T) {
 	before := nodeSnapshot(t, root)
 
 	// The policy, as the DaemonSet mounts it (a ConfigMap directory). Keys are
-	// inline: a key file path would name the real host's /etc/criguard.
-	policyDir := filepath.Join(harness.TempDir(t, "cm"), "policy")
-	if err := os.MkdirAll(policyDir, 0o755); err != nil {
-		t.Fatal(err)
+	// inline: a key file path would name the real host's /etc/criguard. The
+	// keys ConfigMap holds a private Sigstore's trusted root, which serve must
+	// be started with.
+	cm := harness.TempDir(t, "cm")
+	policyDir, keysDir := filepath.Join(cm, "policy"), filepath.Join(cm, "keys")
+	for _, d := range []string{policyDir, keysDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
+	trustedRoot := privateTrustedRoot(t)
+	harness.WriteFile(t, filepath.Join(keysDir, unit.TrustedRootFile), trustedRoot)
 	policy := fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
 kind: ImagePolicy
 metadata: {name: e2e}
@@ -90,6 +98,7 @@ spec:
 		HostRoot:     root,
 		Binary:       binary,
 		PolicyDir:    policyDir,
+		KeysDir:      keysDir,
 		Services:     svc,
 		Ready:        nodeReady{root: root, svc: svc},
 		ReadyTimeout: 90 * time.Second,
@@ -113,6 +122,7 @@ spec:
 	if err := nodeinstall.Status(ctx, opts); err != nil {
 		t.Errorf("status after install: %v", err)
 	}
+	checkServesTrustedRoot(t, svc, trustedRoot)
 	restarts := svc.kubeletStarts
 
 	// Idempotent.
@@ -249,13 +259,24 @@ func TestNodeInstallCLIDryRun(t *testing.T) {
 	harness.WriteFile(t, filepath.Join(policyDir, "policy.yaml"), "apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec: {unmatchedImages: Deny}\n")
 	before := nodeSnapshot(t, root)
 
-	stdout, stderr, code := harness.RunCriguard(t, "node", "install", "--host-root", root, "--policy-dir", policyDir, "--dry-run")
+	// A trusted root serve could not load is refused, naming the file.
+	keysDir := harness.TempDir(t, "clikeys")
+	rootFile := filepath.Join(keysDir, unit.TrustedRootFile)
+	harness.WriteFile(t, rootFile, `{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`)
+	stdout, stderr, code := harness.RunCriguard(t, "node", "install", "--host-root", root, "--policy-dir", policyDir, "--keys-dir", keysDir, "--dry-run")
+	if code != 1 || !strings.Contains(stderr, "trusted root "+rootFile+": ") {
+		t.Errorf("install with a trusted root that trusts nothing: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+
+	harness.WriteFile(t, rootFile, privateTrustedRoot(t))
+	stdout, stderr, code = harness.RunCriguard(t, "node", "install", "--host-root", root, "--policy-dir", policyDir, "--keys-dir", keysDir, "--dry-run")
 	if code != 0 {
 		t.Fatalf("criguard node install --dry-run: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	for _, want := range []string{
 		"would write /usr/local/bin/criguard",
-		"would write /etc/systemd/system/criguard.service",
+		"would write /etc/systemd/system/criguard.service (systemd unit, serve --trusted-root /etc/criguard/keys/trusted_root.json,",
+		"would write /etc/criguard/keys/trusted_root.json",
 		"would write /etc/criguard/policy/policy.yaml",
 		"would systemctl enable criguard.service",
 		"would systemctl start criguard.service",
@@ -279,6 +300,44 @@ func TestNodeInstallCLIDryRun(t *testing.T) {
 	}
 	if d := nodeSnapshotDiff(before, nodeSnapshot(t, root)); len(d) > 0 {
 		t.Errorf("dry run changed the host: %v", d)
+	}
+}
+
+// privateTrustedRoot is the trusted root of the private Sigstore stack that
+// signed testdata/sigstore.
+func privateTrustedRoot(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(harness.RepoRoot(t), "testdata", "sigstore", unit.TrustedRootFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkServesTrustedRoot checks that the installed unit passes the host's
+// trusted root to serve, and that the criguard it started (serving: install
+// waited for CRI through it) runs with it.
+func checkServesTrustedRoot(t *testing.T, svc *nodeServices, want string) {
+	t.Helper()
+	installed, err := os.ReadFile(filepath.Join(svc.root, unit.UnitPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(installed), "\nExecStart="+unit.BinaryPath+" serve ") ||
+		!strings.Contains(string(installed), " --trusted-root "+unit.TrustedRootPath+"\n") {
+		t.Errorf("the installed unit does not pass --trusted-root %s:\n%s", unit.TrustedRootPath, installed)
+	}
+	if b, err := os.ReadFile(filepath.Join(svc.root, unit.TrustedRootPath)); err != nil || string(b) != want {
+		t.Errorf("trusted root on the host: %v (equal to the ConfigMap's: %v)", err, string(b) == want)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", svc.criguardPID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	wantArgs := []string{"--trusted-root", filepath.Join(svc.root, unit.TrustedRootPath)}
+	if i := slices.Index(args, wantArgs[0]); i < 0 || i+1 >= len(args) || args[i+1] != wantArgs[1] {
+		t.Errorf("running criguard's arguments %q lack %q", args, wantArgs)
 	}
 }
 
@@ -487,7 +546,7 @@ func (s *nodeServices) startGuard() error {
 		switch {
 		case i > 0 && argv[i-1] == "--metrics-address":
 			argv[i] = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(s.t))
-		case i == 0 || a == unit.PolicyDir:
+		case i == 0 || a == unit.PolicyDir || a == unit.TrustedRootPath:
 			argv[i] = filepath.Join(s.root, a)
 		case strings.HasPrefix(a, "unix://"):
 			if argv[i], err = s.hostToReal(a); err != nil {

@@ -18,7 +18,8 @@ const nodeUsage = `usage: criguard node <install|uninstall|sync|status> [flags]
   install    copy criguard, its unit and the policy to the host, point kubelet at
              criguard and wait until kubelet is healthy through it
   uninstall  point kubelet back at containerd, then remove criguard's unit and binary
-  sync       copy the policy (and keys) directories to the host
+  sync       copy the policy (and keys) directories to the host; the unit is not
+             changed (install passes a trusted_root.json among the keys to serve)
   status     exit 0 when criguard is installed and serving (--expect uninstalled: when nothing is left)
 `
 
@@ -44,7 +45,8 @@ func newNodeFlags(sub string, stderr io.Writer) (*flag.FlagSet, *nodeFlags) {
 	fs.StringVar(&o.HostRoot, "host-root", "/", "where the node's / is mounted")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print every change and make none")
 	fs.StringVar(&o.PolicyDir, "policy-dir", "", "directory of policy files (the mounted ConfigMap) to copy to "+unit.PolicyDir)
-	fs.StringVar(&o.KeysDir, "keys-dir", "", "directory of public keys to copy to "+unit.KeysDir)
+	fs.StringVar(&o.KeysDir, "keys-dir", "", "directory of public keys to copy to "+unit.KeysDir+
+		"; a "+unit.TrustedRootFile+" there (or already on the host) is checked and passed to serve as --trusted-root")
 	fs.StringVar(&o.Binary, "binary", "", "criguard binary to install (default: this executable)")
 	fs.StringVar(&o.KubeletConfig, "kubelet-config", "", "kubelet's configuration file on the host (default: kubelet's --config, else "+nodeinstall.DefaultKubeletConfig+")")
 	fs.Var(&f.envFiles, "kubelet-env-file", "an EnvironmentFile with kubelet flags on the host (repeatable; default: kubelet's unit's and "+strings.Join(nodeinstall.DefaultKubeletEnvFiles, ", ")+")")

@@ -225,9 +225,10 @@ func TestChartDefaults(t *testing.T) {
 // RBAC, the host's policy directory, and the starter as an ImagePolicy the
 // CRD's schema accepts.
 func TestChartImagePolicies(t *testing.T) {
-	const trustedRoot = `{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}` + "\n"
-	rootFile := t.TempDir() + "/trusted_root.json"
-	if err := os.WriteFile(rootFile, []byte(trustedRoot), 0o644); err != nil {
+	// A real one: the installer refuses a trusted root serve could not load.
+	const rootFile = "../../testdata/sigstore/trusted_root.json"
+	trustedRoot, err := os.ReadFile(rootFile)
+	if err != nil {
 		t.Fatal(err)
 	}
 	r := render(t, "--include-crds",
@@ -298,9 +299,12 @@ func TestChartImagePolicies(t *testing.T) {
 		t.Errorf("dashboard ConfigMap %+v", d)
 	}
 	checkPrometheusRule(t, r)
-	if !strings.HasPrefix(keys.Data["team.pub"], "-----BEGIN PUBLIC KEY-----") || keys.Data["trusted_root.json"] != trustedRoot {
+	if !strings.HasPrefix(keys.Data["team.pub"], "-----BEGIN PUBLIC KEY-----") || keys.Data[trustedRootFile] != string(trustedRoot) {
 		t.Errorf("keys ConfigMap %v", keys.Data)
 	}
+	// The installer sees trusted_root.json in its --keys-dir, so it copies it
+	// to the node and passes it to serve.
+	checkKeysReachInstaller(t, spec, keys.Name)
 	_, schema := loadCRD(t)
 	for _, o := range r.other {
 		if o["kind"] == "ImagePolicy" {
@@ -329,9 +333,7 @@ func TestChartExistingConfigMap(t *testing.T) {
 	if v := volume(spec, "policy"); v == nil || v.ConfigMap == nil || v.ConfigMap.Name != "my-policy" {
 		t.Errorf("policy volume %+v", v)
 	}
-	if v := volume(spec, "keys"); v == nil || v.ConfigMap == nil || v.ConfigMap.Name != "my-keys" {
-		t.Errorf("keys volume %+v", v)
-	}
+	checkKeysReachInstaller(t, spec, "my-keys")
 }
 
 // uninstall.enabled: the uninstall DaemonSet replaces the installer.

@@ -112,6 +112,7 @@ func TestInstallManifests(t *testing.T) {
 			mounted[v.Name] = v.ConfigMap.Name
 		}
 	}
+	checkKeysReachInstaller(t, ds.Spec.Template.Spec, "criguard-keys")
 	if mounted["policy"] != cm.Name || cm.Name != "criguard-policy" {
 		t.Errorf("policy volume %q vs ConfigMap %q", mounted["policy"], cm.Name)
 	}
@@ -227,6 +228,57 @@ func checkNodeAgent(t *testing.T, ds *appsv1.DaemonSet, container string) {
 	}
 	if c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("%s: no memory limit", ds.Name)
+	}
+}
+
+// trustedRootFile is the key of the keys ConfigMap that `criguard node
+// install` passes to serve as --trusted-root (unit.TrustedRootFile in the
+// main module, which this one does not import).
+const trustedRootFile = "trusted_root.json"
+
+// checkKeysReachInstaller checks that every key of ConfigMap keysCM,
+// trusted_root.json among them, is a file in the installer's --keys-dir: the
+// installer copies that directory to the host and passes a trusted root in it
+// to serve.
+func checkKeysReachInstaller(t *testing.T, spec corev1.PodSpec, keysCM string) {
+	t.Helper()
+	var inst *corev1.Container
+	for i := range spec.Containers {
+		if spec.Containers[i].Name == "installer" {
+			inst = &spec.Containers[i]
+		}
+	}
+	if inst == nil {
+		t.Fatalf("no installer container among %+v", spec.Containers)
+	}
+	dir := ""
+	for _, a := range inst.Args {
+		if v, ok := strings.CutPrefix(a, "--keys-dir="); ok {
+			dir = v
+		}
+	}
+	if dir == "" {
+		t.Fatalf("installer args %q lack --keys-dir", inst.Args)
+	}
+	vol := ""
+	for _, m := range inst.VolumeMounts {
+		if m.MountPath == dir && m.SubPath == "" {
+			vol = m.Name
+		}
+	}
+	var cm *corev1.ConfigMapVolumeSource
+	for _, v := range spec.Volumes {
+		if v.Name == vol && vol != "" {
+			cm = v.ConfigMap
+		}
+	}
+	switch {
+	case cm == nil:
+		t.Errorf("--keys-dir=%s is not a mounted ConfigMap (mounts %+v)", dir, inst.VolumeMounts)
+	case cm.Name != keysCM:
+		t.Errorf("--keys-dir=%s mounts ConfigMap %s, want %s", dir, cm.Name, keysCM)
+	case len(cm.Items) > 0:
+		t.Errorf("keys volume picks items %+v: %s and keys not listed would never reach the node", cm.Items, trustedRootFile)
 	}
 }
 

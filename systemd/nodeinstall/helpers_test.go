@@ -319,3 +319,39 @@ func (r *fakeReady) CriguardReady(ctx context.Context) error {
 }
 
 func (r *fakeReady) KubeletReady(context.Context) error { return r.kubeletErr }
+
+// startWatch runs Watch in the background; stop ends it and reports its error.
+func startWatch(t *testing.T, o Options, wo WatchOptions) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Watch(ctx, o, wo) }()
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// purgeRestores uninstalls with --purge and checks the host is back to before,
+// byte for byte.
+func (f *fixture) purgeRestores(t *testing.T, before map[string]string) {
+	t.Helper()
+	o := f.opts()
+	o.Purge = true
+	if _, err := Uninstall(context.Background(), o); err != nil {
+		t.Fatalf("uninstall --purge: %v", err)
+	}
+	if d := diffSnapshots(before, snapshot(t, f.root)); len(d) > 0 {
+		t.Errorf("uninstall --purge left the host different: %v", d)
+	}
+}

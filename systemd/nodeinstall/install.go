@@ -59,7 +59,8 @@ type Options struct {
 	PolicyDir string
 	// KeysDir, when set, is copied to /etc/criguard/keys the same way, except
 	// that an empty KeysDir (the optional keys ConfigMap does not exist) leaves
-	// the host's keys alone.
+	// the host's keys alone. When the host's keys then hold a
+	// trusted_root.json, the unit passes it to serve as --trusted-root.
 	KeysDir string
 	// KubeletConfig overrides the KubeletConfiguration path on the host
 	// (default: kubelet's --config from its unit, else /var/lib/kubelet/config.yaml).
@@ -176,6 +177,7 @@ type installPlan struct {
 	edits        []fileEdit
 	bin          []byte
 	policy, keys map[string][]byte
+	unit         hostUnit
 }
 
 // readInstall finds kubelet's files and the installer's record of them, and
@@ -215,7 +217,11 @@ func planInstall(o *Options, h *host) (*installPlan, error) {
 	if err := requirePolicy(o, h, policy); err != nil {
 		return nil, err
 	}
-	return &installPlan{st: st, edits: edits, bin: bin, policy: policy, keys: keys}, nil
+	u, err := planUnit(o, h, keys)
+	if err != nil {
+		return nil, err
+	}
+	return &installPlan{st: st, edits: edits, bin: bin, policy: policy, keys: keys, unit: u}, nil
 }
 
 // requirePolicy refuses an install that would leave criguard without a
@@ -264,11 +270,11 @@ func installFiles(o *Options, h *host, p *installPlan) (criguardUpdate, error) {
 	if u.binChanged, err = h.ensureFile(unit.BinaryPath, p.bin, 0o755, "criguard binary"); err != nil {
 		return u, err
 	}
-	if u.unitChanged, err = h.ensureFile(unit.UnitPath, unit.Unit(), 0o644, "systemd unit"); err != nil {
+	// Keys first: a new policy may name a new key, a new unit a trusted root.
+	if err := syncDir(h, p.keys, unit.KeysDir, len(p.keys) > 0); err != nil {
 		return u, err
 	}
-	// Keys first: a new policy may name a new key.
-	if err := syncDir(h, p.keys, unit.KeysDir, len(p.keys) > 0); err != nil {
+	if u.unitChanged, err = h.ensureFile(unit.UnitPath, p.unit.bytes, 0o644, p.unit.what); err != nil {
 		return u, err
 	}
 	return u, syncDir(h, p.policy, unit.PolicyDir, o.PolicyDir != "")

@@ -210,14 +210,7 @@ func TestInstallUninstallLayouts(t *testing.T) {
 			if err != nil || !res.Unchanged() {
 				t.Errorf("second uninstall: %v %q", err, res.Changes)
 			}
-			o := f.opts()
-			o.Purge = true
-			if _, err := Uninstall(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-			if d := diffSnapshots(before, snapshot(t, f.root)); len(d) > 0 {
-				t.Errorf("uninstall --purge left %v", d)
-			}
+			f.purgeRestores(t, before)
 		})
 	}
 }
@@ -364,13 +357,7 @@ func TestKubeletNeverReadyRollsBack(t *testing.T) {
 			if _, err := Install(ctx, f.opts()); err != nil {
 				t.Fatalf("install after rollback: %v", err)
 			}
-			o.Purge = true
-			if _, err := Uninstall(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-			if d := diffSnapshots(before, snapshot(t, f.root)); len(d) > 0 {
-				t.Errorf("host after rollback, install, uninstall: %v", d)
-			}
+			f.purgeRestores(t, before)
 		})
 	}
 }
@@ -435,6 +422,7 @@ func TestUninstallWithoutStatePointsBackAtContainerd(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	ctx := context.Background()
+	noCA := `{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`
 	cases := []struct {
 		name   string
 		modify func(t *testing.T, f *fixture)
@@ -464,6 +452,31 @@ func TestRefusals(t *testing.T) {
 		{"config is a list", func(t *testing.T, f *fixture) {
 			writeFile(t, filepath.Join(f.root, "/var/lib/kubelet/config.yaml"), "- a\n- b\n")
 		}, "not a single YAML mapping"},
+		// A trusted root serve could not load (criguard would not start).
+		{"not JSON in the ConfigMap", func(t *testing.T, f *fixture) {
+			configMapDir(t, f.keysDir, map[string]string{"team.pub": testKey, unit.TrustedRootFile: "-----BEGIN PUBLIC KEY-----"})
+		}, "keys/trusted_root.json: not a Sigstore trusted root"},
+		{"unknown field in the ConfigMap", func(t *testing.T, f *fixture) {
+			configMapDir(t, f.keysDir, map[string]string{unit.TrustedRootFile: strings.Replace(privateRoot(t), "{", `{"surprise": 1,`, 1)})
+		}, "keys/trusted_root.json: not a Sigstore trusted root"},
+		{"trusts nothing", func(t *testing.T, f *fixture) {
+			configMapDir(t, f.keysDir, map[string]string{unit.TrustedRootFile: noCA})
+		}, "keys/trusted_root.json: trusted root lists no certificate authority"},
+		{"unreadable in the ConfigMap", func(t *testing.T, f *fixture) {
+			if err := os.Symlink("..data/absent", filepath.Join(f.keysDir, unit.TrustedRootFile)); err != nil {
+				t.Fatal(err)
+			}
+		}, "keys/trusted_root.json: no such file"},
+		{"invalid on the host, no keys ConfigMap", func(t *testing.T, f *fixture) {
+			configMapDir(t, f.keysDir, map[string]string{})
+			writeFile(t, filepath.Join(f.root, unit.TrustedRootPath), noCA)
+		}, unit.TrustedRootPath + " on the host: trusted root lists no certificate authority"},
+		{"not a file on the host", func(t *testing.T, f *fixture) {
+			configMapDir(t, f.keysDir, map[string]string{})
+			if err := os.MkdirAll(filepath.Join(f.root, unit.TrustedRootPath), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, unit.TrustedRootPath + " on the host: not a regular file"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -519,15 +532,7 @@ func TestWatchPolicy(t *testing.T) {
 	f := newFixture(t, nodes[0])
 	o := f.opts()
 	o.Log = nil
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Watch(ctx, o, WatchOptions{Interval: time.Hour}) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	startWatch(t, o, WatchOptions{Interval: time.Hour})
 	waitFor := func(want string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -614,17 +619,12 @@ func TestWatchRepairsDrift(t *testing.T) {
 	if err := Drift(o); err == nil || !strings.Contains(err.Error(), "kubeadm-flags.env") {
 		t.Fatalf("drift not seen: %v", err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- Watch(wctx, o, WatchOptions{Interval: 20 * time.Millisecond, Repair: true}) }()
+	stop := startWatch(t, o, WatchOptions{Interval: 20 * time.Millisecond, Repair: true})
 	deadline := time.Now().Add(10 * time.Second)
 	for Drift(o) != nil && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	if err := Drift(o); err != nil {
 		t.Fatalf("not repaired: %v", err)
 	}

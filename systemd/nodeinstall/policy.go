@@ -105,12 +105,23 @@ func syncDir(h *host, files map[string][]byte, dst string, managed bool) error {
 
 // SyncPolicy copies the policy (and keys) directories to the host once.
 // criguard notices the new files itself and reloads; an invalid policy is
-// refused by criguard and the last good one stays in force.
+// refused by criguard and the last good one stays in force. The unit is not
+// changed: a sync that would delete the trusted root the installed unit passes
+// to serve is refused (criguard could not start again); `criguard node
+// install` changes both.
 func SyncPolicy(ctx context.Context, o Options) (Result, error) {
-	return onHost(ctx, &o, syncPolicy)
+	return syncOnce(ctx, o, false)
 }
 
-func syncPolicy(_ context.Context, o *Options, h *host) error {
+// syncOnce syncs; unitFollows says the caller brings the unit in step right
+// after (the installer's watch repairs it), so the trusted root may go.
+func syncOnce(ctx context.Context, o Options, unitFollows bool) (Result, error) {
+	return onHost(ctx, &o, func(_ context.Context, o *Options, h *host) error {
+		return syncPolicy(o, h, unitFollows)
+	})
+}
+
+func syncPolicy(o *Options, h *host, unitFollows bool) error {
 	policy, err := readSourceDir(o.PolicyDir, "policy")
 	if err != nil {
 		return err
@@ -124,12 +135,44 @@ func syncPolicy(_ context.Context, o *Options, h *host) error {
 	if err != nil {
 		return err
 	}
+	// A trusted root serve cannot load would be kept out of a running serve
+	// (it keeps the last good one) but stop it at its next start.
+	hasRoot, err := checkTrustedRoot(keys, filepath.Join(o.KeysDir, unit.TrustedRootFile))
+	if err != nil {
+		return err
+	}
+	if len(keys) > 0 && !unitFollows {
+		if err := checkUnitRoot(o, h, hasRoot); err != nil {
+			return err
+		}
+	}
 	// The keys ConfigMap is optional: absent (an empty mount), the host's keys
 	// are left alone rather than deleted from under a policy that names them.
 	if err := syncDir(h, keys, unit.KeysDir, len(keys) > 0); err != nil {
 		return err
 	}
 	return syncDir(h, policy, unit.PolicyDir, o.PolicyDir != "")
+}
+
+// checkUnitRoot refuses a sync that would delete the trusted root the
+// installed unit passes to serve, and says when one copied is not used yet.
+func checkUnitRoot(o *Options, h *host, hasRoot bool) error {
+	u, ok, err := h.readFile(unit.UnitPath, maxHostFile)
+	if err != nil || !ok {
+		return err
+	}
+	passed := unit.TrustedRootOf(u) == unit.TrustedRootPath
+	switch {
+	case passed && !hasRoot:
+		return fmt.Errorf("the installed unit passes %s to criguard serve (--trusted-root) and %s no longer holds %s: deleting it would keep criguard from starting again; run `criguard node install`, which rewrites the unit, instead of sync",
+			unit.TrustedRootPath, o.KeysDir, unit.TrustedRootFile)
+	case !passed && hasRoot:
+		if onHost, err := h.exists(unit.TrustedRootPath); err != nil || onHost {
+			return err
+		}
+		o.logf("%s: criguard serve does not use it until `criguard node install` passes it in the unit", unit.TrustedRootPath)
+	}
+	return nil
 }
 
 // WatchOptions configure Watch.
@@ -171,7 +214,7 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 	var last, lastRepair string
 	tick := false
 	for {
-		res, err := SyncPolicy(ctx, o)
+		res, err := syncOnce(ctx, o, wo.Repair)
 		switch {
 		case err != nil:
 			msg := err.Error()
@@ -185,7 +228,9 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 		default:
 			last = ""
 		}
-		if tick && wo.Repair {
+		// A sync that changed the host may have added or removed the trusted
+		// root the unit names: check the unit at once, not at the next tick.
+		if wo.Repair && (tick || (err == nil && !res.Unchanged())) {
 			msg := ""
 			if drift := Drift(o); drift != nil {
 				o.logf("node drifted from the install (%v): installing again", drift)
@@ -223,8 +268,9 @@ func Watch(ctx context.Context, o Options, wo WatchOptions) error {
 }
 
 // Drift reports why the node no longer looks installed (nil when it does):
-// the unit or binary is missing, the unit is not the embedded one, or a
-// kubelet file does not point at criguard. It reads files only.
+// the unit or binary is missing, the unit is not the one for the host's keys
+// (with or without their trusted root), or a kubelet file does not point at
+// criguard. It reads files only.
 func Drift(o Options) error {
 	h, err := openHost(o.HostRoot, true, func(string, ...any) {})
 	if err != nil {
@@ -235,8 +281,12 @@ func Drift(o Options) error {
 	if err != nil {
 		return err
 	}
-	if !ok || string(onDisk) != string(unit.Unit()) {
-		return fmt.Errorf("%s missing or changed", unit.UnitPath)
+	want, err := planUnit(&o, h, nil)
+	if err != nil {
+		return err
+	}
+	if !ok || string(onDisk) != string(want.bytes) {
+		return fmt.Errorf("%s missing or not the %s", unit.UnitPath, want.what)
 	}
 	if ok, err := h.exists(unit.BinaryPath); err != nil || !ok {
 		return fmt.Errorf("%s missing (%v)", unit.BinaryPath, err)

@@ -95,6 +95,77 @@ func TestUnit(t *testing.T) {
 	}
 }
 
+func TestRender(t *testing.T) {
+	base := strings.Fields(parseUnit(t, Unit())["Service"]["ExecStart"][0])
+	cases := []struct {
+		name     string
+		c        Config
+		wantExec []string // nil: refused
+		wantErr  string
+	}{
+		{"no trusted root: the embedded unit", Config{}, base, ""},
+		{"trusted root", Config{TrustedRoot: TrustedRootPath}, append(append([]string(nil), base...), "--trusted-root", TrustedRootPath), ""},
+		{"other clean path", Config{TrustedRoot: "/var/lib/sigstore/root-2+private_v1.json"}, append(append([]string(nil), base...), "--trusted-root", "/var/lib/sigstore/root-2+private_v1.json"), ""},
+		{"relative", Config{TrustedRoot: "keys/trusted_root.json"}, nil, "not an absolute, clean path"},
+		{"not clean", Config{TrustedRoot: "/etc/criguard/../trusted_root.json"}, nil, "not an absolute, clean path"},
+		{"space", Config{TrustedRoot: "/etc/my keys/trusted_root.json"}, nil, `has ' '`},
+		{"specifier", Config{TrustedRoot: "/etc/%H/trusted_root.json"}, nil, `has '%'`},
+		{"variable", Config{TrustedRoot: "/etc/$KEYS/trusted_root.json"}, nil, `has '$'`},
+		{"quote", Config{TrustedRoot: `/etc/a"b.json`}, nil, `has '"'`},
+		{"backslash", Config{TrustedRoot: `/etc/a\b.json`}, nil, `has '\\'`},
+		{"newline injecting a directive", Config{TrustedRoot: "/x.json\nExecStartPre=/bin/sh"}, nil, `has '\n'`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := Render(c.c)
+			if c.wantExec == nil {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) || !strings.Contains(err.Error(), "--trusted-root") {
+					t.Fatalf("Render(%+v) = %v, want an error with %q", c.c, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := parseUnit(t, got)
+			exec := u["Service"]["ExecStart"]
+			if len(exec) != 1 || !reflect.DeepEqual(strings.Fields(exec[0]), c.wantExec) {
+				t.Errorf("ExecStart = %q, want %q", exec, c.wantExec)
+			}
+			// Only ExecStart differs from the embedded unit.
+			want := parseUnit(t, Unit())
+			want["Service"]["ExecStart"] = exec
+			if !reflect.DeepEqual(u, want) {
+				t.Errorf("rendered unit differs beyond ExecStart:\n%s", got)
+			}
+			if c.c == (Config{}) && !bytes.Equal(got, Unit()) {
+				t.Error("the zero Config does not render the embedded unit byte for byte")
+			}
+		})
+	}
+}
+
+func TestTrustedRootOf(t *testing.T) {
+	with, err := Render(Config{TrustedRoot: TrustedRootPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		unit []byte
+		want string
+	}{
+		{"embedded", Unit(), ""},
+		{"rendered with a root", with, TrustedRootPath},
+		{"flag without a value", []byte("[Service]\nExecStart=/usr/local/bin/criguard serve --trusted-root\n"), ""},
+		{"no ExecStart", []byte("[Service]\nExecStop=/bin/kill --trusted-root /x\n"), ""},
+	} {
+		if got := TrustedRootOf(c.unit); got != c.want {
+			t.Errorf("%s: TrustedRootOf = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
 func TestSystemctlCommand(t *testing.T) {
 	root := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755); err != nil {
@@ -199,7 +270,6 @@ func TestUnitVerifies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(UnitPath, Unit(), 0o644)
 	write(BinaryPath, []byte("#!/bin/sh\n"), 0o755)
 	write("/bin/kill", []byte("#!/bin/sh\n"), 0o755)
 	for _, u := range []string{"containerd.service", KubeletUnit} {
@@ -216,10 +286,17 @@ func TestUnitVerifies(t *testing.T) {
 		}
 		write("/lib/systemd/system/"+filepath.Base(tg), b, 0o644)
 	}
-	cmd := exec.Command(analyze, "verify", "--root="+root, UnitPath)
-	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=info")
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	for _, c := range []Config{{}, {TrustedRoot: TrustedRootPath}} {
+		u, err := Render(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(UnitPath, u, 0o644)
+		cmd := exec.Command(analyze, "verify", "--root="+root, UnitPath)
+		cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=info")
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Fatalf("systemd-analyze verify of the unit for %+v: %v\n%s", c, err, out)
+		}
 	}
 }
