@@ -37,7 +37,8 @@ func imagePolicy(name string, gen int64, images ...string) *unstructured.Unstruc
 			"unmatchedImages": "Deny",
 			"rules":           []any{map[string]any{"name": "r", "images": toAny(images), "action": "Allow"}},
 		},
-		"status": map[string]any{"observedGeneration": gen},
+		// Another node's report: never written to a file, never changed here.
+		"status": map[string]any{"nodes": []any{map[string]any{"name": "node-z", "observedGeneration": gen, "result": "Synced"}}},
 	}}
 	return u
 }
@@ -95,11 +96,16 @@ type harness struct {
 
 func start(t *testing.T, kyverno, installed bool, objs ...runtime.Object) *harness {
 	t.Helper()
-	h := &harness{dir: t.TempDir(), events: fake.NewClientset(), done: make(chan error, 1)}
-	h.dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, objs...)
+	return startNode(t, fakeAPIServer(t, objs...), "node-a", t.TempDir(), kyverno, installed)
+}
+
+// startNode runs node's syncer on dyn, writing into dir.
+func startNode(t *testing.T, dyn *dynamicfake.FakeDynamicClient, node, dir string, kyverno, installed bool) *harness {
+	t.Helper()
+	h := &harness{dir: dir, dyn: dyn, events: fake.NewClientset(), done: make(chan error, 1)}
 	var err error
 	h.syncer, err = New(Options{
-		Client: h.dyn, Dir: h.dir, Kyverno: kyverno, Node: "node-a", Resync: time.Hour,
+		Client: h.dyn, Dir: h.dir, Kyverno: kyverno, Node: node, Resync: time.Hour,
 		KyvernoInstalled: func(context.Context) (bool, error) { return installed, nil },
 		Events:           ClientsetEvents{Client: h.events.CoreV1()},
 	})
