@@ -13,6 +13,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
@@ -101,7 +102,7 @@ func nodesOf(obj map[string]any) []map[string]any {
 	return out
 }
 
-// settled kicks the syncer as a resync does and waits for it to act.
+// resync kicks the syncer as a resync does and waits for it to act.
 func (h *harness) resync() {
 	for range 3 {
 		h.syncer.kick()
@@ -110,13 +111,9 @@ func (h *harness) resync() {
 	time.Sleep(200 * time.Millisecond)
 }
 
-func withStatus(u runtime.Object, nodes ...any) runtime.Object {
-	o := u.DeepCopyObject()
-	m, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
-	m["status"] = map[string]any{"nodes": nodes}
-	out := imagePolicy("", 0)
-	out.Object = m
-	return out
+func withStatus(u *unstructured.Unstructured, nodes ...any) *unstructured.Unstructured {
+	u.Object["status"] = map[string]any{"nodes": nodes}
+	return u
 }
 
 func TestStatusReports(t *testing.T) {
@@ -184,11 +181,17 @@ func TestStatusReports(t *testing.T) {
 			h.files(t, tc.files...)
 			waitFor(t, "events", func() bool { return len(h.eventMessages(t)) == tc.events })
 			if tc.failStatus {
-				waitFor(t, "a status apply", func() bool { return len(statusPatches(t, dyn)) > 0 })
+				h.resync() // each sync retries
+				if n := len(statusPatches(t, dyn)); n < 2 {
+					t.Fatalf("%d status applies while failing, want a retry per sync", n)
+				}
 				if got := nodeEntries(t, dyn, "team"); len(got) != 1 {
 					t.Fatalf("status.nodes %q after a failed apply", got)
 				}
-				fail.Store(false) // the next sync retries
+				if n := h.logs.count("cannot report this node's result"); n != 1 {
+					t.Errorf("the same status error logged %d times, want once", n)
+				}
+				fail.Store(false)
 			}
 			h.resync()
 			got := statusPatches(t, dyn)
@@ -315,5 +318,36 @@ func TestFieldManagerAndClip(t *testing.T) {
 		if got := clip(tc.in, tc.n); got != tc.want || len(got) > tc.n {
 			t.Errorf("clip(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
 		}
+	}
+}
+
+// Only what goes into a policy file makes every node sync again; other
+// nodes' status reports do not.
+func TestPolicyChanged(t *testing.T) {
+	base := imagePolicy("team", 1, "registry.example.com/*")
+	for _, tc := range []struct {
+		name string
+		mod  func(u *unstructured.Unstructured)
+		want bool
+	}{
+		{"another node's status entry", func(u *unstructured.Unstructured) {
+			u.Object["status"] = map[string]any{"nodes": []any{map[string]any{"name": "node-b", "observedGeneration": int64(1), "result": "Synced"}}}
+			u.SetResourceVersion("2")
+		}, false},
+		{"spec", func(u *unstructured.Unstructured) {
+			u.Object["spec"].(map[string]any)["unmatchedImages"] = "Allow"
+		}, true},
+		{"generation", func(u *unstructured.Unstructured) { u.SetGeneration(2) }, true},
+		{"label", func(u *unstructured.Unstructured) { u.SetLabels(map[string]string{"team": "a"}) }, true},
+		{"annotation", func(u *unstructured.Unstructured) { u.SetAnnotations(map[string]string{"note": "x"}) }, true},
+		{"recreated", func(u *unstructured.Unstructured) { u.SetUID("uid-other") }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next := base.DeepCopy()
+			tc.mod(next)
+			if got := policyChanged(base, next); got != tc.want {
+				t.Errorf("policyChanged = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,6 +94,33 @@ type harness struct {
 	syncer *Syncer
 	cancel context.CancelFunc
 	done   chan error
+	logs   *logBuffer
+}
+
+// logBuffer collects the syncer's log lines (written from its goroutine).
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, string(p))
+	return len(p), nil
+}
+
+// count is how many lines contain s.
+func (b *logBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, l := range b.lines {
+		if strings.Contains(l, s) {
+			n++
+		}
+	}
+	return n
 }
 
 func start(t *testing.T, kyverno, installed bool, objs ...runtime.Object) *harness {
@@ -102,12 +131,13 @@ func start(t *testing.T, kyverno, installed bool, objs ...runtime.Object) *harne
 // startNode runs node's syncer on dyn, writing into dir.
 func startNode(t *testing.T, dyn *dynamicfake.FakeDynamicClient, node, dir string, kyverno, installed bool) *harness {
 	t.Helper()
-	h := &harness{dir: dir, dyn: dyn, events: fake.NewClientset(), done: make(chan error, 1)}
+	h := &harness{dir: dir, dyn: dyn, events: fake.NewClientset(), done: make(chan error, 1), logs: &logBuffer{}}
 	var err error
 	h.syncer, err = New(Options{
 		Client: h.dyn, Dir: h.dir, Kyverno: kyverno, Node: node, Resync: time.Hour,
 		KyvernoInstalled: func(context.Context) (bool, error) { return installed, nil },
 		Events:           ClientsetEvents{Client: h.events.CoreV1()},
+		Logger:           slog.New(slog.NewTextHandler(h.logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
