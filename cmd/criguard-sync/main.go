@@ -48,7 +48,7 @@ func main() {
 	fs.StringVar(&c.policyOut, "policy-out", "", "directory to write policy objects into (the installer's --policy-dir); empty syncs no policies")
 	fs.BoolVar(&c.kyverno, "kyverno", false, "also write Kyverno ClusterPolicy/Policy objects with verifyImages rules, when Kyverno's CRDs exist")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig file (default: the pod's service account)")
-	fs.StringVar(&c.node, "node", os.Getenv("NODE_NAME"), "this node's name, for Events (default $NODE_NAME)")
+	fs.StringVar(&c.node, "node", os.Getenv("NODE_NAME"), "this node's name, for Events and its entry of ImagePolicies' status.nodes (default $NODE_NAME)")
 	fs.DurationVar(&c.resync, "resync", time.Minute, "rewrite the policy directory from the watch caches at least this often")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)

@@ -6,7 +6,9 @@
 // before the first complete list, nor while the API server cannot be reached,
 // and an empty list never empties the directory: the node keeps enforcing
 // what it last had. Each change written is reported as an Event on the
-// policy object (reason PolicySynced) naming the node and the generation.
+// policy object (reason PolicySynced) naming the node and the generation,
+// and, on an ImagePolicy, in the node's own entry of status.nodes
+// (server-side apply, field manager criguard-sync/NODE; see status.go).
 //
 // It also relays the node's loopback criguard /metrics (Relay), so that a
 // Service can scrape every node while criguard listens on loopback only.

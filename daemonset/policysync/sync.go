@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -16,7 +19,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// The resources read: get, list and watch only.
+// The resources read (get, list and watch), and ImagePolicies' status, where
+// each node applies its own entry.
 var (
 	ImagePolicies        = schema.GroupVersionResource{Group: "criguard.dev", Version: "v1alpha1", Resource: "imagepolicies"}
 	KyvernoClusterPolicy = schema.GroupVersionResource{Group: "kyverno.io", Version: "v1", Resource: "clusterpolicies"}
@@ -34,7 +38,8 @@ type Options struct {
 	KyvernoInstalled func(ctx context.Context) (bool, error)
 	// Events reports what this node wrote; nil reports nothing.
 	Events EventRecorder
-	// Node names this node in Events.
+	// Node names this node in Events and in ImagePolicies' status.nodes;
+	// empty reports no status.
 	Node string
 	// Resync rewrites from the informers' caches at least this often (default 1m).
 	Resync time.Duration
@@ -47,6 +52,8 @@ type Syncer struct {
 	writer dirWriter
 	ready  atomic.Bool
 	poke   chan struct{}
+	// status is touched by Run's loop only.
+	status statusState
 }
 
 // New checks o and returns a Syncer.
@@ -63,7 +70,7 @@ func New(o Options) (*Syncer, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{opts: o, writer: dirWriter{dir: o.Dir}, poke: make(chan struct{}, 1)}, nil
+	return &Syncer{opts: o, writer: dirWriter{dir: o.Dir}, poke: make(chan struct{}, 1), status: newStatusState()}, nil
 }
 
 // Ready reports whether the directory holds what the API server has (once
@@ -90,8 +97,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 	for _, gvr := range gvrs {
 		inf := factory.ForResource(gvr)
 		if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { s.kick() },
-			UpdateFunc: func(any, any) { s.kick() },
+			AddFunc: func(any) { s.kick() },
+			UpdateFunc: func(oldObj, newObj any) {
+				if policyChanged(oldObj, newObj) {
+					s.kick()
+				}
+			},
 			DeleteFunc: func(any) { s.kick() },
 		}); err != nil {
 			return fmt.Errorf("watch %s: %w", gvr.Resource, err)
@@ -158,7 +169,9 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 		if err != nil {
 			// Keep this object's last good file, if any.
 			s.opts.Logger.Error("policy object not written; its previous file stays", "object", objectName(o), "err", err)
-			s.report(ctx, o, "PolicyRejected", fmt.Sprintf("node %s did not write generation %d: %v; it keeps the previous file", s.opts.Node, o.GetGeneration(), err))
+			msg := fmt.Sprintf("node %s did not write generation %d: %v; it keeps the previous file", s.opts.Node, o.GetGeneration(), err)
+			s.report(ctx, o, "PolicyRejected", msg)
+			s.reportStatus(ctx, o, resultRejected, msg)
 			if old, rerr := readBounded(s.opts.Dir + "/" + name); rerr == nil {
 				want[name] = old
 			}
@@ -175,14 +188,52 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 	for _, n := range written {
 		if o := byFile[n]; o != nil {
 			s.opts.Logger.Info("policy written", "object", objectName(o), "kind", o.GetKind(), "generation", o.GetGeneration(), "file", n)
-			s.report(ctx, o, "PolicySynced", fmt.Sprintf("node %s wrote generation %d to %s for criguard to enforce", s.opts.Node, o.GetGeneration(), n))
+			s.report(ctx, o, "PolicySynced", s.syncedMessage(o, n))
 		}
 	}
+	// The status says which generation the node's file holds: written now,
+	// or earlier (a restart, a resync). After a failed write only what was
+	// written is known to be on disk.
+	if err != nil {
+		byFile = pick(byFile, written)
+	}
+	for _, n := range slices.Sorted(maps.Keys(byFile)) {
+		s.reportStatus(ctx, byFile[n], resultSynced, s.syncedMessage(byFile[n], n))
+	}
+	s.status.forget(objs)
 	if err != nil {
 		return err
 	}
 	s.ready.Store(true)
 	return nil
+}
+
+func (s *Syncer) syncedMessage(o *unstructured.Unstructured, file string) string {
+	return fmt.Sprintf("node %s wrote generation %d to %s for criguard to enforce", s.opts.Node, o.GetGeneration(), file)
+}
+
+func pick(byFile map[string]*unstructured.Unstructured, names []string) map[string]*unstructured.Unstructured {
+	out := make(map[string]*unstructured.Unstructured, len(names))
+	for _, n := range names {
+		if o := byFile[n]; o != nil {
+			out[n] = o
+		}
+	}
+	return out
+}
+
+// policyChanged reports whether an update may change an object's policy
+// file (see policyFile): not a status or bookkeeping update. Without this
+// every node would sync once per other node's status report.
+func policyChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*unstructured.Unstructured)
+	n, ok2 := newObj.(*unstructured.Unstructured)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return o.GetUID() != n.GetUID() || o.GetGeneration() != n.GetGeneration() ||
+		!maps.Equal(o.GetLabels(), n.GetLabels()) || !maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
+		!reflect.DeepEqual(o.Object["spec"], n.Object["spec"])
 }
 
 // collect lists every cached object: all ImagePolicies, and Kyverno policies

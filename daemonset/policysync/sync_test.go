@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,7 +39,8 @@ func imagePolicy(name string, gen int64, images ...string) *unstructured.Unstruc
 			"unmatchedImages": "Deny",
 			"rules":           []any{map[string]any{"name": "r", "images": toAny(images), "action": "Allow"}},
 		},
-		"status": map[string]any{"observedGeneration": gen},
+		// Another node's report: never written to a file, never changed here.
+		"status": map[string]any{"nodes": []any{map[string]any{"name": "node-z", "observedGeneration": gen, "result": "Synced"}}},
 	}}
 	return u
 }
@@ -91,17 +94,50 @@ type harness struct {
 	syncer *Syncer
 	cancel context.CancelFunc
 	done   chan error
+	logs   *logBuffer
+}
+
+// logBuffer collects the syncer's log lines (written from its goroutine).
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, string(p))
+	return len(p), nil
+}
+
+// count is how many lines contain s.
+func (b *logBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, l := range b.lines {
+		if strings.Contains(l, s) {
+			n++
+		}
+	}
+	return n
 }
 
 func start(t *testing.T, kyverno, installed bool, objs ...runtime.Object) *harness {
 	t.Helper()
-	h := &harness{dir: t.TempDir(), events: fake.NewClientset(), done: make(chan error, 1)}
-	h.dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, objs...)
+	return startNode(t, fakeAPIServer(t, objs...), "node-a", t.TempDir(), kyverno, installed)
+}
+
+// startNode runs node's syncer on dyn, writing into dir.
+func startNode(t *testing.T, dyn *dynamicfake.FakeDynamicClient, node, dir string, kyverno, installed bool) *harness {
+	t.Helper()
+	h := &harness{dir: dir, dyn: dyn, events: fake.NewClientset(), done: make(chan error, 1), logs: &logBuffer{}}
 	var err error
 	h.syncer, err = New(Options{
-		Client: h.dyn, Dir: h.dir, Kyverno: kyverno, Node: "node-a", Resync: time.Hour,
+		Client: h.dyn, Dir: h.dir, Kyverno: kyverno, Node: node, Resync: time.Hour,
 		KyvernoInstalled: func(context.Context) (bool, error) { return installed, nil },
 		Events:           ClientsetEvents{Client: h.events.CoreV1()},
+		Logger:           slog.New(slog.NewTextHandler(h.logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package validate
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"reflect"
@@ -267,22 +268,7 @@ func TestChartImagePolicies(t *testing.T) {
 	if v := volume(spec, "policy"); v == nil || v.HostPath == nil || v.HostPath.Path != "/etc/criguard/cluster-policy" {
 		t.Errorf("policy volume %+v, want the host's /etc/criguard/cluster-policy", v)
 	}
-	cr := find[*rbacv1.ClusterRole](r)[0]
-	for _, rule := range cr.Rules {
-		verbs := rule.Verbs
-		if slices.Contains(rule.Resources, "events") {
-			if !slices.Equal(verbs, []string{"create"}) {
-				t.Errorf("events verbs %v, want create only", verbs)
-			}
-			continue
-		}
-		if !slices.Equal(verbs, []string{"get", "list", "watch"}) {
-			t.Errorf("rule %+v: want get, list, watch only", rule)
-		}
-	}
-	if len(cr.Rules) != 3 {
-		t.Errorf("ClusterRole rules %+v: want imagepolicies, kyverno policies, events", cr.Rules)
-	}
+	checkPolicyReaderRole(t, find[*rbacv1.ClusterRole](r)[0])
 	cms := map[string]*corev1.ConfigMap{}
 	for _, cm := range find[*corev1.ConfigMap](r) {
 		cms[cm.Name] = cm
@@ -426,4 +412,31 @@ func checkPrometheusRule(t *testing.T, r rendered) {
 		}
 	}
 	t.Error("no PrometheusRule")
+}
+
+// checkPolicyReaderRole: the sidecar reads policies, creates Events and
+// patches ImagePolicies' status (its node's entry); nothing else.
+func checkPolicyReaderRole(t *testing.T, cr *rbacv1.ClusterRole) {
+	t.Helper()
+	want := map[string][]string{
+		"criguard.dev/imagepolicies":        {"get", "list", "watch"},
+		"criguard.dev/imagepolicies/status": {"patch"},
+		"kyverno.io/clusterpolicies":        {"get", "list", "watch"},
+		"kyverno.io/policies":               {"get", "list", "watch"},
+		"/events":                           {"create"},
+	}
+	got := map[string][]string{}
+	for _, rule := range cr.Rules {
+		if len(rule.ResourceNames) > 0 || len(rule.NonResourceURLs) > 0 {
+			t.Errorf("rule %+v: want no resourceNames or URLs", rule)
+		}
+		for _, g := range rule.APIGroups {
+			for _, res := range rule.Resources {
+				got[g+"/"+res] = append(got[g+"/"+res], rule.Verbs...)
+			}
+		}
+	}
+	if !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("ClusterRole %s grants %v, want %v", cr.Name, got, want)
+	}
 }

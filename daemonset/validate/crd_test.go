@@ -184,3 +184,43 @@ func TestChartStarterPolicy(t *testing.T) {
 		t.Errorf("%s differs from %s: copy it (helm charts cannot read outside their folder)", chartStarter, starterFile)
 	}
 }
+
+// status.nodes is what criguard-sync applies, one entry per node
+// (daemonset/policysync/status.go): a list map keyed by node name.
+func TestImagePolicyStatusSchema(t *testing.T) {
+	_, schema := loadCRD(t)
+	entry := func(name string, mod func(map[string]any)) map[string]any {
+		e := map[string]any{"name": name, "observedGeneration": int64(2), "result": "Synced",
+			"message": "node " + name + " wrote generation 2 to imagepolicy-team.yaml for criguard to enforce", "time": "2026-12-01T13:00:00Z"}
+		if mod != nil {
+			mod(e)
+		}
+		return e
+	}
+	for _, tc := range []struct {
+		name   string
+		status map[string]any
+		accept bool
+	}{
+		{"two nodes", map[string]any{"nodes": []any{entry("node-a", nil), entry("node-b", func(e map[string]any) { e["result"] = "Rejected" })}}, true},
+		{"no nodes yet", map[string]any{}, true},
+		{"one node twice", map[string]any{"nodes": []any{entry("node-a", nil), entry("node-a", nil)}}, false},
+		{"unknown result", map[string]any{"nodes": []any{entry("node-a", func(e map[string]any) { e["result"] = "Loaded" })}}, false},
+		{"no result", map[string]any{"nodes": []any{entry("node-a", func(e map[string]any) { delete(e, "result") })}}, false},
+		{"no name", map[string]any{"nodes": []any{entry("", func(e map[string]any) { delete(e, "name") })}}, false},
+		{"message too long", map[string]any{"nodes": []any{entry("node-a", func(e map[string]any) { e["message"] = strings.Repeat("x", 513) })}}, false},
+		{"time not a date-time", map[string]any{"nodes": []any{entry("node-a", func(e map[string]any) { e["time"] = "yesterday" })}}, false},
+		{"top-level observedGeneration (dropped: no single observer)", map[string]any{"observedGeneration": int64(2)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := readObject(t, chartStarter)
+			obj["status"] = tc.status
+			errs := schema.validate(obj)
+			if tc.accept != (len(errs) == 0) {
+				t.Errorf("accept=%v, errors: %v", tc.accept, errs.ToAggregate())
+			} else if len(errs) > 0 {
+				t.Logf("refused: %v", errs.ToAggregate())
+			}
+		})
+	}
+}

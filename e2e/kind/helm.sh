@@ -8,7 +8,8 @@
 #   Kyverno's ClusterPolicy/Policy CRDs (from the Kyverno module; no Kyverno runs)
 #   helm install (policy.source=imagePolicies, policy.kyverno=true) -> rollout on every node
 #   an invalid ImagePolicy is refused by the API server (the CRD's schema)
-#   an ImagePolicy object with a Verify rule reaches every node (PolicySynced Events)
+#   an ImagePolicy object with a Verify rule reaches every node (PolicySynced Events;
+#   status.nodes: one Synced entry per node, each applied by criguard-sync/NODE)
 #   a cosign-signed pod runs; an unsigned pod is refused with SignatureValidationFailed
 #   a Kyverno ClusterPolicy object (verifyImages, keys) reaches every node and is
 #   enforced: signed runs, unsigned refused naming the ClusterPolicy
@@ -175,6 +176,17 @@ k get events -n default --field-selector involvedObject.kind=ImagePolicy,involve
 for n in $(nodes); do
   poll 60 "$n: criguard enforces /etc/criguard/policy/imagepolicy-e2e.yaml" docker exec "$n" test -f /etc/criguard/policy/imagepolicy-e2e.yaml
 done
+# Each node applies its own entry of status.nodes (field manager criguard-sync/NODE).
+status_nodes() { k get imagepolicy e2e -o jsonpath='{range .status.nodes[*]}{.name} {.observedGeneration} {.result}{"\n"}{end}' | sort; }
+status_synced() {
+  local gen
+  gen=$(k get imagepolicy e2e -o jsonpath='{.metadata.generation}')
+  [[ "$(status_nodes)" == "$(nodes | sed "s/\$/ $gen Synced/" | sort)" ]]
+}
+poll 60 "status.nodes of ImagePolicy e2e: every node Synced at its generation" status_synced
+status_nodes
+managers=$(k get imagepolicy e2e --show-managed-fields -o jsonpath='{range .metadata.managedFields[?(@.subresource=="status")]}{.manager}{"\n"}{end}' | sort)
+[[ "$managers" == "$(nodes | sed 's|^|criguard-sync/|' | sort)" ]] || die "status.nodes managers: $managers; want criguard-sync/NODE per node"
 
 step "a signed pod runs, an unsigned pod is refused"
 pod signed "$REG/e2e/signed:v1"
