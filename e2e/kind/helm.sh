@@ -110,7 +110,8 @@ step "Kyverno $KYVERNO_VERSION's ClusterPolicy and Policy CRDs (no Kyverno contr
 kdir=$(cd "$REPO" && go mod download -json "github.com/kyverno/kyverno@$KYVERNO_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
 for crd in clusterpolicies policies; do
   k apply --server-side -f "$kdir/config/crds/kyverno/kyverno.io_$crd.yaml" >/dev/null
-  k wait --for=condition=Established "crd/$crd.kyverno.io" --timeout=60s >/dev/null
+  # kubectl wait fails at once while the CRD has no conditions yet: poll.
+  poll 60 "CRD $crd.kyverno.io Established" k wait --for=condition=Established "crd/$crd.kyverno.io" --timeout=5s
 done
 crane mutate "$REG/e2e/busybox:1" --label criguard.e2e=kyverno-unsigned -t "$REG/kyv/unsigned:v1" >/dev/null
 kyv_signed=$(crane mutate "$REG/e2e/busybox:1" --label criguard.e2e=kyverno-signed -t "$REG/kyv/signed:v1")
