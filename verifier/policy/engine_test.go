@@ -46,6 +46,22 @@ func (e *env) advance(d time.Duration) {
 	e.current = e.current.Add(d)
 }
 
+// fingerprints are those of the keys named by letter (A, B, C), for
+// fakeVerifier.sign.
+func (e *env) fingerprints(letters []string) []string {
+	e.t.Helper()
+	byLetter := map[string]string{"A": e.fpA, "B": e.fpB, "C": e.fpC}
+	var fps []string
+	for _, l := range letters {
+		fp, ok := byLetter[l]
+		if !ok {
+			e.t.Fatalf("no key %q in the test world (A, B, C)", l)
+		}
+		fps = append(fps, fp)
+	}
+	return fps
+}
+
 // expand replaces KEYA/KEYB/KEYC with quoted PEM keys.
 func (e *env) expand(doc string) string {
 	return strings.NewReplacer("KEYA", strconv.Quote(e.keyA), "KEYB", strconv.Quote(e.keyB), "KEYC", strconv.Quote(e.keyC)).Replace(doc)
@@ -227,10 +243,7 @@ spec:
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			var fps []string
-			for _, s := range tc.signers {
-				fps = append(fps, map[string]string{"A": e.fpA, "B": e.fpB}[s])
-			}
+			fps := e.fingerprints(tc.signers)
 			e.v.sign(img+"@"+d1, fps...)
 			if len(fps) == 0 {
 				e.v.sign(img+"@"+d1, e.fpC)
