@@ -556,9 +556,9 @@ spec:
 		}
 	}
 
-	sameNames := `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: p}
+	// Policy p rule r, alike but for kind, namespace and key.
+	policyPR := func(kindAndMetadata, key string) string {
+		return "apiVersion: kyverno.io/v1\n" + kindAndMetadata + `
 spec:
   validationFailureAction: Enforce
   rules:
@@ -566,20 +566,11 @@ spec:
     match: {any: [{resources: {kinds: [Pod]}}]}
     verifyImages:
     - imageReferences: ["registry.example.com/*"]
-      attestors: [{entries: [{keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}}]}]
----
-apiVersion: kyverno.io/v1
-kind: Policy
-metadata: {name: p, namespace: ns1}
-spec:
-  validationFailureAction: Enforce
-  rules:
-  - name: r
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-    - imageReferences: ["registry.example.com/*"]
-      attestors: [{entries: [{keys: {publicKeys: KEYB, rekor: {ignoreTlog: true}}}]}]
+      attestors: [{entries: [{keys: {publicKeys: ` + key + `, rekor: {ignoreTlog: true}}}]}]
 `
+	}
+	sameNames := policyPR("kind: ClusterPolicy\nmetadata: {name: p}", "KEYA") + "---\n" +
+		policyPR("kind: Policy\nmetadata: {name: p, namespace: ns1}", "KEYB")
 	eng := e.engine(sameNames)
 	if d := eng.Evaluate(context.Background(), Input{Image: repo + "@" + d, Namespace: "ns1"}); d.Allowed {
 		t.Fatalf("ns1's Policy needs key B, which never signed, but the image was allowed: %+v", d.Rules)
@@ -594,33 +585,16 @@ func TestKyvernoGeneratedRuleNamesUnique(t *testing.T) {
       mutateDigest: false
       attestors: [{entries: [{keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}}]}]
 `
-	doc := `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: p}
-spec:
-  rules:
-  - name: r
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry + entry + `  - name: r[0]
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry
+	// rule is a Pod rule with n verifyImages entries.
+	rule := func(name string, n int) string {
+		return "  - name: " + name + "\n    match: {any: [{resources: {kinds: [Pod]}}]}\n    verifyImages:\n" + strings.Repeat(entry, n)
+	}
+	const head = "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: p}\nspec:\n  rules:\n"
+	doc := head + rule("r", 2) + rule("r[0]", 1)
 	if _, err := loadString(t, e.expand(doc)); err == nil || !strings.Contains(err.Error(), `"r[0]"`) {
 		t.Fatalf("load = %v, want a refusal naming r[0]", err)
 	}
-	reversed := `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: p}
-spec:
-  rules:
-  - name: r[0]
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry + `  - name: r
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry + entry
+	reversed := head + rule("r[0]", 1) + rule("r", 2)
 	if _, err := loadString(t, e.expand(reversed)); err == nil || !strings.Contains(err.Error(), "collides") {
 		t.Fatalf("load = %v, want a refusal naming the collision", err)
 	}
