@@ -95,6 +95,14 @@ func TestEvaluate(t *testing.T) {
 		digest                       string
 		verifies                     int32
 	}
+	// prodOnly verifies (key C) in prod-* namespaces only.
+	const prodOnly = `  - name: prod
+    images: ["registry.example.com/*"]
+    namespaces: ["prod-*"]
+    attestors:
+      entries:
+      - key: {data: KEYC}
+`
 	cases := []struct {
 		name string
 		doc  string
@@ -138,20 +146,8 @@ func TestEvaluate(t *testing.T) {
       - key: {data: KEYA}
       - key: {data: KEYC}
 `), Input{Image: img, Digest: dSigned}, want{policy: "p", rule: "all", reason: "2 of keys", digest: dSigned, verifies: 1}},
-		{"namespace excluded from rule", native("", `  - name: prod
-    images: ["registry.example.com/*"]
-    namespaces: ["prod-*"]
-    attestors:
-      entries:
-      - key: {data: KEYC}
-`), Input{Image: img, Digest: dSigned, Namespace: "dev"}, want{policy: "p", reason: "in namespace dev", digest: dSigned}},
-		{"namespace included in rule", native("", `  - name: prod
-    images: ["registry.example.com/*"]
-    namespaces: ["prod-*"]
-    attestors:
-      entries:
-      - key: {data: KEYC}
-`), Input{Image: img, Digest: dSigned, Namespace: "prod-1"}, want{policy: "p", rule: "prod", reason: "0 of 1 required keys", digest: dSigned, verifies: 1}},
+		{"namespace excluded from rule", native("", prodOnly), Input{Image: img, Digest: dSigned, Namespace: "dev"}, want{policy: "p", reason: "in namespace dev", digest: dSigned}},
+		{"namespace included in rule", native("", prodOnly), Input{Image: img, Digest: dSigned, Namespace: "prod-1"}, want{policy: "p", rule: "prod", reason: "0 of 1 required keys", digest: dSigned, verifies: 1}},
 		{"excluded image unmatched", native("", `  - name: team
     images: ["registry.example.com/*"]
     excludeImages: ["registry.example.com/team/*"]
