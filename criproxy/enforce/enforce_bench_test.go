@@ -2,19 +2,14 @@ package enforce
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/criguard/criguard/internal/fixtureregistry"
-	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )
 
@@ -24,27 +19,7 @@ import (
 // decision log line (JSON, discarded) and metrics. It is what criguard adds on
 // top of the one ImageStatus call it makes to containerd (target <= 50 µs).
 func BenchmarkEnforcerCreateContainerCached(b *testing.B) {
-	reg := fixtureregistry.Serve(b, true, nil)
-	b.Setenv("DOCKER_CONFIG", b.TempDir())
-	pol := filepath.Join(b.TempDir(), "policy.yaml")
-	if err := os.WriteFile(pol, []byte(fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
-kind: ImagePolicy
-metadata: {name: node}
-spec:
-  rules:
-  - name: signed
-    images: ["%s/demo/*"]
-    attestors:
-      entries:
-      - key: {file: %s}
-`, reg.Host, reg.Key("a"))), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	store, err := policy.NewStore(pol, policy.StoreOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	engine := policy.NewEngine(store, cosign.New(cosign.Options{}), policy.EngineOptions{})
+	reg, engine := fixtureEngine(b)
 	ctx := context.Background()
 	ref := reg.Ref("demo/signed-bundle", "1.0")
 	d := engine.Evaluate(ctx, policy.Input{Image: ref})

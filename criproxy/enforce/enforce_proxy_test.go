@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/internal/crirecord"
 	"github.com/criguard/criguard/internal/fixtureregistry"
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
@@ -29,32 +29,12 @@ import (
 // verifier about images in a registry of cosign-signed fixtures, and forwards to
 // a fake runtime. What the client sees is what kubelet would.
 func TestEnforcerThroughProxy(t *testing.T) {
-	reg := fixtureregistry.Serve(t, true, nil)
-	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	pol := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := os.WriteFile(pol, []byte(fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
-kind: ImagePolicy
-metadata: {name: node}
-spec:
-  unmatchedImages: Deny
-  rules:
-  - name: signed-by-a
-    images: ["%s/demo/*"]
-    attestors:
-      entries:
-      - key: {file: %s}
-`, reg.Host, reg.Key("a"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store, err := policy.NewStore(pol, policy.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, engine := fixtureEngine(t)
 	images := &fakeImages{images: map[string]*runtimeapi.Image{}}
 	tagger := &fakeTagger{}
 	metrics := NewMetrics(prometheus.NewRegistry())
 	enf, err := New(Options{
-		Judge: policy.NewEngine(store, cosign.New(cosign.Options{}), policy.EngineOptions{}), Images: images, Sandboxes: &fakeSandboxes{}, Tagger: tagger, Metrics: metrics,
+		Judge: engine, Images: images, Sandboxes: &fakeSandboxes{}, Tagger: tagger, Metrics: metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +47,7 @@ spec:
 	if err != nil {
 		t.Fatalf("pull of a signed image: %v", err)
 	}
-	pulled := env.up.lastPull().GetImage().GetImage()
+	pulled := env.up.LastPull().GetImage().GetImage()
 	wantPulled := reg.Host + "/demo/signed-bundle@sha256:"
 	if !strings.HasPrefix(pulled, wantPulled) || resp.GetImageRef() != "ref-of-"+pulled {
 		t.Fatalf("runtime pulled %q (want %s...), client got image_ref %q", pulled, wantPulled, resp.GetImageRef())
@@ -78,14 +58,14 @@ spec:
 	}
 
 	for _, repo := range []string{"demo/unsigned", "demo/wrong-key", "demo/moved", "demo/replayed"} {
-		before := env.up.pullCount()
+		before := env.up.PullCount()
 		_, err := env.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: reg.Ref(repo, "1.0")},
 			SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns"}}})
 		st := status.Convert(err)
 		if st.Code() != codes.Unknown || !strings.HasPrefix(st.Message(), forward.DeniedPrefix) || !strings.Contains(st.Message(), "rule signed-by-a") {
 			t.Errorf("pull of %s: %v, want Unknown %q... naming the rule", repo, err, forward.DeniedPrefix)
 		}
-		if env.up.pullCount() != before {
+		if env.up.PullCount() != before {
 			t.Errorf("pull of %s reached the runtime", repo)
 		}
 	}
@@ -117,7 +97,7 @@ spec:
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.HasPrefix(st.Message(), forward.DeniedPrefix) || !strings.Contains(st.Message(), unsignedDg) {
 		t.Errorf("create of a side-loaded unsigned image: %v", err)
 	}
-	if c := env.up.lastCreate(); c == nil || c.GetConfig().GetImage().GetImage() != id {
+	if c := env.up.LastCreate(); c == nil || c.GetConfig().GetImage().GetImage() != id {
 		t.Errorf("runtime saw create %v, want only the verified one", c)
 	}
 }
@@ -127,15 +107,11 @@ spec:
 type recordingRuntime struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
-	mu      sync.Mutex
-	pulls   []*runtimeapi.PullImageRequest
-	creates []*runtimeapi.CreateContainerRequest
+	crirecord.Calls
 }
 
 func (f *recordingRuntime) PullImage(_ context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.pulls = append(f.pulls, req)
+	f.AddPull(req)
 	return &runtimeapi.PullImageResponse{ImageRef: "ref-of-" + req.GetImage().GetImage()}, nil
 }
 
@@ -144,34 +120,8 @@ func (f *recordingRuntime) RunPodSandbox(_ context.Context, req *runtimeapi.RunP
 }
 
 func (f *recordingRuntime) CreateContainer(_ context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.creates = append(f.creates, req)
+	f.AddCreate(req)
 	return &runtimeapi.CreateContainerResponse{ContainerId: "ctr"}, nil
-}
-
-func (f *recordingRuntime) lastPull() *runtimeapi.PullImageRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.pulls) == 0 {
-		return nil
-	}
-	return f.pulls[len(f.pulls)-1]
-}
-
-func (f *recordingRuntime) pullCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.pulls)
-}
-
-func (f *recordingRuntime) lastCreate() *runtimeapi.CreateContainerRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.creates) == 0 {
-		return nil
-	}
-	return f.creates[len(f.creates)-1]
 }
 
 type proxyEnv struct {
@@ -229,4 +179,34 @@ func startProxy(t *testing.T, g forward.Guard) *proxyEnv {
 	env.img = runtimeapi.NewImageServiceClient(client)
 	env.rt = runtimeapi.NewRuntimeServiceClient(client)
 	return env
+}
+
+// fixtureEngine serves the cosign-signed fixtures and returns the registry
+// and the real policy engine and verifier under a node policy: images under
+// demo/ need a signature by fixture key a (rule signed-by-a), any other
+// image is denied.
+func fixtureEngine(tb testing.TB) (*fixtureregistry.Registry, *policy.Engine) {
+	tb.Helper()
+	reg := fixtureregistry.Serve(tb, true, nil)
+	tb.Setenv("DOCKER_CONFIG", tb.TempDir())
+	pol := filepath.Join(tb.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte(fmt.Sprintf(`apiVersion: criguard.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: node}
+spec:
+  unmatchedImages: Deny
+  rules:
+  - name: signed-by-a
+    images: ["%s/demo/*"]
+    attestors:
+      entries:
+      - key: {file: %s}
+`, reg.Host, reg.Key("a"))), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	store, err := policy.NewStore(pol, policy.StoreOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return reg, policy.NewEngine(store, cosign.New(cosign.Options{}), policy.EngineOptions{})
 }

@@ -18,14 +18,7 @@ import (
 // 1.15x bare-direct. The real-containerd figures come from the e2e benchmark.
 func BenchmarkHop(b *testing.B) {
 	e := startProxy(b, Options{}, true)
-	bareSock := filepath.Join(e.dir, "bare.sock")
-	lis, err := net.Listen("unix", bareSock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	bare := NewBareForwarder(e.upConn)
-	go bare.Serve(lis)
-	b.Cleanup(bare.Stop)
+	bare := startBare(b, e)
 	guarded := startProxy(b, Options{Guard: funcGuard{
 		pull: func(ctx context.Context, r *runtimeapi.PullImageRequest, next PullFunc) (*runtimeapi.PullImageResponse, error) {
 			return next(ctx, r)
@@ -37,7 +30,7 @@ func BenchmarkHop(b *testing.B) {
 		conn *grpc.ClientConn
 	}{
 		{"direct", e.direct},
-		{"bare", clientConn(b, bareSock)},
+		{"bare", bare},
 		{"criguard", e.proxy},
 	}
 	ctx := context.Background()
@@ -87,23 +80,31 @@ func BenchmarkHop(b *testing.B) {
 	}
 }
 
-// BenchmarkHopInterleaved makes each Version call on direct, bare and criguard in
-// turn, so the three share the same machine noise (these machines are shared),
-// and reports each path's median latency and criguard's added latency over the
-// bare forwarder's (target <= 1.15).
-func BenchmarkHopInterleaved(b *testing.B) {
-	e := startProxy(b, Options{}, true)
-	bareSock := filepath.Join(e.dir, "bare.sock")
-	lis, err := net.Listen("unix", bareSock)
+// startBare serves the bare forwarder (no decoding, no Guard) in front of e's
+// upstream connection until the benchmark ends, and returns a client of it.
+func startBare(b *testing.B, e *proxyEnv) *grpc.ClientConn {
+	b.Helper()
+	sock := filepath.Join(e.dir, "bare.sock")
+	lis, err := net.Listen("unix", sock)
 	if err != nil {
 		b.Fatal(err)
 	}
 	bare := NewBareForwarder(e.upConn)
 	go bare.Serve(lis)
 	b.Cleanup(bare.Stop)
+	return clientConn(b, sock)
+}
+
+// BenchmarkHopInterleaved makes each Version call on direct, bare and criguard in
+// turn, so the three share the same machine noise (these machines are shared),
+// and reports each path's median latency and criguard's added latency over the
+// bare forwarder's (target <= 1.15).
+func BenchmarkHopInterleaved(b *testing.B) {
+	e := startProxy(b, Options{}, true)
+	bare := startBare(b, e)
 	clients := []runtimeapi.RuntimeServiceClient{
 		runtimeapi.NewRuntimeServiceClient(e.direct),
-		runtimeapi.NewRuntimeServiceClient(clientConn(b, bareSock)),
+		runtimeapi.NewRuntimeServiceClient(bare),
 		runtimeapi.NewRuntimeServiceClient(e.proxy),
 	}
 	ctx := context.Background()

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/criguard/criguard/internal/crirecord"
 )
 
 // fakeRuntime is an in-process upstream: parts of CRI v1, plus services and
@@ -28,10 +30,10 @@ type fakeRuntime struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
+	crirecord.Calls // PullImage and CreateContainer requests
+
 	mu         sync.Mutex
 	lastMD     metadata.MD
-	pulls      []*runtimeapi.PullImageRequest
-	creates    []*runtimeapi.CreateContainerRequest
 	deadline   time.Time
 	hasDL      bool
 	calls      int        // every call that reached the fake
@@ -146,9 +148,7 @@ func (f *fakeRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, ss grpc
 
 func (f *fakeRuntime) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	f.record(ctx)
-	f.mu.Lock()
-	f.pulls = append(f.pulls, req)
-	f.mu.Unlock()
+	f.AddPull(req)
 	_ = grpc.SetTrailer(ctx, metadata.Pairs("x-up-trailer", "pulled"))
 	if req.GetImage().GetImage() == "fail.example/x" {
 		return nil, status.Error(codes.NotFound, "registry says no")
@@ -163,34 +163,8 @@ func (f *fakeRuntime) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodS
 
 func (f *fakeRuntime) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	f.record(ctx)
-	f.mu.Lock()
-	f.creates = append(f.creates, req)
-	f.mu.Unlock()
+	f.AddCreate(req)
 	return &runtimeapi.CreateContainerResponse{ContainerId: "ctr-" + req.GetConfig().GetImage().GetImage()}, nil
-}
-
-func (f *fakeRuntime) lastPull() *runtimeapi.PullImageRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.pulls) == 0 {
-		return nil
-	}
-	return f.pulls[len(f.pulls)-1]
-}
-
-func (f *fakeRuntime) pullCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.pulls)
-}
-
-func (f *fakeRuntime) lastCreate() *runtimeapi.CreateContainerRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.creates) == 0 {
-		return nil
-	}
-	return f.creates[len(f.creates)-1]
 }
 
 func (f *fakeRuntime) md() metadata.MD {
@@ -241,9 +215,7 @@ func otherServiceDescs(f *fakeRuntime) []*grpc.ServiceDesc {
 			HandlerType: (*any)(nil),
 			Streams: []grpc.StreamDesc{{StreamName: "PullImage", ServerStreams: true, ClientStreams: true,
 				Handler: func(_ any, ss grpc.ServerStream) error {
-					f.mu.Lock()
-					f.pulls = append(f.pulls, &runtimeapi.PullImageRequest{})
-					f.mu.Unlock()
+					f.AddPull(&runtimeapi.PullImageRequest{})
 					return f.rawEcho(ss)
 				}}},
 		})

@@ -420,7 +420,7 @@ func TestGuardPanicRefusesTheCall(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.Internal || !strings.HasPrefix(st.Message(), DeniedPrefix) {
 		t.Fatalf("panicking guard: %v, want Internal with %q", err, DeniedPrefix)
 	}
-	if e.fake.pullCount() != 0 {
+	if e.fake.PullCount() != 0 {
 		t.Error("the refused pull reached the runtime")
 	}
 	if _, err := e.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg.example/app:1"}}); err != nil {
@@ -510,7 +510,7 @@ func TestGuard(t *testing.T) {
 			if status.Code(err) != tc.wantCode || (tc.wantMsg != "" && !strings.Contains(status.Convert(err).Message(), tc.wantMsg)) {
 				t.Fatalf("PullImage: %v; want %v containing %q", err, tc.wantCode, tc.wantMsg)
 			}
-			up := e.fake.lastPull()
+			up := e.fake.LastPull()
 			switch {
 			case tc.wantUpImage == "" && up != nil:
 				t.Errorf("runtime saw a pull of %q", up.GetImage().GetImage())
@@ -535,8 +535,8 @@ func TestGuard(t *testing.T) {
 				t.Fatalf("CreateContainer: %v", err)
 			}
 			if refused {
-				if status.Code(err) != codes.FailedPrecondition || e.fake.lastCreate() != nil {
-					t.Errorf("CreateContainer: %v, runtime saw %v", err, e.fake.lastCreate())
+				if status.Code(err) != codes.FailedPrecondition || e.fake.LastCreate() != nil {
+					t.Errorf("CreateContainer: %v, runtime saw %v", err, e.fake.LastCreate())
 				}
 				return
 			}
@@ -544,7 +544,7 @@ func TestGuard(t *testing.T) {
 			if tc.name == "rewrite" {
 				want = digestRef
 			}
-			if got := e.fake.lastCreate().GetConfig().GetImage().GetImage(); got != want || cresp.GetContainerId() != "ctr-"+want {
+			if got := e.fake.LastCreate().GetConfig().GetImage().GetImage(); got != want || cresp.GetContainerId() != "ctr-"+want {
 				t.Errorf("runtime created from %q (id %q), want %q", got, cresp.GetContainerId(), want)
 			}
 		})

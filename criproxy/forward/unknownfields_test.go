@@ -95,7 +95,7 @@ func TestUnknownFieldRefused(t *testing.T) {
 		!strings.Contains(err.Error(), "image.#31") {
 		t.Errorf("PullImage with an unknown field: %v; want Unknown, %q..., naming image.#31", err, DeniedPrefix)
 	}
-	if up := e.fake.lastPull(); up != nil {
+	if up := e.fake.LastPull(); up != nil {
 		t.Errorf("runtime saw the pull: %v", up)
 	}
 
@@ -105,7 +105,7 @@ func TestUnknownFieldRefused(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), DeniedPrefix) || !strings.Contains(err.Error(), "config.#555") {
 		t.Errorf("CreateContainer with an unknown field: %v; want PermissionDenied naming config.#555", err)
 	}
-	if up := e.fake.lastCreate(); up != nil {
+	if up := e.fake.LastCreate(); up != nil {
 		t.Errorf("runtime saw the create: %v", up)
 	}
 
@@ -125,7 +125,7 @@ func TestUnknownFieldRefused(t *testing.T) {
 	if _, err := plain.img().PullImage(ctx, &runtimeapi.PullImageRequest{Image: spec2}); err != nil {
 		t.Errorf("pass-through PullImage with an unknown field: %v", err)
 	}
-	if got := UnknownField(plain.fake.lastPull()); got != "image.#31" {
+	if got := UnknownField(plain.fake.LastPull()); got != "image.#31" {
 		t.Errorf("pass-through runtime saw unknown field %q, want image.#31 kept", got)
 	}
 }

@@ -83,42 +83,39 @@ func functionTable(now func() time.Time) ([]jmespath.FunctionEntry, map[string]b
 	return all, names
 }
 
-// args reads argument i as a string; the library has checked the types, but
-// a handler never panics on a surprise.
-func argString(args []any, i int) (string, error) {
+// argOf reads argument i as a T (kind names T in the error); the library
+// has checked the types, but a handler never panics on a surprise.
+func argOf[T any](args []any, i int, kind string) (T, error) {
+	var zero T
 	if i >= len(args) {
-		return "", fmt.Errorf("argument %d is missing", i+1)
+		return zero, fmt.Errorf("argument %d is missing", i+1)
 	}
-	s, ok := args[i].(string)
+	v, ok := args[i].(T)
 	if !ok {
-		return "", fmt.Errorf("argument %d is %T, not a string", i+1, args[i])
+		return zero, fmt.Errorf("argument %d is %T, not %s", i+1, args[i], kind)
 	}
-	return s, nil
+	return v, nil
 }
 
-// argStrings reads the first n arguments as strings.
-func argStrings(args []any, n int) ([]string, error) {
-	out := make([]string, n)
+func argString(args []any, i int) (string, error) { return argOf[string](args, i, "a string") }
+
+func argNumber(args []any, i int) (float64, error) { return argOf[float64](args, i, "a number") }
+
+// firstN reads the first n arguments with read.
+func firstN[T any](args []any, n int, read func([]any, int) (T, error)) ([]T, error) {
+	out := make([]T, n)
 	for i := range out {
-		s, err := argString(args, i)
+		v, err := read(args, i)
 		if err != nil {
 			return nil, err
 		}
-		out[i] = s
+		out[i] = v
 	}
 	return out, nil
 }
 
-func argNumber(args []any, i int) (float64, error) {
-	if i >= len(args) {
-		return 0, fmt.Errorf("argument %d is missing", i+1)
-	}
-	n, ok := args[i].(float64)
-	if !ok {
-		return 0, fmt.Errorf("argument %d is %T, not a number", i+1, args[i])
-	}
-	return n, nil
-}
+// argStrings reads the first n arguments as strings.
+func argStrings(args []any, n int) ([]string, error) { return firstN(args, n, argString) }
 
 // argText is Kyverno's ifaceToString: a string, or a number written with
 // float32 precision (as Kyverno does), or a boolean.
@@ -218,24 +215,32 @@ func jpReplaceAll(args []any) (any, error) {
 // regexReplace is regex_replace_all (with $1 expansion) or its _literal form.
 func regexReplace(literal bool) jmespath.JpFunction {
 	return func(args []any) (any, error) {
-		expr, err := argString(args, 0)
+		re, texts, err := regexArgs(args, 2)
 		if err != nil {
 			return nil, err
 		}
-		src, err := argText(args, 1)
-		if err != nil {
-			return nil, err
-		}
-		repl, err := argText(args, 2)
-		if err != nil {
-			return nil, err
-		}
-		re, err := regexp.Compile(expr)
-		if err != nil {
-			return nil, err
-		}
-		return replaceBounded(re, src, repl, literal)
+		return replaceBounded(re, texts[0], texts[1], literal)
 	}
+}
+
+// regexArgs reads a regex function's pattern (argument 1, a string) and the n
+// texts after it (strings or numbers, see argText), then compiles the pattern.
+func regexArgs(args []any, n int) (*regexp.Regexp, []string, error) {
+	expr, err := argString(args, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	texts := make([]string, n)
+	for i := range texts {
+		if texts[i], err = argText(args, i+1); err != nil {
+			return nil, nil, err
+		}
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return re, texts, nil
 }
 
 // replaceBounded is regexp's ReplaceAllString (or ReplaceAllLiteralString),
@@ -265,15 +270,11 @@ func replaceBounded(re *regexp.Regexp, src, repl string, literal bool) (string, 
 
 // jpRegexMatch: regex_match(regex, string or number), unanchored (Go RE2).
 func jpRegexMatch(args []any) (any, error) {
-	expr, err := argString(args, 0)
+	re, texts, err := regexArgs(args, 1)
 	if err != nil {
 		return nil, err
 	}
-	src, err := argText(args, 1)
-	if err != nil {
-		return nil, err
-	}
-	return regexp.MatchString(expr, src)
+	return re.MatchString(texts[0]), nil
 }
 
 func jpToBoolean(s string) (any, error) {

@@ -10,20 +10,22 @@ import (
 // Kyverno's time functions: times are RFC 3339 strings, durations Go
 // duration strings, results RFC 3339 strings (or Go duration strings).
 
-func argTime(args []any, i int) (time.Time, error) {
+// parsedArg reads argument i as a string and parses it.
+func parsedArg[T any](args []any, i int, parse func(string) (T, error)) (T, error) {
 	s, err := argString(args, i)
 	if err != nil {
-		return time.Time{}, err
+		var zero T
+		return zero, err
 	}
-	return time.Parse(time.RFC3339, s)
+	return parse(s)
+}
+
+func argTime(args []any, i int) (time.Time, error) {
+	return parsedArg(args, i, func(s string) (time.Time, error) { return time.Parse(time.RFC3339, s) })
 }
 
 func argDuration(args []any, i int) (time.Duration, error) {
-	s, err := argString(args, i)
-	if err != nil {
-		return 0, err
-	}
-	return time.ParseDuration(s)
+	return parsedArg(args, i, time.ParseDuration)
 }
 
 // timeSince is time_since(layout, start, end): end - start as a Go duration
@@ -53,17 +55,7 @@ func timeSince(now func() time.Time) jmespath.JpFunction {
 }
 
 // argTimes reads the first n arguments as RFC 3339 times.
-func argTimes(args []any, n int) ([]time.Time, error) {
-	out := make([]time.Time, n)
-	for i := range out {
-		t, err := argTime(args, i)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = t
-	}
-	return out, nil
-}
+func argTimes(args []any, n int) ([]time.Time, error) { return firstN(args, n, argTime) }
 
 // timesFn is a function of n times.
 func timesFn(n int, f func(t []time.Time) any) jmespath.JpFunction {

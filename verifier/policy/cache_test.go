@@ -27,6 +27,24 @@ func eval(eng *Engine, image, ns string) Decision {
 	return eng.Evaluate(context.Background(), Input{Image: image, Namespace: ns})
 }
 
+// evalConcurrently starts n evaluations at once, the i-th of image(i); wait
+// returns their decisions once every one has ended.
+func evalConcurrently(eng *Engine, n int, image func(i int) string) (wait func() []Decision) {
+	results := make([]Decision, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = eval(eng, image(i), "")
+		}()
+	}
+	return func() []Decision {
+		wg.Wait()
+		return results
+	}
+}
+
 func TestCacheAllowTTL(t *testing.T) {
 	e, eng := cacheEnv(t, "  cache: {ttl: 1m}\n")
 	img := cacheRepo + "@" + digestOf('1')
@@ -203,18 +221,10 @@ func TestSingleflight(t *testing.T) {
 	waiting.Add(n)
 	eng.waitHook = waiting.Done
 	img := cacheRepo + "@" + digestOf('1')
-	results := make([]Decision, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = eval(eng, img, "")
-		}()
-	}
+	wait := evalConcurrently(eng, n, func(int) string { return img })
 	waiting.Wait() // every caller has joined the flight
 	close(e.v.gate)
-	wg.Wait()
+	results := wait()
 	if got := e.v.verifies.Load(); got != 1 {
 		t.Fatalf("%d concurrent identical evaluations made %d verify calls, want 1", n, got)
 	}
@@ -326,15 +336,7 @@ func TestMaxConcurrentVerifications(t *testing.T) {
 	eng := NewEngine(NewStaticStore(mustLoad(t, e.expand(native("", verifyA)))), e.v, EngineOptions{Clock: e.now, MaxConcurrentVerifications: limit, MaxVerificationsPerRegistry: limit})
 	e.v.gate = make(chan struct{})
 	e.v.entered = make(chan struct{}, n)
-	results := make([]Decision, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = eval(eng, cacheRepo+"@"+digestOf(byte('a'+i)), "")
-		}()
-	}
+	wait := evalConcurrently(eng, n, func(i int) string { return cacheRepo + "@" + digestOf(byte('a'+i)) })
 	for range limit {
 		<-e.v.entered
 	}
@@ -345,7 +347,7 @@ func TestMaxConcurrentVerifications(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 	close(e.v.gate)
-	wg.Wait()
+	results := wait()
 	if got := e.v.verifies.Load(); got != n {
 		t.Fatalf("verify calls = %d, want %d", got, n)
 	}
@@ -424,20 +426,7 @@ func TestCacheKyvernoRegistryErrorNotCached(t *testing.T) {
 	dg := digestOf('5')
 	e.v.sign("ghcr.io/team/app@"+dg, e.fpA)
 	e.v.private[dg] = "alice"
-	eng := e.engine(`apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: k}
-spec:
-  validationFailureAction: Enforce
-  rules:
-  - name: r
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-    - imageReferences: ["ghcr.io/*"]
-      attestors:
-      - entries:
-        - keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}
-`)
+	eng := e.engine(enforceDoc(`{any: [{resources: {kinds: [Pod]}}]}`, ""))
 	in := Input{Image: "ghcr.io/team/app@" + dg, Namespace: "b"}
 	for i := range 2 {
 		if d := eng.Evaluate(context.Background(), in); d.Allowed || d.Cached || !strings.Contains(d.Reason, "401") {

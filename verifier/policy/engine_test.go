@@ -46,6 +46,22 @@ func (e *env) advance(d time.Duration) {
 	e.current = e.current.Add(d)
 }
 
+// fingerprints are those of the keys named by letter (A, B, C), for
+// fakeVerifier.sign.
+func (e *env) fingerprints(letters []string) []string {
+	e.t.Helper()
+	byLetter := map[string]string{"A": e.fpA, "B": e.fpB, "C": e.fpC}
+	var fps []string
+	for _, l := range letters {
+		fp, ok := byLetter[l]
+		if !ok {
+			e.t.Fatalf("no key %q in the test world (A, B, C)", l)
+		}
+		fps = append(fps, fp)
+	}
+	return fps
+}
+
 // expand replaces KEYA/KEYB/KEYC with quoted PEM keys.
 func (e *env) expand(doc string) string {
 	return strings.NewReplacer("KEYA", strconv.Quote(e.keyA), "KEYB", strconv.Quote(e.keyB), "KEYC", strconv.Quote(e.keyC)).Replace(doc)
@@ -79,6 +95,14 @@ func TestEvaluate(t *testing.T) {
 		digest                       string
 		verifies                     int32
 	}
+	// prodOnly verifies (key C) in prod-* namespaces only.
+	const prodOnly = `  - name: prod
+    images: ["registry.example.com/*"]
+    namespaces: ["prod-*"]
+    attestors:
+      entries:
+      - key: {data: KEYC}
+`
 	cases := []struct {
 		name string
 		doc  string
@@ -122,20 +146,8 @@ func TestEvaluate(t *testing.T) {
       - key: {data: KEYA}
       - key: {data: KEYC}
 `), Input{Image: img, Digest: dSigned}, want{policy: "p", rule: "all", reason: "2 of keys", digest: dSigned, verifies: 1}},
-		{"namespace excluded from rule", native("", `  - name: prod
-    images: ["registry.example.com/*"]
-    namespaces: ["prod-*"]
-    attestors:
-      entries:
-      - key: {data: KEYC}
-`), Input{Image: img, Digest: dSigned, Namespace: "dev"}, want{policy: "p", reason: "in namespace dev", digest: dSigned}},
-		{"namespace included in rule", native("", `  - name: prod
-    images: ["registry.example.com/*"]
-    namespaces: ["prod-*"]
-    attestors:
-      entries:
-      - key: {data: KEYC}
-`), Input{Image: img, Digest: dSigned, Namespace: "prod-1"}, want{policy: "p", rule: "prod", reason: "0 of 1 required keys", digest: dSigned, verifies: 1}},
+		{"namespace excluded from rule", native("", prodOnly), Input{Image: img, Digest: dSigned, Namespace: "dev"}, want{policy: "p", reason: "in namespace dev", digest: dSigned}},
+		{"namespace included in rule", native("", prodOnly), Input{Image: img, Digest: dSigned, Namespace: "prod-1"}, want{policy: "p", rule: "prod", reason: "0 of 1 required keys", digest: dSigned, verifies: 1}},
 		{"excluded image unmatched", native("", `  - name: team
     images: ["registry.example.com/*"]
     excludeImages: ["registry.example.com/team/*"]
@@ -227,10 +239,7 @@ spec:
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			var fps []string
-			for _, s := range tc.signers {
-				fps = append(fps, map[string]string{"A": e.fpA, "B": e.fpB}[s])
-			}
+			fps := e.fingerprints(tc.signers)
 			e.v.sign(img+"@"+d1, fps...)
 			if len(fps) == 0 {
 				e.v.sign(img+"@"+d1, e.fpC)
@@ -543,9 +552,9 @@ spec:
 		}
 	}
 
-	sameNames := `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: p}
+	// Policy p rule r, alike but for kind, namespace and key.
+	policyPR := func(kindAndMetadata, key string) string {
+		return "apiVersion: kyverno.io/v1\n" + kindAndMetadata + `
 spec:
   validationFailureAction: Enforce
   rules:
@@ -553,20 +562,11 @@ spec:
     match: {any: [{resources: {kinds: [Pod]}}]}
     verifyImages:
     - imageReferences: ["registry.example.com/*"]
-      attestors: [{entries: [{keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}}]}]
----
-apiVersion: kyverno.io/v1
-kind: Policy
-metadata: {name: p, namespace: ns1}
-spec:
-  validationFailureAction: Enforce
-  rules:
-  - name: r
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-    - imageReferences: ["registry.example.com/*"]
-      attestors: [{entries: [{keys: {publicKeys: KEYB, rekor: {ignoreTlog: true}}}]}]
+      attestors: [{entries: [{keys: {publicKeys: ` + key + `, rekor: {ignoreTlog: true}}}]}]
 `
+	}
+	sameNames := policyPR("kind: ClusterPolicy\nmetadata: {name: p}", "KEYA") + "---\n" +
+		policyPR("kind: Policy\nmetadata: {name: p, namespace: ns1}", "KEYB")
 	eng := e.engine(sameNames)
 	if d := eng.Evaluate(context.Background(), Input{Image: repo + "@" + d, Namespace: "ns1"}); d.Allowed {
 		t.Fatalf("ns1's Policy needs key B, which never signed, but the image was allowed: %+v", d.Rules)
@@ -581,33 +581,16 @@ func TestKyvernoGeneratedRuleNamesUnique(t *testing.T) {
       mutateDigest: false
       attestors: [{entries: [{keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}}]}]
 `
-	doc := `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: p}
-spec:
-  rules:
-  - name: r
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry + entry + `  - name: r[0]
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry
+	// rule is a Pod rule with n verifyImages entries.
+	rule := func(name string, n int) string {
+		return "  - name: " + name + "\n    match: {any: [{resources: {kinds: [Pod]}}]}\n    verifyImages:\n" + strings.Repeat(entry, n)
+	}
+	const head = "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: p}\nspec:\n  rules:\n"
+	doc := head + rule("r", 2) + rule("r[0]", 1)
 	if _, err := loadString(t, e.expand(doc)); err == nil || !strings.Contains(err.Error(), `"r[0]"`) {
 		t.Fatalf("load = %v, want a refusal naming r[0]", err)
 	}
-	reversed := `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: p}
-spec:
-  rules:
-  - name: r[0]
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry + `  - name: r
-    match: {any: [{resources: {kinds: [Pod]}}]}
-    verifyImages:
-` + entry + entry
+	reversed := head + rule("r[0]", 1) + rule("r", 2)
 	if _, err := loadString(t, e.expand(reversed)); err == nil || !strings.Contains(err.Error(), "collides") {
 		t.Fatalf("load = %v, want a refusal naming the collision", err)
 	}

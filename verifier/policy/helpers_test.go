@@ -196,4 +196,31 @@ func (f *fakeVerifier) Verify(ctx context.Context, req cosign.Request) (cosign.R
 	return res, nil
 }
 
+// kyvernoEnforce is an Enforce ClusterPolicy verifying ghcr.io/* with key A;
+// MATCH and EXCLUDE are replaced.
+const kyvernoEnforce = `apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata: {name: k}
+spec:
+  validationFailureAction: Enforce
+  rules:
+  - name: r
+    match: MATCH
+    exclude: EXCLUDE
+    verifyImages:
+    - imageReferences: ["ghcr.io/*"]
+      attestors:
+      - entries:
+        - keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}
+`
+
+// enforceDoc is kyvernoEnforce with its match and exclude ("": none).
+func enforceDoc(match, exclude string) string {
+	doc := strings.Replace(kyvernoEnforce, "MATCH", match, 1)
+	if exclude == "" {
+		return strings.Replace(doc, "    exclude: EXCLUDE\n", "", 1)
+	}
+	return strings.Replace(doc, "EXCLUDE", exclude, 1)
+}
+
 func digestOf(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }

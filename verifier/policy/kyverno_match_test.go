@@ -1,32 +1,14 @@
 package policy
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 )
 
 func TestKyvernoMatchVariants(t *testing.T) {
-	key := strconv.Quote(testKey(t))
-	doc := func(match, exclude string) string {
-		s := `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: k}
-spec:
-  validationFailureAction: Enforce
-  rules:
-  - name: r
-    match: ` + match + "\n"
-		if exclude != "" {
-			s += "    exclude: " + exclude + "\n"
-		}
-		return s + `    verifyImages:
-    - imageReferences: ["*"]
-      attestors:
-      - entries:
-        - keys: {publicKeys: ` + key + `, rekor: {ignoreTlog: true}}
-`
-	}
+	// The rule's namespaces are under test, not its images or key.
+	e := newEnv(t)
+	doc := func(match, exclude string) string { return e.expand(enforceDoc(match, exclude)) }
 	cases := []struct {
 		name    string
 		match   string

@@ -12,32 +12,6 @@ import (
 // namespaces is in TestKyvernoSemantics, UPDATE-only matches in
 // TestKyvernoMatchVariants.)
 
-// kyvernoEnforce is an Enforce ClusterPolicy verifying ghcr.io/* with key A;
-// MATCH and EXCLUDE are replaced.
-const kyvernoEnforce = `apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata: {name: k}
-spec:
-  validationFailureAction: Enforce
-  rules:
-  - name: r
-    match: MATCH
-    exclude: EXCLUDE
-    verifyImages:
-    - imageReferences: ["ghcr.io/*"]
-      attestors:
-      - entries:
-        - keys: {publicKeys: KEYA, rekor: {ignoreTlog: true}}
-`
-
-func enforceDoc(match, exclude string) string {
-	doc := strings.Replace(kyvernoEnforce, "MATCH", match, 1)
-	if exclude == "" {
-		return strings.Replace(doc, "    exclude: EXCLUDE\n", "", 1)
-	}
-	return strings.Replace(doc, "EXCLUDE", exclude, 1)
-}
-
 // TestKyvernoExcludeSubresourceOnly: pkg/utils/match/kind.go CheckKind
 // matches a kinds entry with a subresource only "if wildcard.Match(sub,
 // subresource)": excluding Pod/ephemeralcontainers excludes that subresource,

@@ -316,16 +316,13 @@ func TestLoadRefusals(t *testing.T) {
 		}, ent + ".keyless.roots", "PEM"},
 		{"kyverno certificates", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, ent, map[string]any{"certificates": map[string]any{"cert": "x"}})
-		}, ent + ".certificates", "not supported"},
+		}, ent + ".certificates", "certificate attestors (a fixed signing certificate and chain) are not supported"},
 		{"kyverno attestation without attestors", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, vi+".attestations", []any{map[string]any{"type": "https://slsa.dev/provenance/v1"}})
 		}, vi + ".attestations[0].attestors", "signed"},
 		{"kyverno attestation bad condition", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, vi+".attestations", []any{map[string]any{"type": "vuln", "conditions": []any{map[string]any{"all": []any{map[string]any{"key": "{{ a }}", "operator": "Matches", "value": 1}}}}}})
 		}, vi + ".attestations[0].conditions", "operator"},
-		{"kyverno certificates", func(t *testing.T) jsonDoc {
-			return kyvernoJSON(key).set(t, ent, map[string]any{"certificates": map[string]any{"cert": "x"}})
-		}, ent + ".certificates", "certificate"},
 		{"kyverno nested attestor", func(t *testing.T) jsonDoc {
 			return kyvernoJSON(key).set(t, ent, map[string]any{"attestor": map[string]any{"entries": []any{}}})
 		}, ent + ".attestor", "nested"},

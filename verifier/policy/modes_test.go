@@ -53,10 +53,7 @@ func TestAuditRuleDoesNotMakeImagesMatched(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			var fps []string
-			for _, s := range tt.signers {
-				fps = append(fps, map[string]string{"A": e.fpA, "B": e.fpB}[s])
-			}
+			fps := e.fingerprints(tt.signers)
 			d1 := digestOf('1')
 			e.v.sign(tt.image+"@"+d1, fps...)
 			eng := e.engine(native(tt.spec, verifyA) + kyvernoAuditAll)

@@ -95,14 +95,7 @@ func TestSlowRegistryDoesNotStarveOthers(t *testing.T) {
 	eng := NewEngine(NewStaticStore(set), e.v, EngineOptions{Clock: e.now, MaxConcurrentVerifications: 4, MaxVerificationsPerRegistry: 0})
 	e.v.gate, e.v.slowHost = make(chan struct{}), slow
 	e.v.entered = make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for i := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			eval(eng, slow+"/x@"+digestOf(byte('a'+i)), "")
-		}()
-	}
+	wait := evalConcurrently(eng, 6, func(i int) string { return slow + "/x@" + digestOf(byte('a'+i)) })
 	for range 2 { // the slow registry's share: half of 4
 		<-e.v.entered
 	}
@@ -113,7 +106,7 @@ func TestSlowRegistryDoesNotStarveOthers(t *testing.T) {
 		t.Fatalf("a verification for another registry was starved by a slow one: %s", d.Reason)
 	}
 	close(e.v.gate)
-	wg.Wait()
+	wait()
 }
 
 // TestSaturationUnderIgnoreIsCountedAndLogged: a verification that gets no

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sigstore/sigstore-go/pkg/root"
+
 	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/sigformat"
 	"github.com/criguard/criguard/verifier/trust"
@@ -100,11 +102,46 @@ func fixtureVerifier(t testing.TB) *Verifier {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := New(tr)
+	return verifierFor(t, tr)
+}
+
+// verifierFor is New(tm) or the test's end.
+func verifierFor(t testing.TB, tm root.TrustedMaterial) *Verifier {
+	t.Helper()
+	v, err := New(tm)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// verifyCase is one verification and the denial it must give.
+type verifyCase struct {
+	name   string
+	verify func() (*Result, error)
+	want   string // in the denial; "" means it must pass
+}
+
+// runVerifyCases runs each case as a subtest: an allowed case must verify, a
+// denied one must fail saying want (logged, to read the messages).
+func runVerifyCases(t *testing.T, cases []verifyCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := c.verify()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("denied: %v", err)
+			case c.want != "" && err == nil:
+				t.Fatalf("allowed (%+v), want a denial containing %q", r, c.want)
+			case c.want != "" && !strings.Contains(err.Error(), c.want):
+				t.Fatalf("denial %q\ndoes not say %q", err, c.want)
+			}
+			if err != nil {
+				t.Log(err)
+			}
+		})
+	}
 }
 
 func keyT(t testing.TB) *keys.Key {
