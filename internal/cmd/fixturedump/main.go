@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *host == "" || *dir == "" {
 			return fmt.Errorf("load needs -registry and -dir")
 		}
-		_, err := fixtureregistry.Load(context.Background(), *dir, "http://"+*host)
+		_, err := fixtureregistry.Load(ctx, *dir, "http://"+*host)
 		return err
 	case "tags":
 		dir := fs.String("dir", "", "fixture directory holding registry/tags.json")
