@@ -22,6 +22,7 @@ func hookMain(cmd string, args []string) int {
 	namespace := fs.String("namespace", os.Getenv("POD_NAMESPACE"), "the DaemonSet's namespace (default $POD_NAMESPACE)")
 	timeout := fs.Duration("timeout", 4*time.Minute, "give up (and fail the hook) after this long")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: the pod's service account)")
+	thenDelete := fs.Bool("then-delete", false, "wait-daemonset: once it is Ready everywhere, delete the DaemonSet and wait until its pods are gone")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -35,9 +36,9 @@ func hookMain(cmd string, args []string) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	if err := runHook(ctx, cmd, *kubeconfig, *namespace, name, logger); err != nil {
-		logger.Error(cmd+" failed: helm uninstall stops here and criguard keeps enforcing on the nodes not yet restored; "+
-			"see `kubectl -n "+*namespace+" describe daemonset "+name+"` and its pods' logs, then run helm uninstall again",
+	if err := runHook(ctx, cmd, *kubeconfig, *namespace, name, *thenDelete, logger); err != nil {
+		logger.Error(cmd+" failed, so helm uninstall stops here and the release stays. "+failureAdvice(cmd)+
+			" See `kubectl -n "+*namespace+" describe daemonset "+name+"` and its pods' logs; once fixed, run helm uninstall again.",
 			"daemonset", name, "err", err)
 		return 1
 	}
@@ -45,7 +46,15 @@ func hookMain(cmd string, args []string) int {
 	return 0
 }
 
-func runHook(ctx context.Context, cmd, kubeconfig, namespace, name string, logger *slog.Logger) error {
+// failureAdvice says what state a failed hook leaves the nodes in.
+func failureAdvice(cmd string) string {
+	if cmd == "remove-daemonset" {
+		return "The installer DaemonSet is being deleted (its remaining pods are named below); nothing was uninstalled yet, and criguard still enforces on every node."
+	}
+	return "The uninstall DaemonSet stays and goes on restoring the nodes named below; the others are back on containerd."
+}
+
+func runHook(ctx context.Context, cmd, kubeconfig, namespace, name string, thenDelete bool, logger *slog.Logger) error {
 	rc, err := restConfig(kubeconfig)
 	if err != nil {
 		return err
@@ -58,5 +67,8 @@ func runHook(ctx context.Context, cmd, kubeconfig, namespace, name string, logge
 	if cmd == "remove-daemonset" {
 		return h.Remove(ctx, name)
 	}
-	return h.WaitReady(ctx, name)
+	if err := h.WaitReady(ctx, name); err != nil || !thenDelete {
+		return err
+	}
+	return h.Remove(ctx, name)
 }

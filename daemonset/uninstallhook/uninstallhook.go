@@ -60,7 +60,9 @@ func (h Hook) Remove(ctx context.Context, name string) error {
 		if err != nil {
 			return false, "", err
 		}
-		return false, fmt.Sprintf("DaemonSet %s still has %d pods", name, ds.Status.CurrentNumberScheduled), nil
+		// Not the DaemonSet's status: its controller stops updating that
+		// once the DaemonSet is being deleted.
+		return false, fmt.Sprintf("DaemonSet %s is being deleted; pods left: %s", name, h.podsOf(ctx, ds, func(corev1.Pod) bool { return true })), nil
 	})
 }
 
@@ -75,7 +77,7 @@ func (h Hook) WaitReady(ctx context.Context, name string) error {
 			return false, "", fmt.Errorf("get DaemonSet %s: %w", name, err)
 		}
 		if done, progress := rolledOut(ds); !done {
-			return false, progress + h.notReady(ctx, ds), nil
+			return false, progress + "; not Ready: " + h.podsOf(ctx, ds, func(p corev1.Pod) bool { return !podReady(p) }), nil
 		}
 		return true, "", nil
 	})
@@ -94,30 +96,31 @@ func rolledOut(ds *appsv1.DaemonSet) (bool, string) {
 	return true, ""
 }
 
-// notReady names the nodes of ds whose pod is not Ready, for the operator.
-func (h Hook) notReady(ctx context.Context, ds *appsv1.DaemonSet) string {
+// podsOf names, for the operator, the pods of ds that pick selects and
+// their nodes; "none" when there are none, "unknown" when they cannot be listed.
+func (h Hook) podsOf(ctx context.Context, ds *appsv1.DaemonSet, pick func(corev1.Pod) bool) string {
 	if ds.Spec.Selector == nil {
-		return ""
+		return "unknown"
 	}
 	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
 	if err != nil {
-		return ""
+		return "unknown"
 	}
 	pods, err := h.Pods.List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
-		return ""
+		return "unknown (" + err.Error() + ")"
 	}
-	var nodes []string
+	var found []string
 	for _, p := range pods.Items {
-		if !podReady(p) {
-			nodes = append(nodes, fmt.Sprintf("%s (pod %s, %s)", p.Spec.NodeName, p.Name, p.Status.Phase))
+		if pick(p) {
+			found = append(found, fmt.Sprintf("%s (pod %s, %s)", p.Spec.NodeName, p.Name, p.Status.Phase))
 		}
 	}
-	if len(nodes) == 0 {
-		return ""
+	if len(found) == 0 {
+		return "none"
 	}
-	sort.Strings(nodes)
-	return "; not Ready on " + strings.Join(nodes, ", ")
+	sort.Strings(found)
+	return strings.Join(found, ", ")
 }
 
 func podReady(p corev1.Pod) bool {

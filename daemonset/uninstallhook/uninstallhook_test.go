@@ -62,7 +62,7 @@ func TestWaitReady(t *testing.T) {
 		{"one node not clean", []runtime.Object{
 			daemonSet("u", 1, 1, 2, 2, 1), pod("u-a", "node-a", "u", true), pod("u-b", "node-b", "u", false),
 			pod("other", "node-c", "other", false),
-		}, false, "1 of 2 nodes Ready (2 updated); not Ready on node-b (pod u-b, Running)"},
+		}, false, "1 of 2 nodes Ready (2 updated); not Ready: node-b (pod u-b, Running)"},
 		{"new generation not observed", []runtime.Object{daemonSet("u", 2, 1, 2, 2, 2)}, false, "generation 2 not yet observed"},
 		{"old template still ready", []runtime.Object{daemonSet("u", 1, 1, 2, 1, 2)}, false, "2 of 2 nodes Ready (1 updated)"},
 		{"no such DaemonSet", nil, false, `get DaemonSet u: daemonsets.apps "u" not found`},
@@ -117,7 +117,7 @@ func TestRemove(t *testing.T) {
 		{"deleted at once", []runtime.Object{daemonSet("i", 1, 1, 2, 2, 2)}, 0, nil, ""},
 		{"pods take a while", []runtime.Object{daemonSet("i", 1, 1, 2, 2, 2)}, 3, nil, ""},
 		{"already gone", nil, 0, nil, ""},
-		{"never goes", []runtime.Object{daemonSet("i", 1, 1, 2, 2, 2)}, 1 << 30, nil, "DaemonSet i still has 2 pods"},
+		{"never goes", []runtime.Object{daemonSet("i", 1, 1, 2, 2, 2), pod("i-a", "node-a", "i", true)}, 1 << 30, nil, "DaemonSet i is being deleted; pods left: node-a (pod i-a, Running)"},
 		{"delete refused", []runtime.Object{daemonSet("i", 1, 1, 2, 2, 2)}, 0,
 			apierrors.NewForbidden(appsv1.Resource("daemonsets"), "i", errors.New("no RBAC")), "delete DaemonSet i: daemonsets.apps \"i\" is forbidden"},
 	}

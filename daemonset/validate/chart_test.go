@@ -41,11 +41,17 @@ type rendered struct {
 // helmTemplate renders the chart with the pinned helm (charts/chart.mk).
 func helmTemplate(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return helmTemplateAs(t, "cg", args...)
+}
+
+// helmTemplateAs renders the chart as release name.
+func helmTemplateAs(t *testing.T, release string, args ...string) (string, error) {
+	t.Helper()
 	helm := os.Getenv("CRIGUARD_HELM")
 	if helm == "" {
 		t.Fatal("CRIGUARD_HELM is not set: run `make manifests` (it builds the pinned helm) or set it to a helm v3 binary")
 	}
-	cmd := exec.Command(helm, append([]string{"template", "cg", chartDir, "--namespace", namespace, "--kube-version", kubeVersion}, args...)...)
+	cmd := exec.Command(helm, append([]string{"template", release, chartDir, "--namespace", namespace, "--kube-version", kubeVersion}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {

@@ -30,8 +30,18 @@ func hooksOf(t *testing.T, r rendered) []hookOf {
 			t.Fatal(err)
 		}
 		a := m.GetAnnotations()
-		if a["helm.sh/hook"] != "pre-delete" || a["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded" {
-			t.Errorf("%T %s: hook annotations %v", o, m.GetName(), a)
+		// The uninstall DaemonSet must outlive a failed wait (Helm deletes
+		// the hooks that succeeded, and a DaemonSet succeeds once created):
+		// the wait Job deletes it. Everything else goes once all succeeded.
+		policy := "before-hook-creation,hook-succeeded"
+		if _, ds := o.(*appsv1.DaemonSet); ds {
+			policy = "before-hook-creation"
+		}
+		if a["helm.sh/hook"] != "pre-delete" || a["helm.sh/hook-delete-policy"] != policy {
+			t.Errorf("%T %s: hook annotations %v, want pre-delete with delete policy %s", o, m.GetName(), a, policy)
+		}
+		if _, job := o.(*batchv1.Job); job && a["helm.sh/hook-output-log-policy"] != "hook-failed" {
+			t.Errorf("Job %s: Helm does not print its log when it fails (annotations %v)", m.GetName(), a)
 		}
 		w, err := strconv.Atoi(a["helm.sh/hook-weight"])
 		if err != nil {
@@ -64,6 +74,8 @@ func TestChartUninstallHook(t *testing.T) {
 		installer = "cg-criguard-installer"
 		uninstall = "cg-criguard-uninstall"
 		sa        = "cg-criguard-uninstall-hook"
+		remove    = "cg-criguard-uninstall-remove"
+		wait      = "cg-criguard-uninstall-wait"
 	)
 	r := render(t)
 	hs := hooksOf(t, r)
@@ -71,7 +83,7 @@ func TestChartUninstallHook(t *testing.T) {
 	for _, h := range hs {
 		weight[h.kind+"/"+h.name] = h.weight
 	}
-	order := []string{"ServiceAccount/" + sa, "Job/" + sa + "-remove-daemonset", "DaemonSet/" + uninstall, "Job/" + sa + "-wait-daemonset"}
+	order := []string{"ServiceAccount/" + sa, "Job/" + remove, "DaemonSet/" + uninstall, "Job/" + wait}
 	for i, k := range order {
 		if _, ok := weight[k]; !ok {
 			t.Fatalf("no hook %s among %v", k, hs)
@@ -98,9 +110,9 @@ func TestChartUninstallHook(t *testing.T) {
 	checkChartNodeAgent(t, hookDS, "uninstall", "ghcr.io/criguard/criguard:0.1.0")
 
 	// Each Job runs criguard-sync on the right DaemonSet, within its deadline.
-	for _, tc := range []struct{ job, cmd, ds string }{
-		{sa + "-remove-daemonset", "remove-daemonset", installer},
-		{sa + "-wait-daemonset", "wait-daemonset", uninstall},
+	for _, tc := range []struct{ job, cmd, ds, flag string }{
+		{remove, "remove-daemonset", installer, ""},
+		{wait, "wait-daemonset", uninstall, "--then-delete"},
 	} {
 		j := hookObject[*batchv1.Job](t, r, tc.job)
 		spec := j.Spec.Template.Spec
@@ -108,8 +120,12 @@ func TestChartUninstallHook(t *testing.T) {
 		if c.Image != "ghcr.io/criguard/criguard-sync:0.1.0" || !slices.Equal(c.Command, []string{"/ko-app/criguard-sync"}) {
 			t.Errorf("%s: image %s command %q", tc.job, c.Image, c.Command)
 		}
-		if len(c.Args) == 0 || c.Args[0] != tc.cmd || c.Args[len(c.Args)-1] != tc.ds || !slices.Contains(c.Args, "--namespace="+namespace) {
-			t.Errorf("%s: args %q, want %s ... %s in %s", tc.job, c.Args, tc.cmd, tc.ds, namespace)
+		if len(c.Args) == 0 || c.Args[0] != tc.cmd || c.Args[len(c.Args)-1] != tc.ds || !slices.Contains(c.Args, "--namespace="+namespace) ||
+			tc.flag != "" && !slices.Contains(c.Args, tc.flag) {
+			t.Errorf("%s: args %q, want %s %s ... %s in %s", tc.job, c.Args, tc.cmd, tc.flag, tc.ds, namespace)
+		}
+		if len(spec.Tolerations) != 0 || spec.PriorityClassName != "" {
+			t.Errorf("%s: tolerations %v, priority %q; a hook Job must not land on cordoned nodes nor preempt workloads", tc.job, spec.Tolerations, spec.PriorityClassName)
 		}
 		var timeout time.Duration
 		for _, a := range c.Args {
@@ -131,11 +147,10 @@ func TestChartUninstallHook(t *testing.T) {
 		}
 	}
 
-	// Least privilege: read the two DaemonSets, delete only the installer, list pods.
+	// Least privilege: read and delete the two DaemonSets, list pods.
 	role := hookObject[*rbacv1.Role](t, r, sa)
 	want := []rbacv1.PolicyRule{
-		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{installer, uninstall}, Verbs: []string{"get"}},
-		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{installer}, Verbs: []string{"delete"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{installer, uninstall}, Verbs: []string{"get", "delete"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
 	}
 	if !reflect.DeepEqual(role.Rules, want) {
@@ -144,6 +159,19 @@ func TestChartUninstallHook(t *testing.T) {
 	rb := hookObject[*rbacv1.RoleBinding](t, r, sa)
 	if rb.RoleRef.Name != sa || len(rb.Subjects) != 1 || rb.Subjects[0].Name != sa {
 		t.Errorf("hook RoleBinding %+v does not bind %s to its Role", rb, sa)
+	}
+
+	// A release name at Helm's limit (53): every Job name, which is also its
+	// pods' job-name label, stays within 63 characters.
+	long := strings.Repeat("r", 53)
+	out, err := helmTemplateAs(t, long)
+	if err != nil {
+		t.Fatalf("helm template %s: %v\n%s", long, err, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if name, ok := strings.CutPrefix(l, "  name: "); ok && strings.Contains(name, "uninstall-") && len(name) > 63 {
+			t.Errorf("hook object name %q is %d characters long; a Job's must be <= 63", name, len(name))
+		}
 	}
 
 	// No hooks where they would be wrong or were turned off.

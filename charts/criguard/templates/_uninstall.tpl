@@ -78,43 +78,59 @@ spec:
           type: Directory
 {{- end -}}
 
-{{/* criguard.hookAnnotations WEIGHT: a pre-delete hook, deleted once every hook succeeded. */}}
+{{/*
+criguard.hookAnnotations (dict "weight" N "keep" BOOL): a pre-delete hook. Deleted
+once every hook succeeded, unless keep: the uninstall DaemonSet must outlive a
+failed wait (Helm deletes the hooks that succeeded when a later one fails, and
+a DaemonSet counts as succeeded once created), or nodes half-restored would be
+left with no agent to finish; the wait Job deletes it once it is Ready.
+*/}}
 {{- define "criguard.hookAnnotations" -}}
 helm.sh/hook: pre-delete
-helm.sh/hook-weight: {{ . | quote }}
-helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: {{ if .keep }}before-hook-creation{{ else }}before-hook-creation,hook-succeeded{{ end }}
+{{- end -}}
+
+{{/* criguard.hookName: the hook objects' name prefix, short enough that a Job's name (and its pods' job-name label) stays within 63 characters. */}}
+{{- define "criguard.hookName" -}}
+{{- include "criguard.fullname" . | trunc 40 | trimSuffix "-" }}-uninstall
 {{- end -}}
 
 {{/*
-criguard.hookJob (dict "ctx" . "name" SA "weight" N "command" C "daemonset" D "timeout" SECONDS):
-`criguard-sync C D` as a pre-delete hook Job. It runs as a normal pod on some
-node: criguard's policy there must allow the criguard-sync image (as it must
-for the installer's own sidecar).
+criguard.hookJob (dict "ctx" . "weight" N "command" C "args" LIST "suffix" S):
+`criguard-sync C ARGS...` as a pre-delete hook Job named HOOKNAME-S. It runs as
+an ordinary pod (default tolerations and priority: it must not land on a
+cordoned or NotReady node, nor preempt workloads), so the nodes' policy must
+allow the criguard-sync image, as it must for the installer's own sidecar.
 */}}
 {{- define "criguard.hookJob" -}}
 apiVersion: batch/v1
 kind: Job
 metadata:
-  name: {{ .name }}-{{ .command }}
+  name: {{ include "criguard.hookName" .ctx }}-{{ .suffix }}
   namespace: {{ .ctx.Release.Namespace }}
   labels:
     {{- include "criguard.labels" .ctx | nindent 4 }}
     app.kubernetes.io/component: uninstall-hook
   annotations:
-    {{- include "criguard.hookAnnotations" .weight | nindent 4 }}
+    {{- include "criguard.hookAnnotations" (dict "weight" .weight) | nindent 4 }}
+    # Helm prints the Job's log when it fails: the nodes not yet restored.
+    helm.sh/hook-output-log-policy: hook-failed
 spec:
-  backoffLimit: 1
-  # The Job's own limit, a little above the command's --timeout.
-  activeDeadlineSeconds: {{ add .timeout 30 }}
+  # The command retries API errors itself until its --timeout; a second pod
+  # would only start the wait over.
+  backoffLimit: 0
+  # Room for the pod to be scheduled and its image pulled before the command's
+  # own --timeout, so that the command, not the deadline, says what is missing.
+  activeDeadlineSeconds: {{ add .ctx.Values.uninstall.hookTimeoutSeconds 90 }}
   template:
     metadata:
       labels:
         {{- include "criguard.selector" (dict "ctx" .ctx "component" "uninstall-hook") | nindent 8 }}
     spec:
-      serviceAccountName: {{ .name }}
+      serviceAccountName: {{ include "criguard.hookName" .ctx }}-hook
       restartPolicy: Never
-      priorityClassName: {{ .ctx.Values.priorityClassName }}
-      {{- with .ctx.Values.tolerations }}
+      {{- with .ctx.Values.uninstall.hookTolerations }}
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
@@ -132,8 +148,10 @@ spec:
         args:
         - {{ .command }}
         - --namespace={{ .ctx.Release.Namespace }}
-        - --timeout={{ .timeout }}s
-        - {{ .daemonset }}
+        - --timeout={{ .ctx.Values.uninstall.hookTimeoutSeconds }}s
+        {{- range .args }}
+        - {{ . }}
+        {{- end }}
         securityContext:
           allowPrivilegeEscalation: false
           readOnlyRootFilesystem: true
