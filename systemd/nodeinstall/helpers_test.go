@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/criguard/criguard/systemd/unit"
+	"github.com/criguard/criguard/verifier/trust"
 )
 
 // node lays out a host root like a real node: kubelet's unit and drop-ins,
@@ -297,8 +299,8 @@ func (f *fakeServices) IsActive(_ context.Context, name string) (bool, error) {
 	return f.active[name], nil
 }
 
-// fakeReady: criguard is ready when its unit is active; kubelet when
-// kubeletErr is nil.
+// fakeReady: criguard is ready when its unit is active and serve would start
+// with the unit's --trusted-root; kubelet when kubeletErr is nil.
 type fakeReady struct {
 	svc        *fakeServices
 	kubeletErr error
@@ -314,6 +316,27 @@ func (r *fakeReady) CriguardReady(ctx context.Context) error {
 		if b, _ := os.ReadFile(filepath.Join(r.svc.root, unit.BinaryPath)); string(b) == r.badBinary {
 			return errors.New("connection refused")
 		}
+	}
+	return r.serveStarts()
+}
+
+// serveStarts loads the unit's --trusted-root the way serve does at start:
+// serve refuses to start when the file is missing or does not load.
+func (r *fakeReady) serveStarts() error {
+	u, err := os.ReadFile(filepath.Join(r.svc.root, unit.UnitPath))
+	if err != nil {
+		return fmt.Errorf("criguard.service: %w", err)
+	}
+	p := unit.TrustedRootOf(u)
+	if p == "" {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(r.svc.root, p))
+	if err != nil {
+		return fmt.Errorf("criguard.service exited: --trusted-root: %w", err)
+	}
+	if _, err := trust.Parse(b); err != nil {
+		return fmt.Errorf("criguard.service exited: --trusted-root %s: %w", p, err)
 	}
 	return nil
 }

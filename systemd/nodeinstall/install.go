@@ -245,26 +245,23 @@ func requirePolicy(o *Options, h *host, policy map[string][]byte) error {
 
 // criguardUpdate is what writing criguard's own files did: which changed,
 // and the bytes they had before, to go back to if the new version does not
-// serve.
+// serve. The trusted root is among them because the previous unit may pass it
+// to serve, and the keys sync may delete or replace it.
 type criguardUpdate struct {
-	oldBin, oldUnit         []byte
-	hadBin, hadUnit         bool
-	binChanged, unitChanged bool
+	oldBin, oldUnit, oldRoot []byte
+	hadBin, hadUnit, hadRoot bool
+	binChanged, unitChanged  bool
 }
 
 // installFiles writes the files criguard runs from: binary, unit, keys, policy.
 func installFiles(o *Options, h *host, p *installPlan) (criguardUpdate, error) {
-	var u criguardUpdate
 	for _, d := range []string{unit.StateDir, unit.ConfigDir} {
 		if err := h.mkdirAll(d, 0o755); err != nil {
-			return u, err
+			return criguardUpdate{}, err
 		}
 	}
-	var err error
-	if u.oldBin, u.hadBin, err = h.readFile(unit.BinaryPath, maxBinary); err != nil {
-		return u, err
-	}
-	if u.oldUnit, u.hadUnit, err = h.readFile(unit.UnitPath, maxHostFile); err != nil {
+	u, err := readPrevious(h)
+	if err != nil {
 		return u, err
 	}
 	if u.binChanged, err = h.ensureFile(unit.BinaryPath, p.bin, 0o755, "criguard binary"); err != nil {
@@ -278,6 +275,21 @@ func installFiles(o *Options, h *host, p *installPlan) (criguardUpdate, error) {
 		return u, err
 	}
 	return u, syncDir(h, p.policy, unit.PolicyDir, o.PolicyDir != "")
+}
+
+// readPrevious reads the binary, unit and trusted root an upgrade goes back
+// to when the new version does not serve.
+func readPrevious(h *host) (criguardUpdate, error) {
+	var u criguardUpdate
+	var err error
+	if u.oldBin, u.hadBin, err = h.readFile(unit.BinaryPath, maxBinary); err != nil {
+		return u, err
+	}
+	if u.oldUnit, u.hadUnit, err = h.readFile(unit.UnitPath, maxHostFile); err != nil {
+		return u, err
+	}
+	u.oldRoot, u.hadRoot, err = h.readFile(unit.TrustedRootPath, maxHostFile)
+	return u, err
 }
 
 // startCriguard enables the unit (kubelet.service wants it), runs it and
@@ -384,13 +396,19 @@ func backupKubelet(h *host, st *installState, edits []fileEdit) error {
 	return saveState(h, st)
 }
 
-// downgrade puts the previous binary and unit back after an upgrade that did
-// not serve, so a kubelet already pointed at criguard keeps working.
+// downgrade puts the previous binary, unit and trusted root back after an
+// upgrade that did not serve, so a kubelet already pointed at criguard keeps
+// working. A root the upgrade added stays: the previous unit does not name it.
 func downgrade(ctx context.Context, o *Options, h *host, u criguardUpdate, cause error) error {
 	o.logf("upgrade failed: %v; going back to the previous criguard", cause)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.timeout()+time.Minute)
 	defer cancel()
 	var errs []error
+	if u.hadRoot {
+		if _, err := h.ensureFile(unit.TrustedRootPath, u.oldRoot, 0o644, "previous trusted root (upgrade rolled back)"); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if _, err := h.ensureFile(unit.BinaryPath, u.oldBin, 0o755, "previous criguard binary (upgrade rolled back)"); err != nil {
 		errs = append(errs, err)
 	}

@@ -1,7 +1,9 @@
 package nodeinstall
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -256,4 +258,62 @@ func TestWatchFollowsTrustedRoot(t *testing.T) {
 	configMapDir(t, f.keysDir, map[string]string{"team.pub": testKey})
 	waitUnit(false)
 	waitRestart()
+}
+
+// An upgrade whose new criguard never serves goes back to the previous
+// binary and unit, and to the trusted root that unit passes to serve: one the
+// upgrade dropped from the keys or replaced is put back byte for byte, so the
+// previous criguard starts again. One the upgrade added stays, unused.
+func TestBrokenUpgradeKeepsPreviousTrustedRoot(t *testing.T) {
+	r1 := privateRoot(t)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, []byte(r1)); err != nil {
+		t.Fatal(err)
+	}
+	r2 := compact.String() // the same root, other bytes: a changed root
+	if r2 == r1 {
+		t.Fatal("the compacted root must differ from the fixture")
+	}
+	for _, tc := range []struct {
+		name          string
+		before, after map[string]string // keys ConfigMap
+		// wantRoot is the host's trusted root after the rollback ("" none).
+		wantRoot string
+	}{
+		{"root dropped", map[string]string{"team.pub": testKey, unit.TrustedRootFile: r1}, map[string]string{"team.pub": testKey}, r1},
+		{"root changed", map[string]string{"team.pub": testKey, unit.TrustedRootFile: r1}, map[string]string{"team.pub": testKey, unit.TrustedRootFile: r2}, r1},
+		{"root added", map[string]string{"team.pub": testKey}, map[string]string{"team.pub": testKey, unit.TrustedRootFile: r1}, r1},
+		{"root kept", map[string]string{unit.TrustedRootFile: r1}, map[string]string{"team.pub": testKey, unit.TrustedRootFile: r1}, r1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, nodes[0])
+			configMapDir(t, f.keysDir, tc.before)
+			if _, err := Install(ctx, f.opts()); err != nil {
+				t.Fatal(err)
+			}
+			oldUnit := readHost(t, f.root, unit.UnitPath)
+			f.ready.badBinary = "\x7fELF criguard broken"
+			writeFile(t, f.binary, f.ready.badBinary)
+			configMapDir(t, f.keysDir, tc.after)
+			o := f.opts()
+			o.ReadyTimeout = 300 * time.Millisecond
+			_, err := Install(ctx, o)
+			if err == nil || !strings.Contains(err.Error(), "previous criguard was restored and serves again") {
+				t.Fatalf("broken upgrade: %v\n%s", err, f.log.String())
+			}
+			if got := readHost(t, f.root, unit.UnitPath); got != oldUnit {
+				t.Errorf("unit after the rollback:\n%s\nwant the previous one:\n%s", got, oldUnit)
+			}
+			if got := readHost(t, f.root, unit.BinaryPath); got != "\x7fELF criguard v1" {
+				t.Errorf("binary after the rollback = %q", got)
+			}
+			if got := readHost(t, f.root, unit.TrustedRootPath); got != tc.wantRoot {
+				t.Errorf("trusted root after the rollback: %d bytes, want the previous %d", len(got), len(tc.wantRoot))
+			}
+			if err := f.ready.serveStarts(); err != nil {
+				t.Errorf("the previous criguard would not start: %v", err)
+			}
+		})
+	}
 }
