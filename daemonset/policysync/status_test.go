@@ -205,6 +205,9 @@ func TestStatusReports(t *testing.T) {
 				fail.Store(false)
 			}
 			h.resync()
+			// A sync applies its entries after writing files and sending
+			// Events: wait for them rather than for a fixed time.
+			waitFor(t, "status applies", func() bool { return len(statusPatches(t, dyn)) >= len(tc.patches) })
 			got := statusPatches(t, dyn)
 			h.resync() // nothing changed: nothing more is applied
 			if again := statusPatches(t, dyn); len(again) != len(got) {
