@@ -33,7 +33,7 @@ import (
 
 type config struct {
 	listen, metricsUpstream, policyOut, kubeconfig, node string
-	kyverno                                              bool
+	kyverno, reportStatus                                bool
 	resync                                               time.Duration
 }
 
@@ -49,6 +49,7 @@ func main() {
 	fs.BoolVar(&c.kyverno, "kyverno", false, "also write Kyverno ClusterPolicy/Policy objects with verifyImages rules, when Kyverno's CRDs exist")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig file (default: the pod's service account)")
 	fs.StringVar(&c.node, "node", os.Getenv("NODE_NAME"), "this node's name, for Events and its entry of ImagePolicies' status.nodes (default $NODE_NAME)")
+	fs.BoolVar(&c.reportStatus, "report-status", true, "apply this node's entry of each ImagePolicy's status.nodes (one apply per node and N x N watch events per policy change on N nodes; turn off on large clusters, Events and metrics remain)")
 	fs.DurationVar(&c.resync, "resync", time.Minute, "rewrite the policy directory from the watch caches at least this often")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -112,7 +113,7 @@ func newSyncer(c config, logger *slog.Logger) (*policysync.Syncer, error) {
 	}
 	return policysync.New(policysync.Options{
 		Client: dyn, Dir: c.policyOut, Kyverno: c.kyverno, KyvernoInstalled: policysync.KyvernoInstalled(disc),
-		Events: policysync.ClientsetEvents{Client: cs}, Node: c.node, Resync: c.resync, Logger: logger,
+		Events: policysync.ClientsetEvents{Client: cs}, Node: c.node, ReportStatus: c.reportStatus, Resync: c.resync, Logger: logger,
 	})
 }
 

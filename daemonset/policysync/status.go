@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"time"
 	"unicode/utf8"
 
@@ -23,9 +24,15 @@ const (
 	maxStatusMessage = 512
 	// maxFieldManager is the API server's limit on a field manager's name.
 	maxFieldManager = 128
-	// statusTimeout bounds one status apply, so that a slow API server
-	// delays the next sync by at most this much.
+	// statusTimeout bounds all status applies of one sync together (they
+	// run one after another), so that a slow API server delays the next
+	// sync by at most this much.
 	statusTimeout = 10 * time.Second
+	// prunedRetry is how long an entry the API server dropped (a CRD older
+	// than this binary) waits before it is applied again unchanged: often
+	// enough that entries appear within the hour after the operator applies
+	// the new CRD, rarely enough that N nodes do not load the API server.
+	prunedRetry = time.Hour
 )
 
 // nodeReport is this node's result for one generation of one ImagePolicy.
@@ -34,16 +41,31 @@ type nodeReport struct {
 	result     string
 }
 
+// prunedReport is a report the API server accepted but dropped, and when.
+type prunedReport struct {
+	nodeReport
+	at time.Time
+}
+
+// statusReport is one status entry a sync wants applied.
+type statusReport struct {
+	obj         *unstructured.Unstructured
+	result, msg string
+}
+
 // statusState is what this node applied (per object UID), so that a resync
-// applies nothing unchanged, and the last error logged per object, so that a
-// failing API server logs each distinct error once.
+// applies nothing unchanged; the last error logged per object, so that a
+// failing API server logs each distinct error once; and the reports the API
+// server dropped, so that an old CRD is warned about once and not hammered.
 type statusState struct {
-	applied map[types.UID]nodeReport
-	failed  map[types.UID]string
+	applied      map[types.UID]nodeReport
+	failed       map[types.UID]string
+	pruned       map[types.UID]prunedReport
+	prunedWarned bool
 }
 
 func newStatusState() statusState {
-	return statusState{applied: map[types.UID]nodeReport{}, failed: map[types.UID]string{}}
+	return statusState{applied: map[types.UID]nodeReport{}, failed: map[types.UID]string{}, pruned: map[types.UID]prunedReport{}}
 }
 
 // forget drops objects no longer in the API server.
@@ -52,49 +74,88 @@ func (st statusState) forget(objs []*unstructured.Unstructured) {
 	for _, o := range objs {
 		live[o.GetUID()] = true
 	}
-	for uid := range st.applied {
-		if !live[uid] {
-			delete(st.applied, uid)
-		}
-	}
-	for uid := range st.failed {
-		if !live[uid] {
-			delete(st.failed, uid)
-		}
-	}
+	maps.DeleteFunc(st.applied, func(uid types.UID, _ nodeReport) bool { return !live[uid] })
+	maps.DeleteFunc(st.failed, func(uid types.UID, _ string) bool { return !live[uid] })
+	maps.DeleteFunc(st.pruned, func(uid types.UID, _ prunedReport) bool { return !live[uid] })
 }
 
-// reportStatus server-side applies this node's entry of obj's status.nodes
-// when its generation or result differs from what the node last applied or
-// what the object already says. Only ImagePolicy objects: Kyverno owns its
-// objects' status. Other nodes' entries belong to their own field managers
-// and are never sent. A failure is logged, never returned: the policy
-// directory is already written and stays as it is.
-func (s *Syncer) reportStatus(ctx context.Context, obj *unstructured.Unstructured, result, msg string) {
-	if s.opts.Node == "" || obj.GetAPIVersion() != ImagePolicies.GroupVersion().String() || obj.GetKind() != "ImagePolicy" {
-		return
-	}
-	uid := obj.GetUID()
-	want := nodeReport{generation: obj.GetGeneration(), result: result}
-	if s.status.applied[uid] == want || reported(obj, s.opts.Node) == want {
-		s.status.applied[uid] = want
+// prunedRecently reports whether want was dropped by the API server less
+// than prunedRetry before now: then applying it again would be dropped too.
+func (st statusState) prunedRecently(uid types.UID, want nodeReport, now time.Time) bool {
+	p, ok := st.pruned[uid]
+	return ok && p.nodeReport == want && now.Sub(p.at) < prunedRetry
+}
+
+// reportStatuses applies the entries of one sync under one deadline, when
+// status reporting is on.
+func (s *Syncer) reportStatuses(ctx context.Context, reports []statusReport) {
+	if !s.opts.ReportStatus || s.opts.Node == "" || len(reports) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	_, err := s.opts.Client.Resource(ImagePolicies).ApplyStatus(ctx, obj.GetName(), statusApply(obj, s.opts.Node, want, msg, time.Now()),
+	now := time.Now()
+	for _, r := range reports {
+		s.reportStatus(ctx, r, now)
+	}
+}
+
+// reportStatus server-side applies this node's entry of r.obj's
+// status.nodes when its generation or result differs from what the node
+// last applied or what the object already says. Only ImagePolicy objects:
+// Kyverno owns its objects' status. Other nodes' entries belong to their
+// own field managers and are never sent. A failure is logged, never
+// returned: the policy directory is already written and stays as it is.
+func (s *Syncer) reportStatus(ctx context.Context, r statusReport, now time.Time) {
+	obj := r.obj
+	if obj.GetAPIVersion() != ImagePolicies.GroupVersion().String() || obj.GetKind() != "ImagePolicy" {
+		return
+	}
+	uid := obj.GetUID()
+	want := nodeReport{generation: obj.GetGeneration(), result: r.result}
+	if s.status.applied[uid] == want || reported(obj, s.opts.Node) == want {
+		s.status.applied[uid] = want
+		delete(s.status.pruned, uid)
+		return
+	}
+	if s.status.prunedRecently(uid, want, now) {
+		return
+	}
+	got, err := s.opts.Client.Resource(ImagePolicies).ApplyStatus(ctx, obj.GetName(), statusApply(obj, s.opts.Node, want, r.msg, now),
 		metav1.ApplyOptions{FieldManager: fieldManager(s.opts.Node), Force: true})
 	if err != nil {
 		e := clip(err.Error(), maxStatusMessage)
 		if s.status.failed[uid] != e {
 			s.status.failed[uid] = e
 			s.opts.Logger.Warn("cannot report this node's result in the ImagePolicy's status (retried on the next sync; the policy file is unaffected); check the ClusterRole grants patch on imagepolicies/status",
-				"object", obj.GetName(), "generation", want.generation, "result", result, "err", e)
+				"object", obj.GetName(), "generation", want.generation, "result", r.result, "err", e)
 		}
 		return
 	}
 	delete(s.status.failed, uid)
+	if reported(got, s.opts.Node) != want {
+		s.dropped(obj, want, now)
+		return
+	}
+	delete(s.status.pruned, uid)
 	s.status.applied[uid] = want
+}
+
+// dropped records an apply the API server accepted without keeping the
+// entry: its ImagePolicy CRD predates status.nodes (Helm never upgrades a
+// chart's crds/), so it prunes the unknown field. Not recorded as applied:
+// it is applied again on the next change of the object's generation or
+// result, or after prunedRetry, so entries appear once the CRD is updated.
+// Warned once per process: every object and node would say the same.
+func (s *Syncer) dropped(obj *unstructured.Unstructured, want nodeReport, now time.Time) {
+	s.status.pruned[obj.GetUID()] = prunedReport{nodeReport: want, at: now}
+	if s.status.prunedWarned {
+		return
+	}
+	s.status.prunedWarned = true
+	s.opts.Logger.Warn("the API server dropped this node's entry of the ImagePolicy's status.nodes: its ImagePolicy CRD is older than criguard-sync (helm upgrade never updates CRDs); "+
+		"update it with `kubectl apply --server-side -f charts/criguard/crds/` from the chart's version. Entries are applied again at each policy change and hourly; the policy file is unaffected. Logged once",
+		"object", obj.GetName(), "generation", want.generation, "result", want.result)
 }
 
 // reported is node's entry in obj's status as last seen (zero if none).

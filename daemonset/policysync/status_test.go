@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -123,6 +126,7 @@ func TestStatusReports(t *testing.T) {
 		objs       []runtime.Object
 		kyverno    bool
 		failStatus bool
+		noStatus   bool // --report-status=false
 		files      []string
 		events     int
 		patches    []string            // status applies sent (prefixes), sorted; each once unless failStatus
@@ -159,6 +163,13 @@ func TestStatusReports(t *testing.T) {
 		files:   []string{"kyverno-clusterpolicy-verify-team.yaml"},
 		events:  1,
 	}, {
+		name:     "status reporting off: Events only",
+		objs:     []runtime.Object{imagePolicy("base", 1, "*"), big},
+		noStatus: true,
+		files:    []string{"imagepolicy-base.yaml"},
+		events:   2,
+		status:   map[string][]string{"base": {"node-z 1 Synced"}, "team": {"node-z 2 Synced"}},
+	}, {
 		name:       "a failing status apply keeps the file and is retried",
 		objs:       []runtime.Object{imagePolicy("team", 1, "*")},
 		failStatus: true,
@@ -177,7 +188,7 @@ func TestStatusReports(t *testing.T) {
 				}
 				return false, nil, nil
 			})
-			h := startNode(t, dyn, "node-a", t.TempDir(), tc.kyverno, tc.kyverno)
+			h := startNode(t, dyn, "node-a", t.TempDir(), tc.kyverno, tc.kyverno, func(o *Options) { o.ReportStatus = !tc.noStatus })
 			h.files(t, tc.files...)
 			waitFor(t, "events", func() bool { return len(h.eventMessages(t)) == tc.events })
 			if tc.failStatus {
@@ -194,6 +205,9 @@ func TestStatusReports(t *testing.T) {
 				fail.Store(false)
 			}
 			h.resync()
+			// A sync applies its entries after writing files and sending
+			// Events: wait for them rather than for a fixed time.
+			waitFor(t, "status applies", func() bool { return len(statusPatches(t, dyn)) >= len(tc.patches) })
 			got := statusPatches(t, dyn)
 			h.resync() // nothing changed: nothing more is applied
 			if again := statusPatches(t, dyn); len(again) != len(got) {
@@ -349,5 +363,147 @@ func TestPolicyChanged(t *testing.T) {
 				t.Errorf("policyChanged = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// An API server whose ImagePolicy CRD predates status.nodes (Helm never
+// upgrades crds/) accepts the apply and prunes the entry: the node warns
+// once, naming the fix, applies the same report no more than once, and
+// applies again when the generation changes.
+func TestStatusDroppedByOldCRD(t *testing.T) {
+	dyn := fakeAPIServer(t, imagePolicy("team", 1, "registry.example.com/*"))
+	var prune atomic.Bool
+	prune.Store(true)
+	dyn.PrependReactor("patch", "imagepolicies", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if !prune.Load() || a.GetSubresource() != "status" {
+			return false, nil, nil
+		}
+		// What the API server returns after pruning: no node-a entry.
+		return true, imagePolicy("team", 1, "registry.example.com/*"), nil
+	})
+	h := startNode(t, dyn, "node-a", t.TempDir(), false, false)
+	h.files(t, "imagepolicy-team.yaml")
+	waitFor(t, "a status apply", func() bool { return len(statusPatches(t, dyn)) == 1 })
+	h.resync()
+	if got := statusPatches(t, dyn); len(got) != 1 {
+		t.Errorf("status applies %q: a dropped entry must not be applied again every sync", got)
+	}
+	const warning = "kubectl apply --server-side -f charts/criguard/crds/"
+	if n := h.logs.count(warning); n != 1 {
+		t.Errorf("the old CRD warned about %d times, want once", n)
+	}
+
+	update := func(gen int64) {
+		t.Helper()
+		o, err := dyn.Resource(ImagePolicies).Get(context.Background(), "team", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := imagePolicy("team", gen, fmt.Sprintf("registry.example.com/v%d/*", gen))
+		next.Object["status"] = o.Object["status"]
+		next.SetResourceVersion(o.GetResourceVersion())
+		if _, err := dyn.Resource(ImagePolicies).Update(context.Background(), next, metav1.UpdateOptions{FieldManager: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(2)
+	waitFor(t, "generation 2 applied", func() bool { return len(statusPatches(t, dyn)) == 2 })
+	h.resync()
+	if got := statusPatches(t, dyn); len(got) != 2 || h.logs.count(warning) != 1 {
+		t.Errorf("status applies %q, %d warnings: want one apply per generation, one warning", got, h.logs.count(warning))
+	}
+
+	prune.Store(false) // the operator applied the current CRD
+	update(3)
+	waitFor(t, "node-a's entry", func() bool {
+		return slices.Equal(nodeEntries(t, dyn, "team"), []string{"node-z 1 Synced", "node-a 3 Synced"})
+	})
+	h.resync()
+	if got := statusPatches(t, dyn); len(got) != 3 {
+		t.Errorf("status applies %q: want one per generation", got)
+	}
+}
+
+func TestPrunedRecently(t *testing.T) {
+	at := time.Date(2026, 12, 1, 13, 0, 0, 0, time.UTC)
+	synced1 := nodeReport{generation: 1, result: resultSynced}
+	st := newStatusState()
+	st.pruned["uid-team"] = prunedReport{nodeReport: synced1, at: at}
+	for _, tc := range []struct {
+		name string
+		uid  types.UID
+		want nodeReport
+		now  time.Time
+		skip bool
+	}{
+		{"the same report just dropped", "uid-team", synced1, at.Add(time.Minute), true},
+		{"the same report an hour later", "uid-team", synced1, at.Add(prunedRetry), false},
+		{"a new generation", "uid-team", nodeReport{generation: 2, result: resultSynced}, at.Add(time.Minute), false},
+		{"a new result", "uid-team", nodeReport{generation: 1, result: resultRejected}, at.Add(time.Minute), false},
+		{"another object", "uid-base", synced1, at.Add(time.Minute), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := st.prunedRecently(tc.uid, tc.want, tc.now); got != tc.skip {
+				t.Errorf("prunedRecently = %v, want %v", got, tc.skip)
+			}
+		})
+	}
+}
+
+// deadlineClient records the deadline of each status apply (the fake's
+// reactors never see the context).
+type deadlineClient struct {
+	dynamic.Interface
+	mu        sync.Mutex
+	deadlines []time.Time
+}
+
+func (c *deadlineClient) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	return deadlineResource{NamespaceableResourceInterface: c.Interface.Resource(gvr), c: c}
+}
+
+// IsWatchListSemanticsUnSupported passes on the fake's answer, which the
+// informers ask the client for.
+func (c *deadlineClient) IsWatchListSemanticsUnSupported() bool { return true }
+
+func (c *deadlineClient) seen() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.deadlines)
+}
+
+type deadlineResource struct {
+	dynamic.NamespaceableResourceInterface
+	c *deadlineClient
+}
+
+func (r deadlineResource) ApplyStatus(ctx context.Context, name string, obj *unstructured.Unstructured, o metav1.ApplyOptions) (*unstructured.Unstructured, error) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		d = time.Time{}
+	}
+	r.c.mu.Lock()
+	r.c.deadlines = append(r.c.deadlines, d)
+	r.c.mu.Unlock()
+	time.Sleep(5 * time.Millisecond) // a per-apply timeout would end later for the next one
+	return r.NamespaceableResourceInterface.ApplyStatus(ctx, name, obj, o)
+}
+
+// The applies of one sync share one deadline, statusTimeout from its start:
+// a slow API server delays the next sync by statusTimeout, not by
+// statusTimeout per object.
+func TestStatusOneDeadlinePerSync(t *testing.T) {
+	dyn := fakeAPIServer(t, imagePolicy("base", 1, "*"), imagePolicy("team", 1, "*"), imagePolicy("zeta", 1, "*"))
+	c := &deadlineClient{Interface: dyn}
+	before := time.Now()
+	h := startNode(t, dyn, "node-a", t.TempDir(), false, false, func(o *Options) { o.Client = c })
+	h.files(t, "imagepolicy-base.yaml", "imagepolicy-team.yaml", "imagepolicy-zeta.yaml")
+	waitFor(t, "three status applies", func() bool { return len(c.seen()) == 3 })
+	got := c.seen()
+	if got[0].IsZero() || got[0].Before(before.Add(statusTimeout)) || got[0].After(time.Now().Add(statusTimeout)) {
+		t.Fatalf("status apply deadline %v, want statusTimeout after the sync started", got[0])
+	}
+	if len(slices.Compact(slices.Clone(got))) != 1 {
+		t.Errorf("status apply deadlines %v: want one for the whole sync", got)
 	}
 }

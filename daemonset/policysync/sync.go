@@ -41,6 +41,11 @@ type Options struct {
 	// Node names this node in Events and in ImagePolicies' status.nodes;
 	// empty reports no status.
 	Node string
+	// ReportStatus applies this node's entry of ImagePolicies' status.nodes
+	// (with Node). Each policy change costs one apply per node and, as every
+	// node watches every ImagePolicy, nodes x nodes watch events: large
+	// clusters turn it off and keep Events and metrics.
+	ReportStatus bool
 	// Resync rewrites from the informers' caches at least this often (default 1m).
 	Resync time.Duration
 	Logger *slog.Logger
@@ -163,6 +168,7 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 	}
 	want := map[string][]byte{}
 	byFile := map[string]*unstructured.Unstructured{}
+	var reports []statusReport
 	for _, o := range objs {
 		name := fileName(o)
 		data, err := policyFile(o)
@@ -171,7 +177,7 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 			s.opts.Logger.Error("policy object not written; its previous file stays", "object", objectName(o), "err", err)
 			msg := fmt.Sprintf("node %s did not write generation %d: %v; it keeps the previous file", s.opts.Node, o.GetGeneration(), err)
 			s.report(ctx, o, "PolicyRejected", msg)
-			s.reportStatus(ctx, o, resultRejected, msg)
+			reports = append(reports, statusReport{obj: o, result: resultRejected, msg: msg})
 			if old, rerr := readBounded(s.opts.Dir + "/" + name); rerr == nil {
 				want[name] = old
 			}
@@ -180,6 +186,7 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 		want[name], byFile[name] = data, o
 	}
 	if len(want) == 0 {
+		s.reportStatuses(ctx, reports)
 		s.opts.Logger.Warn("no policy objects in the API server; the node keeps its current policy files (delete them by uninstalling)", "dir", s.opts.Dir)
 		s.ready.Store(true)
 		return nil
@@ -198,8 +205,9 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 		byFile = pick(byFile, written)
 	}
 	for _, n := range slices.Sorted(maps.Keys(byFile)) {
-		s.reportStatus(ctx, byFile[n], resultSynced, s.syncedMessage(byFile[n], n))
+		reports = append(reports, statusReport{obj: byFile[n], result: resultSynced, msg: s.syncedMessage(byFile[n], n)})
 	}
+	s.reportStatuses(ctx, reports)
 	s.status.forget(objs)
 	if err != nil {
 		return err

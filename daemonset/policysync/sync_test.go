@@ -129,16 +129,16 @@ func start(t *testing.T, kyverno, installed bool, objs ...runtime.Object) *harne
 }
 
 // startNode runs node's syncer on dyn, writing into dir.
-func startNode(t *testing.T, dyn *dynamicfake.FakeDynamicClient, node, dir string, kyverno, installed bool) *harness {
+func startNode(t *testing.T, dyn *dynamicfake.FakeDynamicClient, node, dir string, kyverno, installed bool, opts ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{dir: dir, dyn: dyn, events: fake.NewClientset(), done: make(chan error, 1), logs: &logBuffer{}}
 	var err error
 	h.syncer, err = New(Options{
-		Client: h.dyn, Dir: h.dir, Kyverno: kyverno, Node: node, Resync: time.Hour,
+		Client: h.dyn, Dir: h.dir, Kyverno: kyverno, Node: node, ReportStatus: true, Resync: time.Hour,
 		KyvernoInstalled: func(context.Context) (bool, error) { return installed, nil },
 		Events:           ClientsetEvents{Client: h.events.CoreV1()},
 		Logger:           slog.New(slog.NewTextHandler(h.logs, nil)),
-	})
+	}.with(opts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,4 +395,11 @@ func TestRelay(t *testing.T) {
 	if code, body := get("/metrics"); code != http.StatusServiceUnavailable || !strings.Contains(body, "does not answer") {
 		t.Errorf("/metrics with criguard down: %d %q", code, body)
 	}
+}
+
+func (o Options) with(mods []func(*Options)) Options {
+	for _, m := range mods {
+		m(&o)
+	}
+	return o
 }

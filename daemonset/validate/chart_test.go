@@ -312,6 +312,35 @@ func TestChartImagePolicies(t *testing.T) {
 	}
 }
 
+// policy.reportStatus reaches the sync sidecar as --report-status, once;
+// without ImagePolicies the sidecar (metrics only) syncs nothing to report.
+func TestChartReportStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  string
+		want []string
+	}{
+		{"default", "policy.source=imagePolicies", []string{"--report-status=true"}},
+		{"on", "policy.source=imagePolicies,policy.reportStatus=true", []string{"--report-status=true"}},
+		{"off", "policy.source=imagePolicies,policy.reportStatus=false", []string{"--report-status=false"}},
+		{"policy from values", "policy.source=values,policy.reportStatus=true", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, "--set", tc.set)
+			sync := container(t, find[*appsv1.DaemonSet](r)[0].Spec.Template.Spec, "sync", true)
+			var got []string
+			for _, a := range sync.Args {
+				if strings.HasPrefix(a, "--report-status") {
+					got = append(got, a)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("sync args %q: want %q", sync.Args, tc.want)
+			}
+		})
+	}
+}
+
 // An existing ConfigMap, metrics off: no sidecar, nothing created for the policy.
 func TestChartExistingConfigMap(t *testing.T) {
 	r := render(t, "--set", "policy.source=configMap,policy.existingConfigMap=my-policy,metrics.enabled=false,existingKeysConfigMap=my-keys")
@@ -362,6 +391,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"policy.source=configMap", "policy.existingConfigMap is required"},
 		{"image.digest=sha256:abc", "is not sha256:<64 hex digits>"},
 		{"keys.a/b=y", "is not a plain file name"},
+		{"policy.source=imagePolicies,policy.reportStatus=maybe", `policy.reportStatus "maybe": want true or false`},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			out, err := helmTemplate(t, "--set", tc.set)
