@@ -274,7 +274,9 @@ func TestChartImagePolicies(t *testing.T) {
 	if v := volume(spec, "policy"); v == nil || v.HostPath == nil || v.HostPath.Path != "/etc/criguard/cluster-policy" {
 		t.Errorf("policy volume %+v, want the host's /etc/criguard/cluster-policy", v)
 	}
-	checkPolicyReaderRole(t, find[*rbacv1.ClusterRole](r)[0])
+	checkPolicyReaderRole(t, find[*rbacv1.ClusterRole](r)[0], true)
+	// Without status reports, no write access to status either.
+	checkPolicyReaderRole(t, find[*rbacv1.ClusterRole](render(t, "--set", "policy.source=imagePolicies,policy.kyverno=true,policy.reportStatus=false"))[0], false)
 	cms := map[string]*corev1.ConfigMap{}
 	for _, cm := range find[*corev1.ConfigMap](r) {
 		cms[cm.Name] = cm
@@ -452,14 +454,16 @@ func checkPrometheusRule(t *testing.T, r rendered) {
 
 // checkPolicyReaderRole: the sidecar reads policies, creates Events and
 // patches ImagePolicies' status (its node's entry); nothing else.
-func checkPolicyReaderRole(t *testing.T, cr *rbacv1.ClusterRole) {
+func checkPolicyReaderRole(t *testing.T, cr *rbacv1.ClusterRole, reportStatus bool) {
 	t.Helper()
 	want := map[string][]string{
-		"criguard.dev/imagepolicies":        {"get", "list", "watch"},
-		"criguard.dev/imagepolicies/status": {"patch"},
-		"kyverno.io/clusterpolicies":        {"get", "list", "watch"},
-		"kyverno.io/policies":               {"get", "list", "watch"},
-		"/events":                           {"create"},
+		"criguard.dev/imagepolicies": {"get", "list", "watch"},
+		"kyverno.io/clusterpolicies": {"get", "list", "watch"},
+		"kyverno.io/policies":        {"get", "list", "watch"},
+		"/events":                    {"create"},
+	}
+	if reportStatus {
+		want["criguard.dev/imagepolicies/status"] = []string{"patch"}
 	}
 	got := map[string][]string{}
 	for _, rule := range cr.Rules {
