@@ -80,7 +80,7 @@ fuzz:
 	done
 
 # kind, offline (docs/kind.md; root; not part of `make test`: a cold node image
-# build takes ~50 min on 2 cores). kind-node-image builds the node image from
+# build takes 18 min on 2 quiet cores with empty Go caches, far more under load). kind-node-image builds the node image from
 # Debian packages and the Go module proxy at the versions in
 # e2e/kind/nodeimage/pins.env, cached under $(KIND_CACHE) and rebuilt only when
 # a pin changes. e2e-kind runs the DaemonSet round trip on a two-node cluster,
