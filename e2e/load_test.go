@@ -5,10 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -25,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/criguard/criguard/internal/testkey"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -32,7 +30,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"golang.org/x/sync/errgroup"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -350,18 +347,7 @@ type loadSigner struct {
 
 func newLoadSigner(tb testing.TB) *loadSigner {
 	tb.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s, err := signature.LoadSigner(priv, crypto.SHA256)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pemData, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		tb.Fatal(err)
-	}
+	s, pemData := testkey.New(tb)
 	return &loadSigner{signer: s, pubPEM: pemData}
 }
 

@@ -3,10 +3,6 @@ package cosign_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -18,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/criguard/criguard/internal/testkey"
+
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/criguard/criguard/internal/fixtureregistry"
@@ -46,18 +43,7 @@ type testSigner struct {
 
 func newSigner(t testing.TB, name string) *testSigner {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := signature.LoadSigner(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemData, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pemData := testkey.New(t)
 	k, err := keys.Parse(name, pemData, "")
 	if err != nil {
 		t.Fatal(err)

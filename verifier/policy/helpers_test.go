@@ -2,9 +2,6 @@ package policy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -17,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/criguard/criguard/internal/testkey"
+
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
 )
@@ -24,15 +23,8 @@ import (
 // testKey is a generated ECDSA P-256 public key in PEM.
 func testKey(t testing.TB) string {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	_, pemData := testkey.New(t)
+	return string(pemData)
 }
 
 // indent prefixes every line of s with n spaces (for PEM inside YAML).
