@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/criguard/criguard/internal/testkey"
-
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
 )
