@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/criguard/criguard/internal/testkey"
-
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -35,6 +33,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/e2e/harness"
+	"github.com/criguard/criguard/internal/testkey"
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/policy"
 )

@@ -14,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/criguard/criguard/internal/testkey"
-
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/criguard/criguard/internal/fixtureregistry"
+	"github.com/criguard/criguard/internal/testkey"
 	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/keys"
 	"github.com/criguard/criguard/verifier/registry"
