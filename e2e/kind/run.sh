@@ -20,6 +20,7 @@ export REPO
 . "$REPO/e2e/kind/nodeimage/lib.sh"
 . "$REPO/e2e/kind/lib/dockerd.sh"
 . "$REPO/e2e/kind/lib/cluster.sh"
+. "$REPO/e2e/kind/lib/k8s.sh"
 
 CLUSTER=criguard-e2e
 CP=$CLUSTER-control-plane
@@ -35,10 +36,7 @@ export KUBECONFIG=$work/kubeconfig # never the user's ~/.kube/config
 start=$SECONDS
 timings=()
 
-step() { log "==== $*"; }
 took() { timings+=("$1: $(( SECONDS - $2 ))s"); log "took $(( SECONDS - $2 ))s: $1"; }
-k() { kubectl "$@"; }
-nodes() { kind get nodes --name "$CLUSTER"; }
 
 cleanup() {
   local rc=$?
@@ -69,50 +67,9 @@ cleanup() {
   exit $rc
 }
 
-# poll SECONDS WHAT CMD...: runs CMD until it succeeds or time runs out.
-poll() {
-  local limit=$1 what=$2; shift 2
-  local end=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    [[ $SECONDS -lt $end ]] || die "timed out after ${limit}s waiting for: $what"
-    sleep 3
-  done
-  log "ok: $what"
-}
-
-# refused NS POD: a container of the pod (init, app or ephemeral) waits with
-# criguard's SignatureValidationFailed, or an event of the pod says so.
-refused() {
-  local ns=$1 pod=$2
-  k -n "$ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.state.waiting.reason} {.state.waiting.message}{"\n"}{end}{range .status.ephemeralContainerStatuses[*]}{.state.waiting.reason} {.state.waiting.message}{"\n"}{end}' |
-    grep -q SignatureValidationFailed ||
-    k -n "$ns" get events --field-selector "involvedObject.name=$pod" -o jsonpath='{.items[*].message}' | grep -q SignatureValidationFailed
-}
-# never_ran NS POD: no container of the pod ever got an ID (was never created).
-never_ran() {
-  [[ -z "$(k -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[*].containerID}{.status.ephemeralContainerStatuses[*].containerID}')" ]]
-}
-# pod NAME IMAGE [NODE] [PULL_POLICY]: a one-container pod, optionally pinned to a node.
-pod() {
-  cat <<YAML | k apply -f - >/dev/null
-apiVersion: v1
-kind: Pod
-metadata: {name: $1, namespace: ${POD_NS:-default}}
-spec:
-  ${3:+nodeName: $3}
-  tolerations: [{operator: Exists}]
-  terminationGracePeriodSeconds: 1
-  containers:
-  - {name: main, image: "$2", imagePullPolicy: ${4:-IfNotPresent}}
-YAML
-}
 static_pod() { # NAME IMAGE: a static pod in $WORKER's manifest directory
   printf 'apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: default}\nspec:\n  containers:\n  - {name: main, image: "%s"}\n' "$1" "$2" |
     docker exec -i "$WORKER" tee "/etc/kubernetes/manifests/$1.yaml" >/dev/null
-}
-expect_refused() { # NS POD WHAT
-  poll 180 "$3: refused with SignatureValidationFailed" refused "$1" "$2"
-  never_ran "$1" "$2" || die "$3: a container was created"
 }
 criguard_logged() { # NODE PATTERN...: criguard's journal on NODE has a line matching every PATTERN
   local n=$1; shift

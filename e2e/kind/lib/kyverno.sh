@@ -47,38 +47,7 @@ kyverno_main() {
   took "Kyverno installed" "$t"
 
   k create namespace e2e-kyverno-excluded >/dev/null
-  local pub; pub=$(sed 's/^/                  /' "$work/cosign.pub")
-  cat >"$work/kyverno-policy.yaml" <<YAML
-apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata:
-  name: check-image
-spec:
-  webhookTimeoutSeconds: 30
-  failurePolicy: Fail
-  background: false
-  rules:
-  - name: check-image
-    match:
-      any:
-      - resources:
-          kinds: [Pod]
-    exclude:
-      any:
-      - resources:
-          namespaces: [e2e-kyverno-excluded]
-    verifyImages:
-    - imageReferences: ["$REG/e2e/*"]
-      failureAction: Enforce
-      attestors:
-      - count: 1
-        entries:
-        - keys:
-            publicKeys: |-
-$pub
-            rekor: {ignoreTlog: true}
-            ctlog: {ignoreSCT: true}
-YAML
+  kyverno_key_policy check-image check-image "$REG/e2e/*" "$work/cosign.pub" e2e-kyverno-excluded >"$work/kyverno-policy.yaml"
   # Kyverno's own webhook checks the policy: retry until its service answers.
   poll 120 "ClusterPolicy check-image applied" k apply -f "$work/kyverno-policy.yaml"
   poll 180 "ClusterPolicy check-image Ready" k wait --for=condition=Ready clusterpolicy/check-image --timeout=10s
