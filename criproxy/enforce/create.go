@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/criguard/criguard/criproxy/forward"
+	"github.com/criguard/criguard/verifier/cosign"
 	"github.com/criguard/criguard/verifier/imageref"
 	"github.com/criguard/criguard/verifier/policy"
 )
@@ -92,9 +93,11 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		e.record(OpCreateContainer, ns, pod, image, d, start)
 		return "", denial(codes.PermissionDenied, image, d)
 	}
+	var seen verdicts // what the remembered names were judged: not judged again
 	if img, ok := e.names.get(image, start); ok {
-		if id, allowed := e.allowRemembered(ctx, ns, pod, spec, img, start); allowed {
-			return id, nil
+		var allowed bool
+		if seen, allowed = e.allowRemembered(ctx, ns, pod, spec, img, start); allowed {
+			return img.id, nil
 		}
 		// The remembered names do not settle it: ask containerd afresh.
 	}
@@ -107,7 +110,7 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		return "", err
 	}
 	for _, group := range candidates {
-		if err := e.judgeGroup(ctx, ns, pod, group, start); err != nil {
+		if err := e.judgeGroup(ctx, ns, pod, group, seen, start); err != nil {
 			return "", err
 		}
 		start = time.Now()
@@ -182,41 +185,84 @@ func (e *Enforcer) candidates(ctx context.Context, ns, pod string, spec *runtime
 
 // judgeGroup records one decision for a group of inputs naming the same
 // repository: the first allow, else the first denial (an error).
-func (e *Enforcer) judgeGroup(ctx context.Context, ns, pod string, group []policy.Input, start time.Time) error {
-	var first policy.Decision
-	for i, in := range group {
-		d := e.judge.Evaluate(ctx, in)
-		if d.Allowed {
-			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
-			return nil
-		}
-		if i == 0 {
-			first = d
-		}
+func (e *Enforcer) judgeGroup(ctx context.Context, ns, pod string, group []policy.Input, seen verdicts, start time.Time) error {
+	in, d := e.firstAllow(ctx, group, seen)
+	e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+	if d.Allowed {
+		return nil
 	}
-	e.record(OpCreateContainer, ns, pod, group[0].Image, first, start)
-	return denial(codes.PermissionDenied, group[0].Image, first)
+	return denial(codes.PermissionDenied, in.Image, d)
 }
 
 // allowRemembered judges an image by the names remembered for its ID, and
 // reports an allow only: the name the request claims must be among them and its
 // repository must allow. Anything else (no claim, an unknown name, a denial) is
-// left to a fresh lookup, which also records the decision.
-func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *knownImage, start time.Time) (string, bool) {
+// left to a fresh lookup, which also records the decision; the denials reached
+// here are returned for it to reuse.
+func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *knownImage, start time.Time) (verdicts, bool) {
 	asked := spec.GetUserSpecifiedImage()
 	if asked == "" {
-		return "", false
+		return nil, false
 	}
 	ref, err := imageref.Parse(asked)
 	if err != nil || !img.knownAs(ref) {
-		return "", false
+		return nil, false
 	}
-	for _, in := range e.inputs(ns, pod, asked, ref, img.digestsFor(ref)) {
-		d := e.judge.Evaluate(ctx, in)
+	seen := make(verdicts)
+	in, d := e.firstAllow(ctx, e.inputs(ns, pod, asked, ref, img.digestsFor(ref)), seen)
+	if !d.Allowed {
+		return seen, false
+	}
+	e.record(OpCreateContainer, ns, pod, in.Image, d, start)
+	return seen, true
+}
+
+// verdicts are the decisions already reached while judging one image, by
+// input. A fresh lookup after the remembered names denied asks mostly the same
+// questions; answering them again would cost a second verification (and
+// registry round trip, and verification slot) per retry exactly when the
+// registry is slow, as such denials are not cached by the engine. Only
+// denials are ever reused (an allow ends the judgement), so reuse cannot admit
+// anything.
+type verdicts map[verdictKey]policy.Decision
+
+// verdictKey is the whole input, its credentials by value (each input carries
+// its own copy), so that only the very same question is answered from it.
+type verdictKey struct {
+	in      policy.Input // Auth nil
+	auth    cosign.Auth
+	hasAuth bool
+}
+
+func keyOf(in policy.Input) verdictKey {
+	k := verdictKey{in: in}
+	if in.Auth != nil {
+		k.auth, k.hasAuth = *in.Auth, true
+	}
+	k.in.Auth = nil
+	return k
+}
+
+// firstAllow evaluates group in order until an input is allowed, and returns
+// that input and its decision, else the first input and its denial. Decisions
+// already in seen are reused, new ones added (seen may be nil: nothing kept).
+func (e *Enforcer) firstAllow(ctx context.Context, group []policy.Input, seen verdicts) (policy.Input, policy.Decision) {
+	var first policy.Decision
+	for i, in := range group {
+		k := keyOf(in)
+		d, ok := seen[k]
+		if !ok {
+			d = e.judge.Evaluate(ctx, in)
+			if seen != nil {
+				seen[k] = d
+			}
+		}
 		if d.Allowed {
-			e.record(OpCreateContainer, ns, pod, in.Image, d, start)
-			return img.id, true
+			return in, d
+		}
+		if i == 0 {
+			first = d
 		}
 	}
-	return "", false
+	return group[0], first
 }

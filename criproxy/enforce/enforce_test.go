@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -908,5 +909,71 @@ func TestCreateContainerWithoutImageIDDenied(t *testing.T) {
 	_, err := r.e.CreateContainer(context.Background(), createReq(reg+"/team/app:1.0", ""), okCreate(&called))
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "no image ID") || called {
 		t.Fatalf("CreateContainer of an image without ID: err=%v forwarded=%v; want PermissionDenied naming the missing ID, nothing forwarded", err, called)
+	}
+}
+
+// TestCreateContainerReusesRememberedDenials: when the remembered names deny,
+// the fresh lookup does not evaluate the same (name, digest) again (a second
+// verification and registry round trip per kubelet retry, exactly when the
+// registry is slow); it evaluates only what the remembered names did not, and
+// a reused denial stays a denial.
+func TestCreateContainerReusesRememberedDenials(t *testing.T) {
+	const claim = reg + "/team/app:1.0"
+	app := &runtimeapi.Image{Id: imID, RepoTags: []string{claim}, RepoDigests: []string{reg + "/team/app@" + dgA}}
+	// The same content pulled since by a second digest of its repository.
+	twoDigests := &runtimeapi.Image{Id: imID, RepoTags: []string{claim}, RepoDigests: []string{reg + "/team/app@" + dgA, reg + "/team/app@" + dgB}}
+	allowB := func(in policy.Input) policy.Decision {
+		if in.Digest == dgB {
+			return allowAs("")(in)
+		}
+		return denyAll(in)
+	}
+	type evaluated struct{ image, digest string }
+	tests := []struct {
+		name     string
+		fresh    *runtimeapi.Image // what containerd says when asked afresh
+		decide   func(policy.Input) policy.Decision
+		wantErr  bool
+		wantEval []evaluated // Evaluate calls of the second create
+	}{
+		{"same names deny: each judged once", app, denyAll, true,
+			[]evaluated{{claim, dgA}}},
+		{"a new digest: only it is judged, and denies", twoDigests, denyAll, true,
+			[]evaluated{{claim, dgA}, {claim, dgB}}},
+		{"a new digest: only it is judged, and allows", twoDigests, allowB, false,
+			[]evaluated{{claim, dgA}, {claim, dgB}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			judge := &fakeJudge{decide: allowAs("")}
+			images := &fakeImages{images: map[string]*runtimeapi.Image{imID: app}}
+			e, err := New(Options{Judge: judge, Images: images, Sandboxes: newFakeSandboxes()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.CreateContainer(context.Background(), createReq(imID, claim), okCreate(nil)); err != nil {
+				t.Fatalf("first create (remembers the names): %v", err)
+			}
+			judge.inputs, judge.decide = nil, tt.decide
+			images.images[imID] = tt.fresh
+			called := false
+			_, err = e.CreateContainer(context.Background(), createReq(imID, claim), okCreate(&called))
+			if tt.wantErr != (err != nil) || called == tt.wantErr {
+				t.Fatalf("second create: err = %v, forwarded = %v; want error %v", err, called, tt.wantErr)
+			}
+			if tt.wantErr && status.Code(err) != codes.PermissionDenied {
+				t.Errorf("second create: code %v, want PermissionDenied", status.Code(err))
+			}
+			if len(images.asked) != 2 {
+				t.Errorf("ImageStatus calls = %v, want 2 (the second create looked up afresh)", images.asked)
+			}
+			var got []evaluated
+			for _, in := range judge.inputs {
+				got = append(got, evaluated{in.Image, in.Digest})
+			}
+			if !slices.Equal(got, tt.wantEval) {
+				t.Errorf("second create evaluated %v, want %v", got, tt.wantEval)
+			}
+		})
 	}
 }
