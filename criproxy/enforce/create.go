@@ -93,10 +93,9 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		e.record(OpCreateContainer, ns, pod, image, d, start)
 		return "", denial(codes.PermissionDenied, image, d)
 	}
-	var seen verdicts // what the remembered names were judged: not judged again
+	var seen verdicts // denials reached on the remembered names: not asked again
 	if img, ok := e.names.get(image, start); ok {
-		var allowed bool
-		if seen, allowed = e.allowRemembered(ctx, ns, pod, spec, img, start); allowed {
+		if e.allowRemembered(ctx, ns, pod, spec, img, &seen, start) {
 			return img.id, nil
 		}
 		// The remembered names do not settle it: ask containerd afresh.
@@ -110,7 +109,7 @@ func (e *Enforcer) judgeLocal(ctx context.Context, ns, pod string, spec *runtime
 		return "", err
 	}
 	for _, group := range candidates {
-		if err := e.judgeGroup(ctx, ns, pod, group, seen, start); err != nil {
+		if err := e.judgeGroup(ctx, ns, pod, group, &seen, start); err != nil {
 			return "", err
 		}
 		start = time.Now()
@@ -185,7 +184,7 @@ func (e *Enforcer) candidates(ctx context.Context, ns, pod string, spec *runtime
 
 // judgeGroup records one decision for a group of inputs naming the same
 // repository: the first allow, else the first denial (an error).
-func (e *Enforcer) judgeGroup(ctx context.Context, ns, pod string, group []policy.Input, seen verdicts, start time.Time) error {
+func (e *Enforcer) judgeGroup(ctx context.Context, ns, pod string, group []policy.Input, seen *verdicts, start time.Time) error {
 	in, d := e.firstAllow(ctx, group, seen)
 	e.record(OpCreateContainer, ns, pod, in.Image, d, start)
 	if d.Allowed {
@@ -198,23 +197,22 @@ func (e *Enforcer) judgeGroup(ctx context.Context, ns, pod string, group []polic
 // reports an allow only: the name the request claims must be among them and its
 // repository must allow. Anything else (no claim, an unknown name, a denial) is
 // left to a fresh lookup, which also records the decision; the denials reached
-// here are returned for it to reuse.
-func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *knownImage, start time.Time) (verdicts, bool) {
+// here are kept in seen for it to reuse.
+func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *runtimeapi.ImageSpec, img *knownImage, seen *verdicts, start time.Time) bool {
 	asked := spec.GetUserSpecifiedImage()
 	if asked == "" {
-		return nil, false
+		return false
 	}
 	ref, err := imageref.Parse(asked)
 	if err != nil || !img.knownAs(ref) {
-		return nil, false
+		return false
 	}
-	seen := make(verdicts)
 	in, d := e.firstAllow(ctx, e.inputs(ns, pod, asked, ref, img.digestsFor(ref)), seen)
 	if !d.Allowed {
-		return seen, false
+		return false
 	}
 	e.record(OpCreateContainer, ns, pod, in.Image, d, start)
-	return seen, true
+	return true
 }
 
 // verdicts are the decisions already reached while judging one image, by
@@ -222,8 +220,7 @@ func (e *Enforcer) allowRemembered(ctx context.Context, ns, pod string, spec *ru
 // questions; answering them again would cost a second verification (and
 // registry round trip, and verification slot) per retry exactly when the
 // registry is slow, as such denials are not cached by the engine. Only
-// denials are ever reused (an allow ends the judgement), so reuse cannot admit
-// anything.
+// denials are kept, so reuse cannot admit anything.
 type verdicts map[verdictKey]policy.Decision
 
 // verdictKey is the whole input, its credentials by value (each input carries
@@ -244,17 +241,21 @@ func keyOf(in policy.Input) verdictKey {
 }
 
 // firstAllow evaluates group in order until an input is allowed, and returns
-// that input and its decision, else the first input and its denial. Decisions
-// already in seen are reused, new ones added (seen may be nil: nothing kept).
-func (e *Enforcer) firstAllow(ctx context.Context, group []policy.Input, seen verdicts) (policy.Input, policy.Decision) {
+// that input and its decision, else the first input and its denial. Denials
+// already in seen are reused, new ones added (the map made on the first: the
+// usual allow allocates nothing).
+func (e *Enforcer) firstAllow(ctx context.Context, group []policy.Input, seen *verdicts) (policy.Input, policy.Decision) {
 	var first policy.Decision
 	for i, in := range group {
 		k := keyOf(in)
-		d, ok := seen[k]
+		d, ok := (*seen)[k]
 		if !ok {
 			d = e.judge.Evaluate(ctx, in)
-			if seen != nil {
-				seen[k] = d
+			if !d.Allowed {
+				if *seen == nil {
+					*seen = make(verdicts)
+				}
+				(*seen)[k] = d
 			}
 		}
 		if d.Allowed {
