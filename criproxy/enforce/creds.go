@@ -30,8 +30,10 @@ func NewCredentials(max int) *Credentials {
 	return &Credentials{byKey: newLRU[credKey, cosign.Auth](max)}
 }
 
-// Remember records auth as namespace's latest credentials for host. An empty
-// auth forgets them: kubelet sent none, so a stale secret should not be reused.
+// Remember records auth as namespace's latest credentials for host; a nil or
+// empty auth forgets them. PullImage calls it only with the credentials of a
+// pull that went through, so a pull that carried none leaves what the namespace
+// last pulled with from host in place.
 func (c *Credentials) Remember(namespace, host string, auth *cosign.Auth) {
 	if c == nil || host == "" {
 		return

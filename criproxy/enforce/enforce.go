@@ -133,15 +133,6 @@ func (e *Enforcer) inputs(ns, pod, image string, ref imageref.Ref, digests []str
 	return out
 }
 
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // denial is the error kubelet sees: the prefix it maps to the pod's reason, then
 // what was judged and why.
 func denial(code codes.Code, image string, d policy.Decision) error {

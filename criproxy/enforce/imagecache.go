@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -108,7 +109,7 @@ func newKnownImage(img *runtimeapi.Image) *knownImage {
 // the repository's digests, else its tag among the image's tags.
 func (k *knownImage) knownAs(ref imageref.Ref) bool {
 	if ref.HasDigest() {
-		return contains(k.groups[ref.Repository()], ref.Digest())
+		return slices.Contains(k.groups[ref.Repository()], ref.Digest())
 	}
 	for _, t := range k.tags {
 		if !t.IsZero() && t.Repository() == ref.Repository() && t.Tag() == ref.Tag() && !t.HasDigest() {
