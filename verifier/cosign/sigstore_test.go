@@ -225,3 +225,42 @@ func BenchmarkVerifyKeylessCold(b *testing.B) {
 		})
 	}
 }
+
+// TestKeylessThresholdCountsSigners: a threshold counts distinct proven
+// signers, not attestors. fx/keyless-bundle has one keyless signature (and one
+// attestation) by alice; two attestors that both accept alice are still one
+// signer, so a count of 2 is not met.
+func TestKeylessThresholdCountsSigners(t *testing.T) {
+	reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, true, nil)
+	root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyExample := sigverify.Identity{SubjectRegExp: `@example\.com$`, Issuer: alice.Issuer}
+	both := []cosign.Attestor{{Identities: []sigverify.Identity{alice}}, {Identities: []sigverify.Identity{anyExample}}}
+	slsa, _ := attest.PredicateType("slsaprovenance1")
+	cases := []struct {
+		name      string
+		attestors []cosign.Attestor
+		threshold int
+		att       *cosign.Attestation
+		allowed   bool
+		reason    string
+	}{
+		{"one signer, two attestors, count 2", both, 2, nil, false, "signed by 1 of the 2 required trusted signers (verified: keyless subject \"alice@example.com\""},
+		{"one signer, two attestors, all", both, 0, nil, false, "are 1 distinct signer(s)"},
+		{"one signer, two attestors, count 1", both, 1, nil, true, ""},
+		{"attestation: one signer, count 2", both, 2, &cosign.Attestation{PredicateType: slsa}, false, "signed by 1 of the 2 required"},
+		{"attestation: one signer, count 1", both, 1, &cosign.Attestation{PredicateType: slsa}, true, ""},
+	}
+	v := newVerifier(nil, cosign.Options{})
+	for _, c := range cases {
+		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("fx/keyless-bundle", "1.0")), Trust: root, Attestors: c.attestors, Threshold: c.threshold, Attestation: c.att})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if res.Allowed != c.allowed || !strings.Contains(res.Reason, c.reason) {
+			t.Errorf("%s: allowed=%v reason %q, want %v %q", c.name, res.Allowed, res.Reason, c.allowed, c.reason)
+		}
+	}
+}

@@ -255,8 +255,9 @@ func Needed(as []Attestor, threshold int) (need int, short string) {
 }
 
 // Signers counts the distinct signers among as (Attestor.SignerID). Verify
-// counts the attestors that verified a signature against Needed; test
-// doubles must count the same way.
+// counts the distinct proven signers of the attestors that verified against
+// Needed (for key attestors the same as Signers of them); test doubles must
+// count the same way.
 func Signers(as []Attestor) int {
 	distinct := map[string]bool{}
 	for _, a := range as {
@@ -291,6 +292,7 @@ type finding struct {
 type hit struct {
 	attestor      int
 	signer        string
+	signerID      string // provenSigner: what a threshold counts
 	predicateType string
 	conditions    error // an attestation whose predicate fails the conditions
 }
@@ -456,13 +458,16 @@ func (j *judgement) signed() map[int]bool {
 // verdict applies the threshold and writes a reason a person can act on.
 func (j *judgement) verdict(need int) (bool, string) {
 	byAttestor := j.signed()
-	var passed []Attestor
-	for i, ok := range byAttestor {
-		if ok {
-			passed = append(passed, j.attestors[i])
+	signersOf := map[int][]string{}
+	for _, f := range j.findings {
+		for _, h := range f.hits {
+			if byAttestor[h.attestor] {
+				signersOf[h.attestor] = append(signersOf[h.attestor], h.signerID)
+			}
 		}
 	}
-	if Signers(passed) >= need {
+	proven := distinctSigners(signersOf)
+	if proven >= need {
 		return true, ""
 	}
 	what, n := "cosign signature(s)", noun(j.attestors)
@@ -508,8 +513,15 @@ func (j *judgement) verdict(need int) (bool, string) {
 		if len(okNames) == 0 {
 			return false, fmt.Sprintf("no %s meets the policy's conditions: %s%s", what, strings.Join(failedConditions, "; "), truncated)
 		}
-		return false, fmt.Sprintf("%s: signed by %d of the %d required trusted %ss (verified: %s; missing: %s)%s%s",
-			what, len(okNames), need, n, strings.Join(okNames, ", "), strings.Join(missing, ", "), cond, truncated)
+		if len(missing) == 0 {
+			missing = []string{"none"}
+		}
+		same := ""
+		if proven < len(okNames) {
+			same = fmt.Sprintf("; the %d verified %ss are %d distinct signer(s): one signer counts once however many policy entries it matches", len(okNames), n, proven)
+		}
+		return false, fmt.Sprintf("%s: signed by %d of the %d required trusted %ss (verified: %s; missing: %s)%s%s%s",
+			what, proven, need, n, strings.Join(okNames, ", "), strings.Join(missing, ", "), same, cond, truncated)
 	}
 	labels := make([]string, len(j.attestors))
 	for i, a := range j.attestors {
