@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/criguard/criguard/internal/fixtureregistry"
 	"github.com/criguard/criguard/verifier/attest"
@@ -262,5 +263,43 @@ func TestKeylessThresholdCountsSigners(t *testing.T) {
 		if res.Allowed != c.allowed || !strings.Contains(res.Reason, c.reason) {
 			t.Errorf("%s: allowed=%v reason %q, want %v %q", c.name, res.Allowed, res.Reason, c.allowed, c.reason)
 		}
+	}
+}
+
+// TestPanicRefused: a panic while verifying one signature (here a
+// condition's time_now() reading a clock that panics, as a JMESPath function
+// choking on a predicate would) is recovered in the verifier's goroutine: the
+// attestation is refused with where it panicked, and the process lives on.
+func TestPanicRefused(t *testing.T) {
+	cases := []struct {
+		repo      string
+		referrers bool
+	}{{"fx/keyless-bundle", true}, {"fx/keyless-bundle", false}, {"fx/keyless-legacy", false}}
+	for _, c := range cases {
+		reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, c.referrers, nil)
+		root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cond, err := attest.Compile([]attest.AnyAllConditions{{All: []attest.Condition{{Key: "{{ time_now() }}", Operator: "NotEquals", Value: "x"}}}},
+			attest.WithClock(func() time.Time { panic("clock exploded") }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		slsa, _ := attest.PredicateType("slsaprovenance1")
+		res, err := newVerifier(nil, cosign.Options{}).Verify(context.Background(), cosign.Request{
+			Image: mustRef(t, reg.Ref(c.repo, "1.0")), Trust: root,
+			Attestors:   []cosign.Attestor{{Identities: []sigverify.Identity{alice}}},
+			Attestation: &cosign.Attestation{PredicateType: slsa, Conditions: cond},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"panicked at", "TestPanicRefused", "sigstore_test.go:", "clock exploded", "the panic was recovered"} {
+			if res.Allowed || !strings.Contains(res.Reason, want) {
+				t.Errorf("%s referrers=%v: allowed=%v reason %q, want a denial with %q", c.repo, c.referrers, res.Allowed, res.Reason, want)
+			}
+		}
+		t.Logf("%s referrers=%v: %s", c.repo, c.referrers, res.Reason)
 	}
 }

@@ -388,16 +388,16 @@ func (j *judgement) run(ctx context.Context, need int) error {
 	var bundleRefs []sigformat.Descriptor
 	var legacy *sigformat.Manifest
 	var g errgroup.Group
-	g.Go(func() error {
+	g.Go(j.guard("the referrers lookup", finding{format: "bundle", container: true}, func() error {
 		var err error
 		bundleRefs, err = j.listBundles(ctx)
 		return record(err)
-	})
-	g.Go(func() error {
+	}))
+	g.Go(j.guard("the signature tag lookup", finding{format: j.legacyFormat(), container: true}, func() error {
 		var err error
 		legacy, _, err = j.legacyManifest(ctx)
 		return record(err)
-	})
+	}))
 	_ = g.Wait()
 	// Bundles are read before legacy layers when the budget runs short, as cosign
 	// v3 prefers them.
@@ -409,10 +409,10 @@ func (j *judgement) run(ctx context.Context, need int) error {
 	g = errgroup.Group{}
 	g.SetLimit(fetchParallelism)
 	for _, d := range bundleRefs {
-		g.Go(func() error { return record(j.checkBundle(ctx, d)) })
+		g.Go(j.guard("bundle "+d.Digest, finding{format: "bundle", digest: d.Digest}, func() error { return record(j.checkBundle(ctx, d)) }))
 	}
 	for _, l := range layers {
-		g.Go(func() error { return record(j.checkLegacy(ctx, l)) })
+		g.Go(j.guard("layer "+l.Digest, finding{format: j.legacyFormat(), digest: l.Digest}, func() error { return record(j.checkLegacy(ctx, l)) }))
 	}
 	_ = g.Wait()
 	// Deterministic order for verdicts and output.
