@@ -86,6 +86,7 @@ func TestAnyAll(t *testing.T) {
 		{"every block must hold", []AnyAllConditions{{All: []Condition{critical0}}, {All: []Condition{high0}}}, "block 2"},
 		{"Kyverno's time_since", []AnyAllConditions{{All: []Condition{{Key: "{{ time_since('', metadata.scanStartedOn, metadata.scanFinishedOn) }}", Operator: "Equals", Value: "1m"}}}}, ""},
 		{"a Kyverno function's error denies", []AnyAllConditions{{All: []Condition{{Key: "{{ time_since('', scanner.uri, '') }}", Operator: "NotEquals", Value: "1m"}}}}, "cannot parse"},
+		{"an unparsable semver denies", []AnyAllConditions{{All: []Condition{{Key: "{{ semver_compare(scanner.uri, '<2.0.0') }}", Operator: "Equals", Value: true}}}}, "semver_compare: version"},
 		{"missing key denies", []AnyAllConditions{{All: []Condition{{Key: "{{ nosuch.field }}", Operator: "NotEquals", Value: 1}}}}, "finds nothing in the predicate"},
 	}
 	for _, c := range cases {

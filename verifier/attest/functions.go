@@ -315,14 +315,19 @@ func jpTruncate(args []any) (any, error) {
 	return string(r[:int(n)]), nil
 }
 
-// jpSemverCompare: whether the version (unparseable: 0.0.0, as Kyverno) is
-// in the range, both in blang/semver's syntax (Kyverno's library).
+// jpSemverCompare: whether the version is in the range, both in
+// blang/semver's syntax (Kyverno's library). An unparsable version is an
+// error, so the condition fails: Kyverno reads it as 0.0.0, which would let
+// garbage pass a range such as '<2.0.0'.
 func jpSemverCompare(args []any) (any, error) {
 	s, err := argStrings(args, 2)
 	if err != nil {
 		return nil, err
 	}
-	version, _ := semver.Parse(s[0])
+	version, err := semver.Parse(s[0])
+	if err != nil {
+		return nil, fmt.Errorf("semver_compare: version %q: %w", s[0], err)
+	}
 	inRange, err := semver.ParseRange(s[1])
 	if err != nil {
 		return nil, err

@@ -104,7 +104,9 @@ func TestKyvernoFunctions(t *testing.T) {
 		{"semver_compare('4.1.3', '!4.x.x')", false, ""},
 		{"semver_compare('1.8.6', '>1.0.0 <2.0.0')", true, ""},
 		{"semver_compare('2.1.5', '<2.0.0 || >=3.0.0')", false, ""},
-		{"semver_compare('junk', '<1.0.0')", true, ""}, // an unparseable version is 0.0.0
+		// An unparsable version fails (Kyverno's 0.0.0 would pass '<1.0.0').
+		{"semver_compare('junk', '<1.0.0')", nil, `version "junk"`},
+		{"semver_compare('', '<2.0.0')", nil, "semver_compare: version"},
 		{"semver_compare('1.0.0', 'junk')", nil, "junk"},
 		{`parse_json('{"a": [1, "b"]}').a`, []any{1.0, "b"}, ""},
 		{"parse_json('{')", nil, "unexpected end"},

@@ -211,13 +211,13 @@ func (j *judgement) verifyAll(f *finding, verify func(*sigverify.Verifier, sigve
 		case j.want == nil && !res.IsImageSignature():
 			f.errs[i] = &kindError{fmt.Sprintf("is by %s but is an attestation of type %q, not an image signature", res.Signer, res.PredicateType)}
 		case j.want == nil:
-			f.hits = append(f.hits, hit{attestor: i, signer: res.Signer})
+			f.hits = append(f.hits, hit{attestor: i, signer: res.Signer, signerID: provenSigner(a, res)})
 		case res.IsImageSignature():
 			f.errs[i] = &kindError{fmt.Sprintf("is an image signature by %s, not an attestation", res.Signer)}
 		case res.PredicateType != j.want.PredicateType:
 			f.errs[i] = &kindError{fmt.Sprintf("is an attestation by %s of type %q, not %q", res.Signer, res.PredicateType, j.want.PredicateType)}
 		default:
-			h := hit{attestor: i, signer: res.Signer, predicateType: res.PredicateType}
+			h := hit{attestor: i, signer: res.Signer, signerID: provenSigner(a, res), predicateType: res.PredicateType}
 			if j.want.Conditions != nil {
 				if cerr := j.want.Conditions.Evaluate(res.Predicate); cerr != nil {
 					h.conditions = fmt.Errorf("attestation of type %s by %s does not meet the policy's conditions: %w", res.PredicateType, res.Signer, cerr)

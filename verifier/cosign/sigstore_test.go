@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/criguard/criguard/internal/fixtureregistry"
 	"github.com/criguard/criguard/verifier/attest"
@@ -223,5 +224,82 @@ func BenchmarkVerifyKeylessCold(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestKeylessThresholdCountsSigners: a threshold counts distinct proven
+// signers, not attestors. fx/keyless-bundle has one keyless signature (and one
+// attestation) by alice; two attestors that both accept alice are still one
+// signer, so a count of 2 is not met.
+func TestKeylessThresholdCountsSigners(t *testing.T) {
+	reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, true, nil)
+	root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyExample := sigverify.Identity{SubjectRegExp: `@example\.com$`, Issuer: alice.Issuer}
+	both := []cosign.Attestor{{Identities: []sigverify.Identity{alice}}, {Identities: []sigverify.Identity{anyExample}}}
+	slsa, _ := attest.PredicateType("slsaprovenance1")
+	cases := []struct {
+		name      string
+		attestors []cosign.Attestor
+		threshold int
+		att       *cosign.Attestation
+		allowed   bool
+		reason    string
+	}{
+		{"one signer, two attestors, count 2", both, 2, nil, false, "signed by 1 of the 2 required trusted signers (verified: keyless subject \"alice@example.com\""},
+		{"one signer, two attestors, all", both, 0, nil, false, "are 1 distinct signer(s)"},
+		{"one signer, two attestors, count 1", both, 1, nil, true, ""},
+		{"attestation: one signer, count 2", both, 2, &cosign.Attestation{PredicateType: slsa}, false, "signed by 1 of the 2 required"},
+		{"attestation: one signer, count 1", both, 1, &cosign.Attestation{PredicateType: slsa}, true, ""},
+	}
+	v := newVerifier(nil, cosign.Options{})
+	for _, c := range cases {
+		res, err := v.Verify(context.Background(), cosign.Request{Image: mustRef(t, reg.Ref("fx/keyless-bundle", "1.0")), Trust: root, Attestors: c.attestors, Threshold: c.threshold, Attestation: c.att})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if res.Allowed != c.allowed || !strings.Contains(res.Reason, c.reason) {
+			t.Errorf("%s: allowed=%v reason %q, want %v %q", c.name, res.Allowed, res.Reason, c.allowed, c.reason)
+		}
+	}
+}
+
+// TestPanicRefused: a panic while verifying one signature (here a
+// condition's time_now() reading a clock that panics, as a JMESPath function
+// choking on a predicate would) is recovered in the verifier's goroutine: the
+// attestation is refused with where it panicked, and the process lives on.
+func TestPanicRefused(t *testing.T) {
+	cases := []struct {
+		repo      string
+		referrers bool
+	}{{"fx/keyless-bundle", true}, {"fx/keyless-bundle", false}, {"fx/keyless-legacy", false}}
+	for _, c := range cases {
+		reg := fixtureregistry.ServeSet(t, fixtureregistry.Sigstore, c.referrers, nil)
+		root, err := trust.LoadFile(filepath.Join(reg.Dir, "trusted_root.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cond, err := attest.Compile([]attest.AnyAllConditions{{All: []attest.Condition{{Key: "{{ time_now() }}", Operator: "NotEquals", Value: "x"}}}},
+			attest.WithClock(func() time.Time { panic("clock exploded") }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		slsa, _ := attest.PredicateType("slsaprovenance1")
+		res, err := newVerifier(nil, cosign.Options{}).Verify(context.Background(), cosign.Request{
+			Image: mustRef(t, reg.Ref(c.repo, "1.0")), Trust: root,
+			Attestors:   []cosign.Attestor{{Identities: []sigverify.Identity{alice}}},
+			Attestation: &cosign.Attestation{PredicateType: slsa, Conditions: cond},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"panicked at", "TestPanicRefused", "sigstore_test.go:", "clock exploded", "the panic was recovered"} {
+			if res.Allowed || !strings.Contains(res.Reason, want) {
+				t.Errorf("%s referrers=%v: allowed=%v reason %q, want a denial with %q", c.repo, c.referrers, res.Allowed, res.Reason, want)
+			}
+		}
+		t.Logf("%s referrers=%v: %s", c.repo, c.referrers, res.Reason)
 	}
 }

@@ -83,9 +83,10 @@ func (a Attestor) Label() string {
 	return "keyless " + strings.Join(ids, " or ")
 }
 
-// SignerID identifies the signer behind the attestor for thresholds: a key by
-// its material (keys.Key.Fingerprint: the same key under two names is one
-// signer), keyless identities by what they accept.
+// SignerID identifies the signers the attestor can accept, for how large a
+// threshold can be (Needed): a key by its material (keys.Key.Fingerprint: the
+// same key under two names is one signer), keyless identities by what they
+// accept. A verdict counts the signers actually proven (Request.Threshold).
 func (a Attestor) SignerID() string {
 	if a.Key != nil {
 		return "key:" + a.Key.Fingerprint()
@@ -119,8 +120,12 @@ type Request struct {
 	// Auth is used for every registry call; nil means the node's docker config,
 	// else anonymous.
 	Auth *Auth
-	// Attestors are the trusted signers; Threshold distinct ones of them
-	// (Attestor.SignerID) must each verify a signature (0 means all of them).
+	// Attestors are the trusted signers. Threshold is how many distinct
+	// proven signers must verify (0: as many as the attestors' distinct
+	// SignerIDs): each counted attestor is credited to a different signer the
+	// signatures prove, a key by its material, a keyless certificate by its
+	// SAN and OIDC issuer. So one keyless signature matching two attestors
+	// counts once. Stricter than Kyverno's count, which counts attestors.
 	Attestors []Attestor
 	Threshold int
 	// Trust is the Sigstore trusted root (Fulcio CAs, Rekor and CT logs,

@@ -255,8 +255,9 @@ func Needed(as []Attestor, threshold int) (need int, short string) {
 }
 
 // Signers counts the distinct signers among as (Attestor.SignerID). Verify
-// counts the attestors that verified a signature against Needed; test
-// doubles must count the same way.
+// counts the distinct proven signers of the attestors that verified against
+// Needed (for key attestors the same as Signers of them); test doubles must
+// count the same way.
 func Signers(as []Attestor) int {
 	distinct := map[string]bool{}
 	for _, a := range as {
@@ -291,6 +292,7 @@ type finding struct {
 type hit struct {
 	attestor      int
 	signer        string
+	signerID      string // provenSigner: what a threshold counts
 	predicateType string
 	conditions    error // an attestation whose predicate fails the conditions
 }
@@ -386,16 +388,16 @@ func (j *judgement) run(ctx context.Context, need int) error {
 	var bundleRefs []sigformat.Descriptor
 	var legacy *sigformat.Manifest
 	var g errgroup.Group
-	g.Go(func() error {
+	g.Go(j.guard("the referrers lookup", finding{format: "bundle", container: true}, func() error {
 		var err error
 		bundleRefs, err = j.listBundles(ctx)
 		return record(err)
-	})
-	g.Go(func() error {
+	}))
+	g.Go(j.guard("the signature tag lookup", finding{format: j.legacyFormat(), container: true}, func() error {
 		var err error
 		legacy, _, err = j.legacyManifest(ctx)
 		return record(err)
-	})
+	}))
 	_ = g.Wait()
 	// Bundles are read before legacy layers when the budget runs short, as cosign
 	// v3 prefers them.
@@ -407,10 +409,10 @@ func (j *judgement) run(ctx context.Context, need int) error {
 	g = errgroup.Group{}
 	g.SetLimit(fetchParallelism)
 	for _, d := range bundleRefs {
-		g.Go(func() error { return record(j.checkBundle(ctx, d)) })
+		g.Go(j.guard("bundle "+d.Digest, finding{format: "bundle", digest: d.Digest}, func() error { return record(j.checkBundle(ctx, d)) }))
 	}
 	for _, l := range layers {
-		g.Go(func() error { return record(j.checkLegacy(ctx, l)) })
+		g.Go(j.guard("layer "+l.Digest, finding{format: j.legacyFormat(), digest: l.Digest}, func() error { return record(j.checkLegacy(ctx, l)) }))
 	}
 	_ = g.Wait()
 	// Deterministic order for verdicts and output.
@@ -456,13 +458,16 @@ func (j *judgement) signed() map[int]bool {
 // verdict applies the threshold and writes a reason a person can act on.
 func (j *judgement) verdict(need int) (bool, string) {
 	byAttestor := j.signed()
-	var passed []Attestor
-	for i, ok := range byAttestor {
-		if ok {
-			passed = append(passed, j.attestors[i])
+	signersOf := map[int][]string{}
+	for _, f := range j.findings {
+		for _, h := range f.hits {
+			if byAttestor[h.attestor] {
+				signersOf[h.attestor] = append(signersOf[h.attestor], h.signerID)
+			}
 		}
 	}
-	if Signers(passed) >= need {
+	proven := distinctSigners(signersOf)
+	if proven >= need {
 		return true, ""
 	}
 	what, n := "cosign signature(s)", noun(j.attestors)
@@ -508,8 +513,15 @@ func (j *judgement) verdict(need int) (bool, string) {
 		if len(okNames) == 0 {
 			return false, fmt.Sprintf("no %s meets the policy's conditions: %s%s", what, strings.Join(failedConditions, "; "), truncated)
 		}
-		return false, fmt.Sprintf("%s: signed by %d of the %d required trusted %ss (verified: %s; missing: %s)%s%s",
-			what, len(okNames), need, n, strings.Join(okNames, ", "), strings.Join(missing, ", "), cond, truncated)
+		if len(missing) == 0 {
+			missing = []string{"none"}
+		}
+		same := ""
+		if proven < len(okNames) {
+			same = fmt.Sprintf("; the %d verified %ss are %d distinct signer(s): one signer counts once however many policy entries it matches", len(okNames), n, proven)
+		}
+		return false, fmt.Sprintf("%s: signed by %d of the %d required trusted %ss (verified: %s; missing: %s)%s%s%s",
+			what, proven, need, n, strings.Join(okNames, ", "), strings.Join(missing, ", "), same, cond, truncated)
 	}
 	labels := make([]string, len(j.attestors))
 	for i, a := range j.attestors {
