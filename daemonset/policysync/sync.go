@@ -46,6 +46,11 @@ type Options struct {
 	// node watches every ImagePolicy, nodes x nodes watch events: large
 	// clusters turn it off and keep Events and metrics.
 	ReportStatus bool
+	// Check refuses a policy file that criguard on the node would refuse to
+	// load (criguard refuses the whole directory for one bad file, so one
+	// object must not freeze every node's policy); nil checks nothing. A
+	// refused object is reported PolicyRejected and its previous file stays.
+	Check func(name string, data []byte) error
 	// Resync rewrites from the informers' caches at least this often (default 1m).
 	Resync time.Duration
 	Logger *slog.Logger
@@ -160,6 +165,22 @@ func (s *Syncer) kyvernoInstalled(ctx context.Context) (bool, error) {
 	}
 }
 
+// checkedFile is o as policy file name, when that is a file the node can
+// write (a name within the file system's limit) and criguard would load.
+func (s *Syncer) checkedFile(name string, o *unstructured.Unstructured) ([]byte, error) {
+	if len(name) > maxFileName {
+		return nil, fmt.Errorf("the policy file name %s... is %d bytes long, over the %d a node accepts: give the object a shorter name", name[:40], len(name), maxFileName)
+	}
+	data, err := policyFile(o)
+	if err != nil || s.opts.Check == nil {
+		return data, err
+	}
+	if err := s.opts.Check(name, data); err != nil {
+		return nil, fmt.Errorf("criguard would refuse it, and with it every policy on the node: %w", err)
+	}
+	return data, nil
+}
+
 // syncOnce writes what the caches hold and reports each file written.
 func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) error {
 	objs, err := collect(listers)
@@ -171,7 +192,7 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 	var reports []statusReport
 	for _, o := range objs {
 		name := fileName(o)
-		data, err := policyFile(o)
+		data, err := s.checkedFile(name, o)
 		if err != nil {
 			// Keep this object's last good file, if any.
 			s.opts.Logger.Error("policy object not written; its previous file stays", "object", objectName(o), "err", err)
