@@ -88,9 +88,12 @@ func New(o Options) (*Syncer, error) {
 func (s *Syncer) Ready() bool { return s.ready.Load() || s.writer.present() }
 
 // Run watches until ctx ends. Errors reaching the API server are retried by
-// the informers; the directory is left as it is meanwhile.
+// the informers; the directory is left as it is meanwhile. When Kyverno's
+// CRDs appear after the start, Run returns an error so that the process
+// restarts and watches them too (the directory stays as it is).
 func (s *Syncer) Run(ctx context.Context) error {
 	gvrs := []schema.GroupVersionResource{ImagePolicies}
+	awaitKyverno := false
 	if s.opts.Kyverno {
 		ok, err := s.kyvernoInstalled(ctx)
 		if err != nil {
@@ -99,7 +102,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if ok {
 			gvrs = append(gvrs, KyvernoClusterPolicy, KyvernoPolicy)
 		} else {
-			s.opts.Logger.Info("Kyverno's CRDs are not installed: syncing ImagePolicy objects only")
+			s.opts.Logger.Info("Kyverno's CRDs are not installed: syncing ImagePolicy objects only, and asking again at every resync")
+			awaitKyverno = true
 		}
 	}
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(s.opts.Client, s.opts.Resync)
@@ -119,8 +123,10 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 		listers = append(listers, inf.Lister())
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+	defer cancel() // first: Shutdown waits for the informers to stop
 	// Nothing is written before every list completed once: a partial view
 	// would remove policies the node enforces.
 	for gvr, ok := range factory.WaitForCacheSync(ctx.Done()) {
@@ -139,6 +145,11 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return nil
 		case <-s.poke:
 		case <-tick.C:
+			if awaitKyverno {
+				if ok, err := s.opts.KyvernoInstalled(ctx); err == nil && ok {
+					return errors.New("Kyverno's CRDs are installed now: restarting to sync Kyverno policies too")
+				}
+			}
 		}
 	}
 }

@@ -437,3 +437,30 @@ func TestSyncRefusesWhatCriguardWouldRefuse(t *testing.T) {
 		t.Errorf("the last good file changed:\n%s", got)
 	}
 }
+
+// Kyverno installed after the sidecar started: Run ends with an error, so the
+// process restarts and syncs Kyverno's policies too.
+func TestSyncNoticesKyvernoInstalledLater(t *testing.T) {
+	var installed atomic.Bool
+	h := startNode(t, fakeAPIServer(t, imagePolicy("team", 1, "registry.example.com/*")), "node-a", t.TempDir(), true, false, func(o *Options) {
+		o.Resync = 20 * time.Millisecond
+		o.KyvernoInstalled = func(context.Context) (bool, error) { return installed.Load(), nil }
+	})
+	h.files(t, "imagepolicy-team.yaml")
+	select {
+	case err := <-h.done:
+		t.Fatalf("Run ended before Kyverno was installed: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	installed.Store(true)
+	select {
+	case err := <-h.done:
+		if err == nil || !strings.Contains(err.Error(), "Kyverno's CRDs are installed now") {
+			t.Fatalf("Run = %v; want the restart error", err)
+		}
+		h.cancel = nil // already stopped
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run did not notice Kyverno's CRDs; log:\n%s", strings.Join(h.logs.lines, ""))
+	}
+	h.files(t, "imagepolicy-team.yaml") // the directory stays
+}
