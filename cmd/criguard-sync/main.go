@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path"
 	"syscall"
 	"time"
 
@@ -29,7 +30,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/criguard/criguard/daemonset/policysync"
+	"github.com/criguard/criguard/verifier/policy"
 )
+
+// nodePolicyDir is where the installer puts the files this writes, on the
+// node: relative key paths in a policy resolve against it.
+const nodePolicyDir = "/etc/criguard/policy"
 
 type config struct {
 	listen, metricsUpstream, policyOut, kubeconfig, node string
@@ -114,6 +120,9 @@ func newSyncer(c config, logger *slog.Logger) (*policysync.Syncer, error) {
 	return policysync.New(policysync.Options{
 		Client: dyn, Dir: c.policyOut, Kyverno: c.kyverno, KyvernoInstalled: policysync.KyvernoInstalled(disc),
 		Events: policysync.ClientsetEvents{Client: cs}, Node: c.node, ReportStatus: c.reportStatus, Resync: c.resync, Logger: logger,
+		// As criguard will read the file on the node: key files under
+		// /etc/criguard/keys (the chart mounts the keys there in this pod too).
+		Check: func(name string, data []byte) error { return policy.Check(path.Join(nodePolicyDir, name), data) },
 	})
 }
 

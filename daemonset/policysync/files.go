@@ -24,6 +24,10 @@ const (
 // criguard's loader reads at most.
 const maxFileBytes = 1 << 20
 
+// maxFileName leaves room, within a file system's 255 bytes, for the
+// writer's temporary name ("." + name + ".tmp-" + digits).
+const maxFileName = 200
+
 // lastApplied is kubectl's copy of the whole object: left out of what is written.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 

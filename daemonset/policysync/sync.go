@@ -46,6 +46,11 @@ type Options struct {
 	// node watches every ImagePolicy, nodes x nodes watch events: large
 	// clusters turn it off and keep Events and metrics.
 	ReportStatus bool
+	// Check refuses a policy file that criguard on the node would refuse to
+	// load (criguard refuses the whole directory for one bad file, so one
+	// object must not freeze every node's policy); nil checks nothing. A
+	// refused object is reported PolicyRejected and its previous file stays.
+	Check func(name string, data []byte) error
 	// Resync rewrites from the informers' caches at least this often (default 1m).
 	Resync time.Duration
 	Logger *slog.Logger
@@ -83,9 +88,12 @@ func New(o Options) (*Syncer, error) {
 func (s *Syncer) Ready() bool { return s.ready.Load() || s.writer.present() }
 
 // Run watches until ctx ends. Errors reaching the API server are retried by
-// the informers; the directory is left as it is meanwhile.
+// the informers; the directory is left as it is meanwhile. When Kyverno's
+// CRDs appear after the start, Run returns an error so that the process
+// restarts and watches them too (the directory stays as it is).
 func (s *Syncer) Run(ctx context.Context) error {
 	gvrs := []schema.GroupVersionResource{ImagePolicies}
+	awaitKyverno := false
 	if s.opts.Kyverno {
 		ok, err := s.kyvernoInstalled(ctx)
 		if err != nil {
@@ -94,7 +102,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if ok {
 			gvrs = append(gvrs, KyvernoClusterPolicy, KyvernoPolicy)
 		} else {
-			s.opts.Logger.Info("Kyverno's CRDs are not installed: syncing ImagePolicy objects only")
+			s.opts.Logger.Info("Kyverno's CRDs are not installed: syncing ImagePolicy objects only, and asking again at every resync")
+			awaitKyverno = true
 		}
 	}
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(s.opts.Client, s.opts.Resync)
@@ -114,8 +123,10 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 		listers = append(listers, inf.Lister())
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+	defer cancel() // first: Shutdown waits for the informers to stop
 	// Nothing is written before every list completed once: a partial view
 	// would remove policies the node enforces.
 	for gvr, ok := range factory.WaitForCacheSync(ctx.Done()) {
@@ -134,6 +145,11 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return nil
 		case <-s.poke:
 		case <-tick.C:
+			if awaitKyverno {
+				if ok, err := s.opts.KyvernoInstalled(ctx); err == nil && ok {
+					return errors.New("Kyverno's CRDs are installed now: restarting to sync Kyverno policies too")
+				}
+			}
 		}
 	}
 }
@@ -160,6 +176,22 @@ func (s *Syncer) kyvernoInstalled(ctx context.Context) (bool, error) {
 	}
 }
 
+// checkedFile is o as policy file name, when that is a file the node can
+// write (a name within the file system's limit) and criguard would load.
+func (s *Syncer) checkedFile(name string, o *unstructured.Unstructured) ([]byte, error) {
+	if len(name) > maxFileName {
+		return nil, fmt.Errorf("the policy file name %s... is %d bytes long, over the %d a node accepts: give the object a shorter name", name[:40], len(name), maxFileName)
+	}
+	data, err := policyFile(o)
+	if err != nil || s.opts.Check == nil {
+		return data, err
+	}
+	if err := s.opts.Check(name, data); err != nil {
+		return nil, fmt.Errorf("criguard would refuse it, and with it every policy on the node: %w", err)
+	}
+	return data, nil
+}
+
 // syncOnce writes what the caches hold and reports each file written.
 func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) error {
 	objs, err := collect(listers)
@@ -171,7 +203,7 @@ func (s *Syncer) syncOnce(ctx context.Context, listers []cache.GenericLister) er
 	var reports []statusReport
 	for _, o := range objs {
 		name := fileName(o)
-		data, err := policyFile(o)
+		data, err := s.checkedFile(name, o)
 		if err != nil {
 			// Keep this object's last good file, if any.
 			s.opts.Logger.Error("policy object not written; its previous file stays", "object", objectName(o), "err", err)

@@ -403,3 +403,64 @@ func (o Options) with(mods []func(*Options)) Options {
 	}
 	return o
 }
+
+// One object criguard would refuse must not reach the node: criguard refuses
+// the whole directory for one bad file, which would freeze every node's policy
+// (and keep a new node from being guarded at all). Such an object, like one
+// whose file name is too long to write, keeps its previous file and is
+// reported; every other object still syncs.
+func TestSyncRefusesWhatCriguardWouldRefuse(t *testing.T) {
+	long := strings.Repeat("n", 240) // with its temporary name, over 255 bytes
+	h := startNode(t, fakeAPIServer(t, imagePolicy("team", 1, "registry.example.com/*"), imagePolicy(long, 1, "registry.example.com/*")),
+		"node-a", t.TempDir(), false, false, func(o *Options) {
+			o.Check = func(name string, data []byte) error { return policy.Check("/etc/criguard/policy/"+name, data) }
+		})
+	before := h.files(t, "imagepolicy-team.yaml")["imagepolicy-team.yaml"]
+	waitFor(t, "a PolicyRejected event for the long name", func() bool {
+		return slices.ContainsFunc(h.eventMessages(t), func(s string) bool {
+			return strings.Contains(s, "PolicyRejected") && strings.Contains(s, "give the object a shorter name")
+		})
+	})
+	// Generation 2 names a key file the node does not have.
+	bad := imagePolicy("team", 2, "registry.example.com/*")
+	bad.Object["spec"].(map[string]any)["rules"] = []any{map[string]any{"name": "r", "images": []any{"*"},
+		"attestors": map[string]any{"entries": []any{map[string]any{"key": map[string]any{"file": "/nonexistent/criguard-test.pub"}}}}}}
+	if _, err := h.dyn.Resource(ImagePolicies).Update(context.Background(), bad, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a PolicyRejected event for generation 2", func() bool {
+		return slices.ContainsFunc(h.eventMessages(t), func(s string) bool {
+			return strings.Contains(s, "PolicyRejected: node node-a did not write generation 2") && strings.Contains(s, "criguard-test.pub")
+		})
+	})
+	if got := h.files(t, "imagepolicy-team.yaml")["imagepolicy-team.yaml"]; got != before {
+		t.Errorf("the last good file changed:\n%s", got)
+	}
+}
+
+// Kyverno installed after the sidecar started: Run ends with an error, so the
+// process restarts and syncs Kyverno's policies too.
+func TestSyncNoticesKyvernoInstalledLater(t *testing.T) {
+	var installed atomic.Bool
+	h := startNode(t, fakeAPIServer(t, imagePolicy("team", 1, "registry.example.com/*")), "node-a", t.TempDir(), true, false, func(o *Options) {
+		o.Resync = 20 * time.Millisecond
+		o.KyvernoInstalled = func(context.Context) (bool, error) { return installed.Load(), nil }
+	})
+	h.files(t, "imagepolicy-team.yaml")
+	select {
+	case err := <-h.done:
+		t.Fatalf("Run ended before Kyverno was installed: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	installed.Store(true)
+	select {
+	case err := <-h.done:
+		if err == nil || !strings.Contains(err.Error(), "Kyverno's CRDs are installed now") {
+			t.Fatalf("Run = %v; want the restart error", err)
+		}
+		h.cancel = nil // already stopped
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run did not notice Kyverno's CRDs; log:\n%s", strings.Join(h.logs.lines, ""))
+	}
+	h.files(t, "imagepolicy-team.yaml") // the directory stays
+}

@@ -270,6 +270,13 @@ func TestChartImagePolicies(t *testing.T) {
 	if !mountsToken(sync) || mountsToken(container(t, spec, "installer", false)) {
 		t.Error("the token must be mounted into the sync sidecar only")
 	}
+	// The sidecar compiles each policy as the node's criguard will, key
+	// files included: the keys where criguard reads them, read-only.
+	if !slices.ContainsFunc(sync.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == "keys" && m.MountPath == "/etc/criguard/keys" && m.ReadOnly
+	}) {
+		t.Errorf("sync sidecar mounts %+v; want the keys read-only at /etc/criguard/keys", sync.VolumeMounts)
+	}
 	// The installer copies what the sidecar wrote on the host.
 	if v := volume(spec, "policy"); v == nil || v.HostPath == nil || v.HostPath.Path != "/etc/criguard/cluster-policy" {
 		t.Errorf("policy volume %+v, want the host's /etc/criguard/cluster-policy", v)

@@ -104,6 +104,19 @@ func Load(path string) (*Set, error) {
 	return set, nil
 }
 
+// Check compiles the documents of one policy file, data, as Load would read
+// it at file (key files included), without the checks that need the whole set
+// (at least one policy, names unique across files). A writer uses it not to
+// add a file that would make Load refuse the directory.
+func Check(file string, data []byte) error {
+	if len(data) > MaxFileSize {
+		return &LoadError{File: file, Msg: fmt.Sprintf("larger than %d bytes", MaxFileSize)}
+	}
+	docs := 0
+	_, _, errs := loadDocuments(file, data, &docs)
+	return errors.Join(errs...)
+}
+
 func policyFiles(path string) ([]string, error) {
 	st, err := os.Stat(path)
 	if err != nil {

@@ -598,3 +598,39 @@ func TestSplitDocuments(t *testing.T) {
 		}
 	}
 }
+
+// Check refuses what Load would refuse in one file, and accepts what Load
+// accepts in it, without the set-wide checks.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	key := writeFile(t, dir, "k.pub", testKey(t))
+	native := func(keyFile string) string {
+		return "apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - name: r\n    images: [\"*\"]\n    attestors:\n      entries:\n      - key: {file: " + keyFile + "}\n"
+	}
+	for _, tc := range []struct {
+		name, data, want string // want "" accepts
+	}{
+		{"valid, key file present", native(key), ""},
+		{"key file missing on the node", native(dir + "/missing.pub"), "missing.pub"},
+		{"unknown field", "apiVersion: criguard.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec: {enforce: true}\n", "enforce"},
+		{"not YAML", "a: [", "not valid YAML"},
+		{"only a non-policy document", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Check(filepath.Join(dir, "f.yaml"), []byte(tc.data))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Check: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Check = %v; want a refusal naming %q", err, tc.want)
+			}
+			// Load of a directory holding this file (and a valid one) agrees.
+			d := t.TempDir()
+			writeFile(t, d, "ok.yaml", strings.Replace(native(key), "name: p}", "name: other}", 1))
+			writeFile(t, d, "f.yaml", tc.data)
+			if _, lerr := Load(d); (lerr == nil) != (err == nil) {
+				t.Fatalf("Check says %v but Load says %v", err, lerr)
+			}
+		})
+	}
+}
