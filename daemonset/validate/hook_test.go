@@ -136,6 +136,10 @@ func TestChartUninstallHook(t *testing.T) {
 		if timeout <= 0 || j.Spec.ActiveDeadlineSeconds == nil || time.Duration(*j.Spec.ActiveDeadlineSeconds)*time.Second <= timeout {
 			t.Errorf("%s: --timeout %v, activeDeadlineSeconds %v: the command must time out (and say why) first", tc.job, timeout, j.Spec.ActiveDeadlineSeconds)
 		}
+		// Its pod is created while kubelets restart and may not start: retried.
+		if j.Spec.BackoffLimit == nil || *j.Spec.BackoffLimit < 1 {
+			t.Errorf("%s: backoffLimit %v; a pod that failed to start while kubelet restarted must be retried", tc.job, j.Spec.BackoffLimit)
+		}
 		if spec.ServiceAccountName != sa || spec.RestartPolicy != "Never" {
 			t.Errorf("%s: service account %q restart %q", tc.job, spec.ServiceAccountName, spec.RestartPolicy)
 		}

@@ -117,9 +117,11 @@ metadata:
     # Helm prints the Job's log when it fails: the nodes not yet restored.
     helm.sh/hook-output-log-policy: hook-failed
 spec:
-  # The command retries API errors itself until its --timeout; a second pod
-  # would only start the wait over.
-  backoffLimit: 0
+  # The command retries API errors itself until its --timeout, but its pod
+  # may fail to start at all: it is created while the nodes' kubelets are
+  # being repointed and restarted (seen on kind: StartError). A new pod
+  # starts the wait over; activeDeadlineSeconds bounds them all.
+  backoffLimit: 3
   # Room for the pod to be scheduled and its image pulled before the command's
   # own --timeout, so that the command, not the deadline, says what is missing.
   activeDeadlineSeconds: {{ add .ctx.Values.uninstall.hookTimeoutSeconds 90 }}
